@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make up` runs the system, `make test` runs the tests.
+# Both create .venv (and install the project into it) when it is missing or out of date.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint unit services-up services-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/recsys up
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit
+
+services-up: $(STAMP)
+	$(VENV)/bin/recsys services up
+
+services-down: $(STAMP)
+	$(VENV)/bin/recsys services down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,147 @@
+"""A local server process owned through a pid file: start detached, find again, stop cleanly.
+
+`recsys services down` must stop only what `recsys services up` started, even from another
+shell, so ownership is recorded on disk (pid plus a marker that must appear in the process's
+command line, which guards against a recycled pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """A local service cannot be installed, started or reached; the message says what to do."""
+
+
+def require_binary(name: str, install_hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ServiceError(f"`{name}` was not found on PATH. Install it: {install_hint}")
+    return path
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """True for a running process; False for a gone one or a zombie awaiting its parent."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in {"Z", "X"}
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    """One server process: its name, pid file, log file and the marker in its command line."""
+
+    name: str
+    pid_file: Path
+    log_file: Path
+    marker: str
+
+    def pid(self) -> int | None:
+        """The pid of our running process, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        cmdline = _cmdline(pid)
+        # An empty command line is a process between fork and exec (or a launcher re-exec):
+        # still ours. A different non-empty one means the pid was recycled.
+        if _alive(pid) and (not cmdline or self.marker in cmdline):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def start(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            # A new session: Ctrl-C in the shell that ran `services up` must not kill it.
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def wait_ready(self, check: Callable[[], bool], timeout_s: float) -> None:
+        """Poll `check` until it passes; fail early if the process died, with its log tail."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise ServiceError(
+                    f"{self.name} exited during start-up. Last log lines "
+                    f"({self.log_file}):\n{self.log_tail()}"
+                )
+            if check():
+                return
+            time.sleep(0.2)
+        raise ServiceError(
+            f"{self.name} did not become ready within {timeout_s:.0f} s. Last log lines "
+            f"({self.log_file}):\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 20.0) -> bool:
+        """SIGTERM, then SIGKILL after `timeout_s`; True if a process was stopped."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.pid() is not None:
+            _reap(pid)
+            time.sleep(0.1)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                _reap(pid)
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
+        os.waitpid(pid, os.WNOHANG)

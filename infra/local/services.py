@@ -1,0 +1,76 @@
+"""`recsys services up|down|status`: the local Kafka broker and Redis, started together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.local.kafka import KafkaServer, metadata_ok
+from infra.local.redis import RedisServer, ping_ok
+from recsys.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    address: str
+    pid: int | None
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class LocalServices:
+    kafka: KafkaServer
+    redis: RedisServer
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, redis_appendonly: bool = False) -> LocalServices:
+        services_dir = settings.state_dir / "services"
+        return cls(
+            kafka=KafkaServer(
+                home=services_dir / "kafka",
+                port=settings.kafka_port,
+                controller_port=settings.kafka_controller_port,
+                cache_dir=settings.cache_dir,
+            ),
+            redis=RedisServer(
+                home=services_dir / "redis", port=settings.redis_port, appendonly=redis_appendonly
+            ),
+        )
+
+    def up(self) -> dict[str, bool]:
+        """Start whatever is not running; returns which ones were started now."""
+        started = {"redis": self.redis.start()}
+        try:
+            started["kafka"] = self.kafka.start()
+        except Exception:
+            if started["redis"]:
+                self.redis.stop()
+            raise
+        return started
+
+    def down(self) -> dict[str, bool]:
+        return {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
+
+    def status(self) -> list[ServiceStatus]:
+        kafka_pid, redis_pid = self.kafka.process.pid(), self.redis.process.pid()
+        return [
+            ServiceStatus(
+                "kafka",
+                self.kafka.bootstrap_servers,
+                kafka_pid,
+                kafka_pid is not None and metadata_ok(self.kafka.bootstrap_servers),
+            ),
+            ServiceStatus(
+                "redis",
+                self.redis.url,
+                redis_pid,
+                redis_pid is not None and ping_ok(self.redis.url),
+            ),
+        ]
+
+    def exports(self) -> dict[str, str]:
+        """Environment variables that point every recsys process at these services."""
+        return {
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "RECSYS_REDIS_URL": self.redis.url,
+        }

@@ -1,0 +1,134 @@
+"""The one place that reads the environment.
+
+Every process (CLI, stream worker, API, batch job) builds a single frozen `Settings` at start
+and passes it down; nothing else calls `os.environ`. Variables use the `RECSYS_` prefix, e.g.
+`RECSYS_KAFKA_BOOTSTRAP_SERVERS`. Credentials are `SecretStr` so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_XDG_STATE = Path.home() / ".local" / "state" / "recsys"
+_XDG_CACHE = Path.home() / ".cache" / "recsys"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one recsys process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", frozen=True, extra="ignore", env_file=None
+    )
+
+    # --- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    kafka_username: str | None = Field(
+        None, description="SASL/PLAIN user, if the cluster needs one."
+    )
+    kafka_password: SecretStr | None = Field(None, description="SASL/PLAIN password.")
+    kafka_controller_port: int = Field(
+        9093, description="KRaft controller port of the local broker (`recsys services`)."
+    )
+    kafka_partitions: int = Field(4, ge=1, description="Partitions of each event topic.")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replicas of each event topic.")
+
+    # --- Redis -----------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL (db number included)."
+    )
+    redis_password: SecretStr | None = Field(None, description="Redis password (AUTH).")
+
+    # --- Qdrant ----------------------------------------------------------------------------
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL; unset means the embedded engine (qdrant-edge)."
+    )
+    qdrant_api_key: SecretStr | None = Field(None, description="Qdrant server API key.")
+    qdrant_path: Path | None = Field(
+        None, description="Embedded Qdrant shard directory (default: <state dir>/qdrant)."
+    )
+
+    # --- Files -----------------------------------------------------------------------------
+    data_dir: Path = Field(
+        _XDG_CACHE / "datasets",
+        description="Where datasets are read from and downloaded to (e.g. ../shared/datasets).",
+    )
+    state_dir: Path = Field(
+        _XDG_STATE,
+        description="Writable runtime state: local service data, pid files, model artifacts.",
+    )
+    cache_dir: Path = Field(
+        _XDG_CACHE, description="Downloaded tooling such as the Kafka broker's jars."
+    )
+
+    # --- Observability & API ------------------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318; unset = off."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key required in the X-API-Key header for writes; unset = open."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @cached_property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server: where `recsys services` runs its broker."""
+        return int(self.kafka_bootstrap_servers.split(",")[0].rpartition(":")[2])
+
+    @cached_property
+    def redis_port(self) -> int:
+        return urlsplit(self.redis_url).port or 6379
+
+    @cached_property
+    def qdrant_shard_dir(self) -> Path:
+        return self.qdrant_path or self.state_dir / "qdrant"
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as plain values, with every secret (and any password in a URL) masked."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********"
+            elif isinstance(value, str) and "://" in value:
+                value = mask_url_password(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[name] = value
+        return shown
+
+
+def mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":**********@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def env_var(field_name: str) -> str:
+    """The environment variable that sets a field, for error messages and docs."""
+    return f"RECSYS_{field_name.upper()}"

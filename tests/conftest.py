@@ -1,0 +1,62 @@
+"""Shared fixtures. Real services (Kafka, Redis) start once per session on free ports with the
+same code as `recsys services up`, and stop at the end. A test that needs them fails, loudly,
+if they cannot start: it is never skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local.kafka import KafkaServer
+from infra.local.process import ServiceError, free_port
+from infra.local.redis import RedisServer
+from recsys.settings import Settings
+
+CACHE_DIR = Path.home() / ".cache" / "recsys"
+
+
+@pytest.fixture(scope="session")
+def services_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def kafka_server(services_home: Path) -> Iterator[KafkaServer]:
+    server = KafkaServer(
+        home=services_home / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+        cache_dir=CACHE_DIR,
+    )
+    try:
+        server.start()
+    except ServiceError as exc:
+        pytest.fail(f"could not start the test Kafka broker: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(services_home: Path) -> Iterator[RedisServer]:
+    server = RedisServer(home=services_home / "redis", port=free_port())
+    try:
+        server.start()
+    except ServiceError as exc:
+        pytest.fail(f"could not start the test Redis: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_settings(
+    kafka_server: KafkaServer, redis_server: RedisServer, services_home: Path
+) -> Settings:
+    """Settings pointing at the session's real Kafka and Redis."""
+    return Settings(
+        kafka_bootstrap_servers=kafka_server.bootstrap_servers,
+        redis_url=redis_server.url,
+        state_dir=services_home / "state",
+        cache_dir=CACHE_DIR,
+    )

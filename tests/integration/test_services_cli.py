@@ -1,0 +1,88 @@
+"""`recsys services up|status|down` from a shell: real processes, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.local.process import free_port
+
+pytestmark = pytest.mark.integration
+
+RECSYS = [sys.executable, "-m", "recsys"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in {"Z", "X"}
+
+
+def test_services_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "RECSYS_STATE_DIR": str(tmp_path / "state"),
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "RECSYS_KAFKA_CONTROLLER_PORT": str(controller_port),
+        "RECSYS_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*RECSYS, "services", *args], env=env, capture_output=True, text=True, timeout=180
+        )
+
+    services_dir = tmp_path / "state" / "services"
+    try:
+        up = run("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"RECSYS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{kafka_port}" in up.stdout
+        pids = [int((services_dir / n / f"{n}.pid").read_text()) for n in ("kafka", "redis")]
+        assert all(_alive(pid) for pid in pids)
+
+        again = run("up")  # harmless the second time
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.count("already running") == 2
+
+        status = run("status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("yes") == 2
+    finally:
+        down = run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "kafka: stopped" in down.stdout
+    assert not any(_alive(pid) for pid in pids)
+    assert run("status").returncode == 1  # nothing healthy any more
+
+    # Re-using the formatted data dir works: a second life of the same services.
+    try:
+        assert run("up").returncode == 0
+    finally:
+        assert run("down").returncode == 0
+
+
+def test_services_up_refuses_a_port_taken_by_someone_else(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {
+            **os.environ,
+            "RECSYS_STATE_DIR": str(tmp_path / "state"),
+            "RECSYS_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        }
+        result = subprocess.run(
+            [*RECSYS, "services", "up"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert f"Port {port}" in result.stdout
+    assert "RECSYS_REDIS_URL" in result.stdout
