@@ -17,6 +17,11 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "ts", "event_type", "weight")
 ITEM_COLUMNS = ("item_id", "title", "genres", "year")
 
 
+# Default implicit-feedback weight of one row by event type (a MovieLens rating is one positive
+# interaction whatever its value, as the evaluation protocols require).
+EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "purchase": 4.0, "rating": 1.0}
+
+
 class DatasetError(ValueError):
     """A dataset cannot be used: empty, malformed, or missing; the message says what to do."""
 
