@@ -4,14 +4,16 @@ if they cannot start: it is never skipped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from infra.local.kafka import KafkaServer
 from infra.local.process import ServiceError, free_port
 from infra.local.redis import RedisServer
+from recsys.clients import redis_client
 from recsys.settings import Settings
 
 CACHE_DIR = Path.home() / ".cache" / "recsys"
@@ -60,3 +62,12 @@ def service_settings(
         state_dir=services_home / "state",
         cache_dir=CACHE_DIR,
     )
+
+
+@pytest.fixture
+async def redis(service_settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's Redis, emptied first: each test starts from a clean slate."""
+    client = redis_client(service_settings)
+    await client.flushdb()
+    yield client
+    await client.aclose()

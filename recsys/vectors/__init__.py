@@ -1,0 +1,6 @@
+"""Item vector index: one small interface, two Qdrant backends (embedded engine and server)."""
+
+from recsys.vectors.base import ItemFilter, ItemPoint, SearchHit, VectorIndex, point_id
+from recsys.vectors.factory import open_vector_index
+
+__all__ = ["ItemFilter", "ItemPoint", "SearchHit", "VectorIndex", "open_vector_index", "point_id"]

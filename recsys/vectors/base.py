@@ -1,0 +1,108 @@
+"""The vector index interface shared by publishing (writes) and serving (reads).
+
+A model version is an immutable set of item vectors: the publisher creates it, fills it,
+seals it, and only then makes it active (the pointer lives in Redis, see `recsys.keys`).
+Readers always name the version they query, so they never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Qdrant point ids must be integers or UUIDs; items keep their own string ids, so the point id
+# is derived from the item id. Every process computes the same id without a lookup table.
+_ITEM_NAMESPACE = uuid.UUID("6f1c3a52-3c1e-4a8e-9d56-0f9e5b1f7a10")
+
+
+def point_id(item_id: str) -> str:
+    return str(uuid.uuid5(_ITEM_NAMESPACE, item_id))
+
+
+@dataclass(frozen=True)
+class ItemPoint:
+    """One item as stored: its vector and payload (title, genres, year, popularity, ...)."""
+
+    item_id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    item_id: str
+    score: float
+    payload: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Restrictions on candidate items: any of `genres`, none of `exclude_genres`, and none
+    of `exclude_item_ids` (e.g. what the user has already seen)."""
+
+    genres: tuple[str, ...] = ()
+    exclude_genres: tuple[str, ...] = ()
+    exclude_item_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.genres or self.exclude_genres or self.exclude_item_ids)
+
+
+class VectorIndexError(RuntimeError):
+    """The index cannot serve the request (backend down, version missing)."""
+
+
+class VectorIndex(ABC):
+    """Item vectors per model version. Distance is the dot product (ALS scores)."""
+
+    @abstractmethod
+    async def create_version(self, version: str, dim: int) -> None:
+        """Create an empty, writable version; fails if it exists."""
+
+    @abstractmethod
+    async def upsert(self, version: str, points: Sequence[ItemPoint]) -> None:
+        """Add items to a version that is not sealed yet."""
+
+    @abstractmethod
+    async def seal(self, version: str) -> None:
+        """Finish writing: build the index and make the version durable and read-only."""
+
+    @abstractmethod
+    async def drop_version(self, version: str) -> None:
+        """Delete a version (no-op if missing)."""
+
+    @abstractmethod
+    async def list_versions(self) -> list[str]:
+        """Versions present in the backend, sealed or not, oldest first."""
+
+    @abstractmethod
+    async def search(
+        self,
+        version: str,
+        vector: np.ndarray,
+        k: int,
+        item_filter: ItemFilter | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[SearchHit]:
+        """The `k` items with the highest dot product with `vector`, best first."""
+
+    @abstractmethod
+    async def get(
+        self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True
+    ) -> list[SearchHit]:
+        """Items by id (score 0); unknown ids are left out."""
+
+    @abstractmethod
+    async def count(self, version: str) -> int:
+        """Number of items in a version."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release resources."""
