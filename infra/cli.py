@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,7 +25,9 @@ console = Console()
 
 @app.command()
 def up(
-    redis_aof: bool = typer.Option(False, help="Run Redis with append-only persistence."),
+    redis_aof: Annotated[
+        bool, typer.Option(help="Run Redis with append-only persistence.")
+    ] = False,
 ) -> None:
     """Start Kafka and Redis (a no-op for those already running) and wait until both answer."""
     services = LocalServices.from_settings(Settings(), redis_appendonly=redis_aof)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from batch.cli import train_command
 from infra.cli import app as services_app
 from infra.local.process import ServiceError
 from infra.local.services import LocalServices
@@ -23,12 +25,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services_app, name="services")
+app.command("train")(train_command)
 console = Console()
 
 
 @app.command()
 def config(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a list."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a list.")] = False,
 ) -> None:
     """Print the effective settings (environment + defaults), with secrets masked."""
     shown = Settings().masked()

@@ -1,0 +1,149 @@
+"""`recsys train`: fit a servable model on a dataset and publish it as the active version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from batch.data import DatasetError
+from batch.publish import publish
+from batch.train import SERVABLE_MODELS, to_artifacts, train
+from recsys.clients import redis_client
+from recsys.settings import Settings, mask_url_password
+from recsys.vectors import open_vector_index
+
+console = Console()
+
+
+def _peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_command(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="ml-100k, ml-1m, ml-latest-small, synthetic[:users=..,items=..,events=..,seed=..]"
+            ", or a CSV/Parquet interactions file."
+        ),
+    ] = "synthetic",
+    model: Annotated[
+        str, typer.Option(help=f"Model to serve: {', '.join(SERVABLE_MODELS)}.")
+    ] = "als",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where datasets live (default: RECSYS_DATA_DIR).")
+    ] = None,
+    params: Annotated[
+        str, typer.Option(help="Hyperparameters as JSON, e.g. '{\"factors\": 64}'.")
+    ] = "{}",
+    keep_versions: Annotated[
+        int, typer.Option(min=1, help="Model versions to keep (older ones are removed).")
+    ] = 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also save the timings as JSON here.")
+    ] = None,
+) -> None:
+    """Train a model on a dataset and publish it: item vectors with payload to Qdrant, user
+    vectors, popularity and item factors to Redis; then switch readers to it atomically.
+
+    Needs Redis (see `recsys services up`) and Qdrant (embedded by default, or RECSYS_QDRANT_URL).
+    """
+    settings = Settings()
+    try:
+        hyper: dict[str, Any] = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--params is not JSON: {exc}") from None
+    started = time.perf_counter()
+    try:
+        from batch.datasets import load_dataset
+
+        with console.status(f"Loading {dataset}…"):
+            loaded = load_dataset(dataset, data_dir or settings.data_dir)
+        load_seconds = time.perf_counter() - started
+        console.print(
+            f"{loaded.name}: {loaded.n_interactions:,} interactions, "
+            f"{loaded.interactions['user_id'].nunique():,} users, {len(loaded.items):,} items"
+        )
+        with console.status(f"Training {model}…"):
+            trained = train(loaded, model, hyper)
+    except (DatasetError, ValueError, TypeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"Trained {model} in {trained.fit_seconds:.1f} s")
+    artifacts = to_artifacts(trained, loaded.name, model)
+    publish_started = time.perf_counter()
+    try:
+        version = asyncio.run(_publish(settings, artifacts, keep_versions))
+    except RedisError as exc:
+        console.print(
+            f"[red]error:[/red] Redis at {mask_url_password(settings.redis_url)} failed ({exc}). "
+            "Start the local services with `recsys services up`, or set RECSYS_REDIS_URL."
+        )
+        raise typer.Exit(1) from None
+    publish_seconds = time.perf_counter() - publish_started
+    total = time.perf_counter() - started
+    summary = {
+        "dataset": loaded.name,
+        "model": model,
+        "version": version,
+        "interactions": loaded.n_interactions,
+        "users": len(artifacts.user_ids),
+        "items": len(artifacts.item_ids),
+        "load_seconds": round(load_seconds, 2),
+        "fit_seconds": round(trained.fit_seconds, 2),
+        "publish_seconds": round(publish_seconds, 2),
+        "train_and_publish_seconds": round(trained.fit_seconds + publish_seconds, 2),
+        "total_seconds": round(total, 2),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "params": artifacts.params,
+    }
+    console.print(
+        f"[green]Published version {version}[/green]: fit {trained.fit_seconds:.1f} s, "
+        f"publish {publish_seconds:.1f} s, total {total:.1f} s, "
+        f"peak RSS {summary['peak_rss_mib']} MiB"
+    )
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2, default=str))
+
+
+async def _publish(settings: Settings, artifacts: Any, keep_versions: int) -> str:
+    index = open_vector_index(settings)
+    redis = redis_client(settings)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bars:
+            tasks: dict[str, Any] = {}
+
+            def report(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    label = {"index": "Qdrant vectors", "seal": "Qdrant index", "redis": "Redis"}
+                    tasks[stage] = bars.add_task(label.get(stage, stage), total=total)
+                bars.update(tasks[stage], completed=done, total=total)
+
+            return await publish(
+                artifacts,
+                index,
+                redis,
+                settings.state_dir / "models",
+                keep_versions=keep_versions,
+                progress=report,
+            )
+    finally:
+        await index.close()
+        await redis.aclose()

@@ -1,0 +1,89 @@
+"""Train a servable model on a whole dataset and turn it into publishable artifacts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batch.data import Dataset
+from batch.models.base import EmbeddingRecommender, TrainData, build_train_data
+from batch.publish import ModelArtifacts
+
+
+def _als(**params: Any) -> EmbeddingRecommender:
+    from batch.models.als import ALSRecommender
+
+    return ALSRecommender(**params)
+
+
+def _two_tower(**params: Any) -> EmbeddingRecommender:
+    from batch.models.two_tower import TwoTowerRecommender
+
+    return TwoTowerRecommender(**params)
+
+
+# Models whose user and item vectors can be served (ANN over item vectors, online user updates).
+SERVABLE_MODELS: dict[str, Callable[..., EmbeddingRecommender]] = {
+    "als": _als,
+    "two-tower": _two_tower,
+}
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: EmbeddingRecommender
+    data: TrainData
+    fit_seconds: float
+
+
+def catalog_of(dataset: Dataset) -> np.ndarray:
+    """Every item that can be recommended: items with metadata, then any others interacted with."""
+    ids = pd.concat([dataset.items["item_id"], dataset.interactions["item_id"]], ignore_index=True)
+    return np.asarray(pd.unique(ids.astype(str)), dtype=object)
+
+
+def train(dataset: Dataset, model_name: str, params: dict[str, Any] | None = None) -> TrainedModel:
+    """Fit `model_name` on every interaction of `dataset`."""
+    try:
+        factory = SERVABLE_MODELS[model_name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {model_name!r}; servable models: {', '.join(SERVABLE_MODELS)}"
+        ) from None
+    data = build_train_data(dataset.interactions, catalog_of(dataset), dataset.items, dataset.users)
+    model = factory(**(params or {}))
+    started = time.perf_counter()
+    model.fit(data)
+    return TrainedModel(model, data, time.perf_counter() - started)
+
+
+def _payload(row: Any) -> dict[str, Any]:
+    year = row.year
+    return {
+        "title": "" if pd.isna(row.title) else str(row.title),
+        "genres": [str(g) for g in (row.genres if isinstance(row.genres, tuple | list) else ())],
+        "year": None if pd.isna(year) else int(year),
+    }
+
+
+def to_artifacts(trained: TrainedModel, dataset_name: str, model_name: str) -> ModelArtifacts:
+    data = trained.data
+    popularity = np.bincount(data.interactions["item_idx"].to_numpy(), minlength=data.n_items)
+    payloads = [_payload(row) for row in data.item_features.itertuples(index=False)]
+    return ModelArtifacts(
+        model=model_name,
+        dataset=dataset_name,
+        user_ids=np.asarray(data.users.ids, dtype=str),
+        item_ids=np.asarray(data.items.ids, dtype=str),
+        user_vectors=np.ascontiguousarray(trained.model.user_vectors(), dtype=np.float32),
+        item_vectors=np.ascontiguousarray(trained.model.item_vectors(), dtype=np.float32),
+        item_payloads=payloads,
+        popularity=popularity.astype(np.int64),
+        trained_until=data.now,
+        params=trained.model.params(),
+    )
