@@ -1,0 +1,105 @@
+"""`evaluate`: run P1 or P2 on a dataset for a set of models and write JSON + Markdown + PNGs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from batch.data import Dataset
+from batch.evaluation.protocols import Protocol
+from batch.evaluation.report import write_json, write_report
+from batch.evaluation.runner import evaluate_models
+from batch.evaluation.tuning import param_grid
+from batch.models.registry import UnknownModelError, model_factory, model_names
+from recsys.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+
+def parse_models(values: list[str] | None) -> list[str]:
+    """Model names from repeated and/or comma-separated options (default: every model)."""
+    if not values:
+        return model_names()
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return list(dict.fromkeys(names))
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k.")],
+    protocol: Annotated[
+        Protocol, typer.Option(help="temporal (P1) or leave-last-out (P2).")
+    ] = Protocol.TEMPORAL,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(help="Models to run, comma-separated or repeated (default: all)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Dataset directory (default: RECSYS_DATA_DIR).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="JSON output (default: under the state dir).")
+    ] = None,
+    report_path: Annotated[
+        Path | None,
+        typer.Option("--report", help="Markdown report; plots go next to it."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the models and the bootstrap.")] = 0,
+) -> None:
+    """Tune each model on validation, refit on train + validation, score test; write reports."""
+    # Imported here: the loader (and its I/O dependencies) is only needed by this command.
+    load_dataset: Callable[[str, Path], Dataset] = importlib.import_module(
+        "batch.datasets"
+    ).load_dataset
+    names = parse_models(models)
+    for name in names:
+        try:
+            model_factory(name)
+        except UnknownModelError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--models") from None
+        except RuntimeError:
+            pass  # unavailable models are skipped, with a note, by the runner
+    settings = Settings()
+    stem = f"evaluation-{dataset}-{protocol}"
+    json_path = json_path or settings.state_dir / "reports" / f"{stem}.json"
+    report_path = report_path or json_path.with_suffix(".md")
+
+    data = load_dataset(dataset, data_dir or settings.data_dir)
+    steps = sum(len(param_grid(name)) + 2 for name in names)  # tuning fits, refit, scoring
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("loading", total=steps)
+        started: list[str] = []
+
+        def on_step(name: str, step: str) -> None:
+            if started:
+                progress.advance(task)
+            started.append(step)
+            progress.update(task, description=f"{name}: {step}")
+
+        result = evaluate_models(data, protocol, names, seed=seed, on_step=on_step)
+        progress.update(task, completed=steps, description="done")
+
+    write_json(result, json_path)
+    plots = write_report(result, report_path)
+    for name, reason in result.skipped.items():
+        console.print(f"[yellow]skipped {name}:[/yellow] {reason}")
+    console.print(f"JSON: {json_path}\nReport: {report_path}")
+    for plot in plots:
+        console.print(f"Plot: {plot}")
+
+
+if __name__ == "__main__":
+    app()

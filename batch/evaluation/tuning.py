@@ -1,0 +1,45 @@
+"""Hyperparameter grids, searched on the validation split and chosen by NDCG@10.
+
+Grids are small on purpose: the whole ml-100k evaluation of every model should take a few
+minutes on two cores.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Any
+
+SELECTION_K = 10
+
+# name -> {hyperparameter: candidate values}; the grid is their Cartesian product.
+_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "most-popular": {},
+    "recent-popular": {"window_days": [7.0]},
+    "itemknn": {"neighbours": [50, 200], "shrinkage": [0.0, 20.0]},
+    "ease": {"regularization": [100.0, 250.0, 500.0, 1000.0]},
+    "als": {
+        "factors": [64],
+        "regularization": [0.05],
+        "alpha": [10.0],
+        "iterations": [15],
+        "weighting": ["none"],
+    },
+    "bpr": {
+        "factors": [64],
+        "learning_rate": [0.05],
+        "regularization": [0.01],
+        "iterations": [100],
+    },
+}
+# Models whose constructor takes a seed, and under which name.
+_SEED_PARAMETER = {"als": "random_state", "bpr": "random_state", "two-tower": "seed"}
+
+
+def param_grid(name: str, seed: int = 0) -> list[dict[str, Any]]:
+    """Every hyperparameter combination to try for model `name` (defaults only if unknown)."""
+    space = _GRIDS.get(name, {})
+    combos = [dict(zip(space, values, strict=True)) for values in product(*space.values())]
+    if name in _SEED_PARAMETER:
+        for combo in combos:
+            combo[_SEED_PARAMETER[name]] = seed
+    return combos
