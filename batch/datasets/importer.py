@@ -68,15 +68,15 @@ def import_interactions(
         f"event_type {{value}} is not one of {sorted(EVENT_WEIGHTS)}",
         rows.fields["event_type"],
     )
-    rows, ts = _parse_ts(rows, errors)
-    rows, weight = _parse_weight(rows, errors)
+    rows = _parse_ts(rows, errors)
+    rows = _parse_weight(rows, errors)
     f = rows.fields
     interactions = interactions_frame(
         f["user_id"].str.strip(),
         f["item_id"].str.strip(),
-        ts,
+        f["ts"].to_numpy(),
         f["event_type"].str.strip().str.lower(),
-        weight,
+        f["weight"].to_numpy(),
     )
     if interactions.empty:
         detail = f" ({errors.skipped} malformed rows skipped)" if errors.skipped else ""
@@ -132,7 +132,8 @@ def _as_text(column: pd.Series) -> pd.Series:
     return column.astype("str").where(column.notna(), "")
 
 
-def _parse_ts(rows: RawRows, errors: RowErrors) -> tuple[RawRows, np.ndarray]:
+def _parse_ts(rows: RawRows, errors: RowErrors) -> RawRows:
+    """Replace the ts text by int64 epoch seconds."""
     raw = rows.fields["ts"].str.strip()
     numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     is_number = np.isfinite(numbers)
@@ -151,21 +152,28 @@ def _parse_ts(rows: RawRows, errors: RowErrors) -> tuple[RawRows, np.ndarray]:
     from_text = stamps.to_numpy(dtype="datetime64[s]", na_value=np.datetime64(0, "s")).astype(
         np.int64
     )
-    return rows, np.where(is_number, seconds, from_text)
+    return _with_column(rows, "ts", np.where(is_number, seconds, from_text))
 
 
-def _parse_weight(rows: RawRows, errors: RowErrors) -> tuple[RawRows, np.ndarray]:
+def _parse_weight(rows: RawRows, errors: RowErrors) -> RawRows:
+    """Replace (or add) the weight column as float32; an empty weight is the event type's."""
     events = rows.fields["event_type"].str.strip().str.lower()
     defaults = events.map(EVENT_WEIGHTS).to_numpy(dtype=np.float64)
     if "weight" not in rows.fields.columns:
-        return rows, defaults.astype(np.float32)
+        return _with_column(rows, "weight", defaults.astype(np.float32))
     raw = rows.fields["weight"].fillna("").str.strip()
     given = raw != ""
     values = pd.to_numeric(raw.where(given), errors="coerce").to_numpy(dtype=np.float64)
     bad = given.to_numpy() & ~np.isfinite(values)
     rows = errors.reject(rows, bad, "weight {value} is not a number", raw)
     values, given, defaults = values[~bad], given.to_numpy()[~bad], defaults[~bad]
-    return rows, np.where(given, values, defaults).astype(np.float32)
+    return _with_column(rows, "weight", np.where(given, values, defaults).astype(np.float32))
+
+
+def _with_column(rows: RawRows, name: str, values: np.ndarray) -> RawRows:
+    fields = rows.fields.copy()
+    fields[name] = values
+    return RawRows(rows.path, fields, rows.lines)
 
 
 def _read_items(path: Path, errors: RowErrors) -> pd.DataFrame:

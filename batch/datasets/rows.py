@@ -63,9 +63,8 @@ class RowErrors:
             return rows
         first = int(np.flatnonzero(bad)[0])
         value = "" if values is None else values.iloc[first]
-        message = (
-            f"{location(rows.path, int(rows.lines[first]))}: {reason.format(value=repr(value))}"
-        )
+        shown = repr(value) if isinstance(value, str) else str(value)
+        message = f"{location(rows.path, int(rows.lines[first]))}: {reason.format(value=shown)}"
         if not self.skip_malformed:
             raise DatasetError(
                 f"{message} (pass skip_malformed=True / --skip-malformed to skip such rows)"
@@ -172,7 +171,7 @@ def read_csv_rows(path: Path, *, errors: RowErrors, encoding: str = "utf-8") -> 
                 errors.reject(
                     bad,
                     np.array([True]),
-                    f"expected {len(names)} comma-separated fields, got {{value}}",
+                    f"expected {len(names)} fields separated by ',', got {{value}}",
                     bad.fields["n"],
                 )
                 continue

@@ -82,8 +82,8 @@ class SyntheticConfig:
         types = {f.name: f.type for f in fields(cls)}
         values: dict[str, int | float] = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
-            key, sep, raw = part.partition("=")
-            key = aliases.get(key.strip(), key.strip())
+            given, sep, raw = part.partition("=")
+            key = aliases.get(given.strip(), given.strip())
             if not sep or key not in types:
                 raise DatasetError(
                     f"synthetic: cannot read {part!r}; expected key=value, key one of "
@@ -92,7 +92,9 @@ class SyntheticConfig:
             try:
                 values[key] = int(raw.replace("_", "")) if types[key] == "int" else float(raw)
             except ValueError:
-                raise DatasetError(f"synthetic: {key} must be a number, got {raw!r}") from None
+                raise DatasetError(
+                    f"synthetic: {given.strip()} must be a number, got {raw!r}"
+                ) from None
         return cls(**values)  # type: ignore[arg-type]
 
 
