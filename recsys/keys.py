@@ -11,8 +11,20 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:popular:genre:{genre}   zset    item_id -> interaction count, per genre
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
 
-Per-user state (written by the stream worker; TTLs documented there) uses `recsys:user:{id}:*`;
-item trending state uses `recsys:trending:*`.
+Per-user state (written by the stream worker; expires after RECSYS_STREAM_USER_TTL_DAYS idle):
+  recsys:user:{u}:state                    hash    v (float32 vector), mv (its model version),
+                                                   n (events applied), ts (last event, epoch ms),
+                                                   upd (wall time of the last write, epoch ms),
+                                                   w5m / w5m_prev / w1h / w1h_prev (window counts
+                                                   "start:click=1,view=3"), g (genre affinity JSON)
+  recsys:user:{u}:history                  list    newest first, "ts_ms|type|item_id"
+  recsys:user:{u}:eids                     zset    recent event ids (16 raw bytes) -> ts ms: dedup
+
+Items (stream worker):
+  recsys:items:{window}:{start}            hash    "{type}:{item_id}" -> count; TTL two windows
+  recsys:trending:{epoch}                  zset    item_id -> decayed weighted count (see
+                                                   streams.update_rules.trending_increment)
+  recsys:stream:applied                    hash    "{topic}:{partition}" -> last applied offset
 """
 
 from __future__ import annotations
@@ -57,3 +69,26 @@ def gram_matrix(version: str) -> str:
 def model_pattern(version: str) -> str:
     """Glob over every key of one version (for clean-up with SCAN)."""
     return f"{PREFIX}:model:{version}:*"
+
+
+def user_state(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:state"
+
+
+def user_history(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:history"
+
+
+def user_event_ids(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:eids"
+
+
+def item_window(window: str, start: int) -> str:
+    return f"{PREFIX}:items:{window}:{start}"
+
+
+def trending(epoch: int) -> str:
+    return f"{PREFIX}:trending:{epoch}"
+
+
+STREAM_APPLIED = f"{PREFIX}:stream:applied"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -53,6 +53,29 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(None, description="Qdrant server API key.")
     qdrant_path: Path | None = Field(
         None, description="Embedded Qdrant shard directory (default: <state dir>/qdrant)."
+    )
+
+    # --- Stream worker ---------------------------------------------------------------------
+    stream_user_update: Literal["ema", "fold-in"] = Field(
+        "ema", description="Online user-vector update: EMA, or ALS fold-in over recent history."
+    )
+    stream_ema_view: float = Field(0.05, gt=0, le=1, description="EMA weight of a view.")
+    stream_ema_click: float = Field(0.15, gt=0, le=1, description="EMA weight of a click.")
+    stream_ema_purchase: float = Field(0.35, gt=0, le=1, description="EMA weight of a purchase.")
+    stream_fold_in_history: int = Field(
+        50, ge=1, description="Recent events a fold-in solve uses."
+    )
+    stream_fold_in_prior: float = Field(
+        1.0, ge=0, description="Pull of the batch user vector in a fold-in solve (0: none)."
+    )
+    stream_history_length: int = Field(100, ge=1, description="Recent events kept per user.")
+    stream_user_ttl_days: float = Field(30, gt=0, description="Idle users' state expires after.")
+    stream_trending_half_life_s: float = Field(
+        3600, gt=0, description="Half-life of the decayed counts behind trending items."
+    )
+    stream_batch_size: int = Field(1000, ge=1, description="Events applied per Redis round trip.")
+    stream_batch_wait_ms: int = Field(
+        20, ge=1, description="Longest wait to fill a batch (bounds the added latency)."
     )
 
     # --- Files -----------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""The active model version as the worker needs it: item vectors, genres and Y^T Y in memory.
+
+Loaded from Redis once per version (one HGETALL per hash) and swapped when
+`recsys:model:active` changes; the pointer is checked at most every `refresh_s` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from recsys import keys
+from recsys.model_registry import (
+    ModelMeta,
+    active_version,
+    as_bytes,
+    model_meta,
+    vector_from_bytes,
+)
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    meta: ModelMeta
+    item_row: dict[str, int]
+    item_vectors: np.ndarray  # (n_items x dim) float32
+    item_genres: list[tuple[str, ...]]
+    gram: np.ndarray  # (dim x dim) float64
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self.item_row.get(item_id)
+        return None if row is None else self.item_vectors[row]
+
+    def genres(self, item_id: str) -> tuple[str, ...]:
+        row = self.item_row.get(item_id)
+        return () if row is None else self.item_genres[row]
+
+    @property
+    def alpha(self) -> float:
+        return float(self.meta.params.get("alpha", 1.0))
+
+    @property
+    def regularization(self) -> float:
+        return float(self.meta.params.get("regularization", 0.01))
+
+
+async def load_model(redis: aioredis.Redis, version: str) -> ActiveModel | None:
+    meta = await model_meta(redis, version)
+    if meta is None:
+        return None
+    raw_vectors = await redis.hgetall(keys.item_vectors(version))
+    raw_items = await redis.hgetall(keys.item_payloads(version))
+    raw_gram = await redis.get(keys.gram_matrix(version))
+    item_ids = [as_bytes(k).decode() for k in raw_vectors]
+    vectors = np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()])
+    payloads = {as_bytes(k).decode(): json.loads(as_bytes(v)) for k, v in raw_items.items()}
+    genres = [tuple(payloads.get(i, {}).get("genres") or ()) for i in item_ids]
+    gram = (
+        vector_from_bytes(as_bytes(raw_gram)).reshape(meta.dim, meta.dim).astype(np.float64)
+        if raw_gram
+        else (vectors.T.astype(np.float64) @ vectors.astype(np.float64))
+    )
+    return ActiveModel(
+        meta=meta,
+        item_row={item: row for row, item in enumerate(item_ids)},
+        item_vectors=vectors.astype(np.float32),
+        item_genres=genres,
+        gram=gram,
+    )
+
+
+class ModelCache:
+    """Keeps the active version loaded; `get()` is cheap between refreshes."""
+
+    def __init__(self, redis: aioredis.Redis, refresh_s: float = 5.0) -> None:
+        self.redis = redis
+        self.refresh_s = refresh_s
+        self._model: ActiveModel | None = None
+        self._checked_at = float("-inf")
+
+    async def get(self) -> ActiveModel | None:
+        now = time.monotonic()
+        if now - self._checked_at >= self.refresh_s:
+            self._checked_at = now
+            version = await active_version(self.redis)
+            if version is None:
+                self._model = None
+            elif self._model is None or self._model.version != version:
+                self._model = await load_model(self.redis, version) or self._model
+        return self._model

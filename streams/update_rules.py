@@ -1,0 +1,165 @@
+"""Pure update rules of the stream worker: user vectors, tumbling windows, decayed trending.
+
+No I/O here; `streams.applier` reads state from Redis, calls these, and writes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-12
+
+
+def normalize(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return (vector / norm if norm > EPS else vector).astype(np.float32)
+
+
+def ema_update(user: np.ndarray | None, item: np.ndarray, weight: float) -> np.ndarray:
+    """One exponential-moving-average step: u <- normalize((1 - a) u + a v_item).
+
+    Parameters
+    ----------
+    user : ndarray or None
+        The current (unit) user vector; None for a user with no vector yet, who starts from
+        the item's direction.
+    item : ndarray
+        The item vector of the model version in force.
+    weight : float
+        a_t in (0, 1]: how far one event of this type pulls the user towards the item.
+
+    Returns
+    -------
+    ndarray
+        The new unit user vector (float32).
+    """
+    if user is None:
+        return normalize(item)
+    return normalize((1.0 - weight) * user + weight * item)
+
+
+def fold_in(
+    gram: np.ndarray,
+    item_vectors: np.ndarray,
+    confidence: np.ndarray,
+    regularization: float,
+    prior: np.ndarray | None = None,
+    prior_weight: float = 0.0,
+) -> np.ndarray:
+    """ALS fold-in of one user with the item factors fixed, using a precomputed Y^T Y.
+
+    Solves (Y^T Y + sum_i (c_i - 1) y_i y_i^T + (lambda + mu) I) x = sum_i c_i y_i + mu x_prior,
+    which for mu = 0 is exactly implicit's `recalculate_user` (and `batch.models.als.
+    als_fold_in`), and for mu > 0 pulls the solution towards the batch user vector.
+
+    Parameters
+    ----------
+    gram : ndarray
+        (d x d) Y^T Y of the model version (published with it, so it is not recomputed).
+    item_vectors : ndarray
+        (n x d) vectors of the user's distinct recent items.
+    confidence : ndarray
+        (n,) confidences c_i = alpha * summed event weight of each item.
+    regularization : float
+        The model's lambda.
+    prior, prior_weight : ndarray or None, float
+        Batch user vector and its pull mu (0 disables it).
+
+    Returns
+    -------
+    ndarray
+        (d,) float32 user vector.
+    """
+    dim = gram.shape[0]
+    items = np.asarray(item_vectors, dtype=np.float64)
+    conf = np.asarray(confidence, dtype=np.float64)
+    lhs = np.asarray(gram, dtype=np.float64) + (regularization + prior_weight) * np.eye(dim)
+    lhs += (items * (conf - 1.0)[:, None]).T @ items
+    rhs = items.T @ conf
+    if prior is not None and prior_weight > 0:
+        rhs += prior_weight * np.asarray(prior, dtype=np.float64)
+    return np.linalg.solve(lhs, rhs).astype(np.float32)
+
+
+WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600}
+
+
+def window_start(ts_seconds: float, length_s: int) -> int:
+    """Start of the tumbling window (aligned to the epoch) that contains `ts_seconds`."""
+    return int(ts_seconds) - int(ts_seconds) % length_s
+
+
+@dataclass
+class WindowCounts:
+    """Counts per event type in one tumbling window."""
+
+    start: int
+    counts: dict[str, int]
+
+    def encode(self) -> str:
+        body = ",".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        return f"{self.start}:{body}"
+
+    @classmethod
+    def decode(cls, raw: str) -> WindowCounts:
+        start, _, body = raw.partition(":")
+        counts = {}
+        for part in filter(None, body.split(",")):
+            key, _, value = part.partition("=")
+            counts[key] = int(value)
+        return cls(int(start), counts)
+
+
+def add_to_windows(
+    current: WindowCounts | None,
+    previous: WindowCounts | None,
+    ts_seconds: float,
+    event_type: str,
+    length_s: int,
+) -> tuple[WindowCounts | None, WindowCounts | None, bool]:
+    """Count one event in a user's current/previous tumbling windows (event time).
+
+    A newer window rolls the current one into `previous`; an event for the previous window
+    still counts there; anything older is too late and is not counted (returns False).
+    """
+    start = window_start(ts_seconds, length_s)
+    if current is None or start > current.start:
+        previous = current if current is not None and current.start == start - length_s else None
+        current = WindowCounts(start, {})
+    if start == current.start:
+        target = current
+    elif previous is not None and start == previous.start:
+        target = previous
+    elif start == current.start - length_s:
+        previous = target = WindowCounts(start, {})
+    else:
+        return current, previous, False
+    target.counts[event_type] = target.counts.get(event_type, 0) + 1
+    return current, previous, True
+
+
+def trending_epoch(ts_seconds: float, half_life_s: float) -> int:
+    """Decayed counts are kept per epoch of 16 half-lives, so scores stay below 2**16 * weight
+    and no worker ever has to rescale a shared set."""
+    return int(ts_seconds // (16 * half_life_s))
+
+
+def trending_increment(ts_seconds: float, weight: float, half_life_s: float) -> tuple[int, float]:
+    """(epoch, score increment) of one event: weight * 2**((ts - epoch start) / half-life).
+
+    Within an epoch, comparing sums of these is comparing counts decayed to any common instant;
+    the previous epoch joins with weight 2**-16 when read.
+    """
+    epoch = trending_epoch(ts_seconds, half_life_s)
+    offset = ts_seconds - epoch * 16 * half_life_s
+    return epoch, weight * 2.0 ** (offset / half_life_s)
+
+
+def decay_affinity(
+    affinity: dict[str, float], elapsed_s: float, half_life_s: float
+) -> dict[str, float]:
+    """Decay genre affinities by the time since they were last written; drop negligible ones."""
+    factor = 2.0 ** (-max(elapsed_s, 0.0) / half_life_s)
+    return {g: s * factor for g, s in affinity.items() if s * factor > 1e-3}

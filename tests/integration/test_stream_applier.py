@@ -1,0 +1,186 @@
+"""The batch applier against a real Redis and a published model version."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from batch.publish import ModelArtifacts, publish
+from recsys import keys
+from recsys.model_registry import as_bytes
+from recsys.settings import Settings
+from recsys.vectors.edge import EdgeVectorIndex
+from schemas import new_event
+from streams.applier import BatchApplier, SourcedEvent, UpdateConfig
+from streams.model_cache import ModelCache
+from streams.update_rules import ema_update, normalize, trending_epoch
+from streams.user_state import HistoryEntry, UserState
+
+pytestmark = pytest.mark.integration
+
+DIM = 4
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def artifacts(seed: int, trained_until: int) -> ModelArtifacts:
+    rng = np.random.default_rng(seed)
+    return ModelArtifacts(
+        model="als",
+        dataset="unit",
+        user_ids=np.array(["known"]),
+        item_ids=np.array([f"i{i}" for i in range(10)]),
+        user_vectors=rng.standard_normal((1, DIM)).astype(np.float32),
+        item_vectors=rng.standard_normal((10, DIM)).astype(np.float32),
+        item_payloads=[
+            {"title": f"I{i}", "genres": ["Drama" if i < 5 else "Comedy"], "year": None}
+            for i in range(10)
+        ],
+        popularity=np.ones(10, dtype=np.int64),
+        trained_until=trained_until,
+        params={"alpha": 2.0, "regularization": 0.1},
+    )
+
+
+async def publish_model(
+    redis: aioredis.Redis, tmp_path: Path, seed: int = 0, trained_until: int = 0
+) -> ModelArtifacts:
+    art = artifacts(seed, trained_until)
+    index = EdgeVectorIndex(tmp_path / "qdrant")
+    await publish(art, index, redis, tmp_path / "models")
+    await index.close()
+    return art
+
+
+def sourced(
+    event_type: str, user: str, item: str, offset: int, minutes: float = 0, partition: int = 0
+) -> SourcedEvent:
+    event = new_event(event_type, user, item, ts=T0 + timedelta(minutes=minutes))  # type: ignore[arg-type]
+    return SourcedEvent(event, f"events.{event_type}", partition, offset)
+
+
+def config(**overrides: object) -> UpdateConfig:
+    return UpdateConfig.from_settings(Settings(**overrides))  # type: ignore[arg-type]
+
+
+async def user_state(redis: aioredis.Redis, user: str) -> UserState:
+    return UserState.from_hash(await redis.hgetall(keys.user_state(user)))
+
+
+async def test_ema_history_windows_trending_for_a_known_user(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    art = await publish_model(redis, tmp_path)
+    cfg = config()
+    applier = BatchApplier(redis, cfg)
+    model = await ModelCache(redis).get()
+    batch = [
+        sourced("view", "known", "i1", 0),
+        sourced("purchase", "known", "i2", 0, minutes=1, partition=1),
+        sourced("click", "new-user", "i7", 1, minutes=2),
+    ]
+    outcome = await applier.apply(batch, model)
+    assert outcome.applied == {"view": 1, "purchase": 1, "click": 1}
+
+    expected = normalize(art.user_vectors[0])
+    expected = ema_update(expected, art.item_vectors[1], cfg.ema_weights["view"])
+    expected = ema_update(expected, art.item_vectors[2], cfg.ema_weights["purchase"])
+    state = await user_state(redis, "known")
+    assert state.vector is not None
+    np.testing.assert_allclose(state.vector, expected, rtol=1e-5)
+    assert state.events == 2
+    window_5m = state.windows["5m"]
+    assert window_5m is not None
+    assert window_5m.counts == {"view": 1, "purchase": 1}
+    assert state.genres == {"Drama": pytest.approx(5.0, rel=1e-3)}  # view 1 + purchase 4
+
+    newcomer = await user_state(redis, "new-user")
+    assert newcomer.vector is not None
+    np.testing.assert_allclose(newcomer.vector, normalize(art.item_vectors[7]), rtol=1e-5)
+
+    history = [
+        HistoryEntry.decode(h) for h in await redis.lrange(keys.user_history("known"), 0, -1)
+    ]
+    assert [(h.event_type, h.item_id) for h in history] == [("purchase", "i2"), ("view", "i1")]
+    window = keys.item_window("5m", int(T0.timestamp()))
+    assert await redis.hget(window, "click:i7") == b"1"
+    top = await redis.zrevrange(
+        keys.trending(trending_epoch(T0.timestamp(), cfg.trending_half_life_s)), 0, 0
+    )
+    assert top == [b"i2"]  # a purchase outweighs a view and a click
+    assert await redis.ttl(keys.user_state("known")) > 0
+
+
+async def test_redelivered_and_duplicate_events_change_nothing(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    await publish_model(redis, tmp_path)
+    applier = BatchApplier(redis, config())
+    model = await ModelCache(redis).get()
+    first = [sourced("view", "u", "i1", 10), sourced("click", "u", "i2", 11, minutes=1)]
+    await applier.apply(first, model)
+    before = await redis.hgetall(keys.user_state("u"))
+
+    again = await applier.apply(first, model)  # a redelivery after a crash: same offsets
+    assert (again.redelivered, sum(again.applied.values())) == (2, 0)
+    republished = SourcedEvent(first[0].event, "events.view", 0, 12)  # same event id, new offset
+    dup = await applier.apply([republished, republished], model)
+    assert (dup.duplicates, sum(dup.applied.values())) == (2, 0)
+
+    after = await redis.hgetall(keys.user_state("u"))
+    assert {k: v for k, v in after.items() if k != b"upd"} == {
+        k: v for k, v in before.items() if k != b"upd"
+    }
+    assert await redis.llen(keys.user_history("u")) == 2
+    applied = await redis.hgetall(keys.STREAM_APPLIED)
+    assert applied == {b"events.view:0": b"12", b"events.click:0": b"11"}
+
+
+async def test_a_new_model_version_rebases_the_user_on_its_batch_vector(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    await publish_model(redis, tmp_path, seed=0)
+    cfg = config()
+    applier = BatchApplier(redis, cfg)
+    cache = ModelCache(redis, refresh_s=0)
+    before_cutoff = sourced("view", "known", "i1", 0, minutes=-60)
+    after_cutoff = sourced("click", "known", "i3", 1, minutes=0)
+    await applier.apply([before_cutoff, after_cutoff], await cache.get())
+
+    cutoff = int((T0 - timedelta(minutes=30)).timestamp())
+    art2 = await publish_model(redis, tmp_path, seed=1, trained_until=cutoff)
+    model2 = await cache.get()
+    assert model2 is not None
+    assert model2.meta.trained_until == cutoff
+    await applier.apply([sourced("view", "known", "i4", 2, minutes=1)], model2)
+
+    expected = normalize(art2.user_vectors[0])  # the new batch vector, then only post-cutoff events
+    expected = ema_update(expected, art2.item_vectors[3], cfg.ema_weights["click"])
+    expected = ema_update(expected, art2.item_vectors[4], cfg.ema_weights["view"])
+    state = await user_state(redis, "known")
+    assert state.model_version == model2.version
+    assert state.vector is not None
+    np.testing.assert_allclose(state.vector, expected, rtol=1e-5)
+
+
+async def test_fold_in_mode_solves_against_the_item_factors(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    art = await publish_model(redis, tmp_path)
+    applier = BatchApplier(redis, config(stream_user_update="fold-in", stream_fold_in_prior=0.0))
+    model = await ModelCache(redis).get()
+    await applier.apply(
+        [sourced("purchase", "fresh", "i5", 0), sourced("view", "fresh", "i6", 1)], model
+    )
+    state = await user_state(redis, "fresh")
+    from batch.models.als import als_fold_in
+
+    expected = als_fold_in(art.item_vectors, np.array([5, 6]), np.array([2.0 * 4, 2.0 * 1]), 0.1)
+    assert state.vector is not None
+    np.testing.assert_allclose(state.vector, expected, rtol=1e-3, atol=1e-4)
+    payload = json.loads(as_bytes(await redis.hget(keys.item_payloads(model.version), "i5")))  # type: ignore[union-attr]
+    assert payload["genres"] == ["Comedy"]

@@ -1,0 +1,88 @@
+"""The stream worker's pure update rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from batch.models.als import als_fold_in
+from streams.update_rules import (
+    WindowCounts,
+    add_to_windows,
+    decay_affinity,
+    ema_update,
+    fold_in,
+    trending_increment,
+    window_start,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_ema_moves_towards_the_item_and_stays_unit_length() -> None:
+    user = np.array([1.0, 0.0], dtype=np.float32)
+    item = np.array([0.0, 2.0], dtype=np.float32)
+    small = ema_update(user, item, 0.1)
+    large = ema_update(user, item, 0.5)
+    assert np.linalg.norm(small) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(large, np.array([0.5, 1.0]) / np.linalg.norm([0.5, 1.0]), rtol=1e-6)
+    assert 0 < small[1] < large[1]  # a heavier event type pulls harder
+
+
+def test_ema_starts_a_new_user_from_the_item_direction() -> None:
+    np.testing.assert_allclose(ema_update(None, np.array([3.0, 4.0]), 0.2), [0.6, 0.8], rtol=1e-6)
+
+
+def test_fold_in_with_gram_matches_implicits_exact_solve() -> None:
+    rng = np.random.default_rng(3)
+    factors = rng.standard_normal((30, 6)).astype(np.float32)
+    rows = np.array([2, 7, 11])
+    confidence = np.array([4.0, 10.0, 2.0])
+    expected = als_fold_in(factors, rows, confidence, 0.1)
+    gram = factors.astype(np.float64).T @ factors.astype(np.float64)
+    got = fold_in(gram, factors[rows], confidence, 0.1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_prior_pulls_towards_the_batch_vector() -> None:
+    rng = np.random.default_rng(4)
+    factors = rng.standard_normal((30, 4))
+    gram = factors.T @ factors
+    prior = np.array([5.0, -5.0, 0.0, 1.0])
+    free = fold_in(gram, factors[[1, 2]], np.array([5.0, 5.0]), 0.1)
+    pulled = fold_in(gram, factors[[1, 2]], np.array([5.0, 5.0]), 0.1, prior, 1e5)
+    assert np.linalg.norm(pulled - prior) < np.linalg.norm(free - prior)
+    np.testing.assert_allclose(pulled, prior, atol=0.05)
+
+
+def test_tumbling_windows_roll_and_count_late_events_in_the_previous_window() -> None:
+    assert window_start(1_000_123, 300) == 1_000_123 - 1_000_123 % 300
+    current, previous, ok = add_to_windows(None, None, 600, "view", 300)
+    assert ok
+    assert current == WindowCounts(600, {"view": 1})
+    assert previous is None
+    current, previous, ok = add_to_windows(current, previous, 910, "click", 300)
+    assert (current, previous) == (WindowCounts(900, {"click": 1}), WindowCounts(600, {"view": 1}))
+    current, previous, ok = add_to_windows(current, previous, 650, "view", 300)  # late, prev window
+    assert ok
+    assert previous == WindowCounts(600, {"view": 2})
+    _, _, ok = add_to_windows(current, previous, 10, "view", 300)  # far too late
+    assert not ok
+    current, previous, _ = add_to_windows(current, previous, 5000, "view", 300)  # a gap
+    assert previous is None
+    assert current is not None
+    assert WindowCounts.decode(current.encode()) == current
+
+
+def test_trending_increments_double_per_half_life_within_an_epoch() -> None:
+    epoch, early = trending_increment(16 * 100 * 7 + 10, 1.0, 100)
+    same_epoch, later = trending_increment(16 * 100 * 7 + 110, 1.0, 100)
+    assert epoch == same_epoch == 7
+    assert later / early == pytest.approx(2.0)
+    next_epoch, _ = trending_increment(16 * 100 * 8, 1.0, 100)
+    assert next_epoch == 8
+
+
+def test_genre_affinity_decays_by_half_lives() -> None:
+    decayed = decay_affinity({"Drama": 8.0, "Noir": 0.001}, elapsed_s=200, half_life_s=100)
+    assert decayed == {"Drama": pytest.approx(2.0)}
