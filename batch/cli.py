@@ -53,8 +53,10 @@ def train_command(
         Path | None, typer.Option("--json", help="Also save the timings as JSON here.")
     ] = None,
 ) -> None:
-    """Train a model on a dataset and publish it: item vectors with payload to Qdrant, user
-    vectors, popularity and item factors to Redis; then switch readers to it atomically.
+    """Train a model on a dataset and publish it as the active model version.
+
+    Item vectors with their payload go to Qdrant; user vectors, popularity and the item factors
+    the stream worker needs go to Redis; then readers switch to the new version atomically.
 
     Needs Redis (see `recsys services up`) and Qdrant (embedded by default, or RECSYS_QDRANT_URL).
     """

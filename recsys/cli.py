@@ -10,10 +10,13 @@ import typer
 from rich.console import Console
 
 from batch.cli import train_command
+from batch.datasets.cli import app as data_app
+from batch.evaluation.cli import evaluate as evaluate_command
 from infra.cli import app as services_app
 from infra.local.process import ServiceError
 from infra.local.services import LocalServices
 from recsys.settings import Settings
+from streams.cli import worker_command
 
 app = typer.Typer(
     help=(
@@ -25,7 +28,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services_app, name="services")
+app.add_typer(data_app, name="data")
 app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
+app.command("worker")(worker_command)
 console = Console()
 
 

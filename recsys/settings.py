@@ -62,9 +62,7 @@ class Settings(BaseSettings):
     stream_ema_view: float = Field(0.05, gt=0, le=1, description="EMA weight of a view.")
     stream_ema_click: float = Field(0.15, gt=0, le=1, description="EMA weight of a click.")
     stream_ema_purchase: float = Field(0.35, gt=0, le=1, description="EMA weight of a purchase.")
-    stream_fold_in_history: int = Field(
-        50, ge=1, description="Recent events a fold-in solve uses."
-    )
+    stream_fold_in_history: int = Field(50, ge=1, description="Recent events a fold-in solve uses.")
     stream_fold_in_prior: float = Field(
         1.0, ge=0, description="Pull of the batch user vector in a fold-in solve (0: none)."
     )

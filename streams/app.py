@@ -1,0 +1,93 @@
+"""The Faust application: one agent that applies interaction events to Redis in batches.
+
+Events are taken with `noack_take` and acknowledged only after `EventProcessor.process` has
+returned, i.e. after their effect is written to Redis (or, for invalid messages, delivered to
+the dead-letter topic). Faust commits acknowledged offsets only, so a crash at any point leads
+to redelivery, which the applier recognises and skips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from recsys.clients import redis_client
+from recsys.settings import Settings
+from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
+from streams.applier import UpdateConfig
+from streams.processor import EventProcessor
+
+APP_ID = "recsys-stream"
+
+
+@dataclass
+class WorkerOptions:
+    group_id: str = APP_ID
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    session_timeout_s: float = 10.0
+    model_refresh_s: float = 5.0
+
+
+def create_app(
+    settings: Settings, options: WorkerOptions | None = None, processor: Any = None
+) -> faust.App:
+    """Build the worker app. `processor` replaces the Redis-backed one (tests of the agent)."""
+    options = options or WorkerOptions()
+    app = faust.App(
+        options.group_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=options.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, options.session_timeout_s / 10),
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        web_host=options.web_host,
+        web_port=options.web_port,
+        web_bind=options.web_host,
+        web_in_thread=False,
+    )
+    events = app.topic(*EVENT_TOPICS, key_type=bytes, value_type=bytes)
+    dead_letters = app.topic(DLQ_TOPIC, key_type=bytes, value_type=bytes)
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        delivered = await dead_letters.send(key=key, value=value)
+        await delivered  # on the broker before the source message is acknowledged
+
+    state: dict[str, EventProcessor] = {}
+
+    def current_processor() -> Any:
+        if processor is not None:
+            return processor
+        if "p" not in state:  # created on the worker's own event loop, at first use
+            state["p"] = EventProcessor(
+                redis_client(settings),
+                UpdateConfig.from_settings(settings),
+                send_dead_letter,
+                model_refresh_s=options.model_refresh_s,
+            )
+        return state["p"]
+
+    @app.agent(events, name="apply_events")
+    async def apply_events(stream: Any) -> None:  # a faust.Stream (noack_take is untyped)
+        async for batch in stream.noack_take(
+            settings.stream_batch_size, within=settings.stream_batch_wait_ms / 1000
+        ):
+            await current_processor().process([event.message for event in batch])
+            for event in batch:
+                await stream.ack(event)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp takes the charset separately from the content type.
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app

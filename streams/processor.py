@@ -1,0 +1,160 @@
+"""One batch of Kafka messages: decode, dead-letter the invalid, apply the valid, record metrics.
+
+`process` returns only once every message of the batch is dealt with: invalid ones delivered to
+the dead-letter topic, valid ones applied in Redis. While Redis is unreachable it retries with
+backoff instead of returning, so the caller never acknowledges (and Kafka never commits) an
+event whose effect is not in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from recsys.tracing import context_from_headers
+from schemas import EventDecodeError, decode_event
+from schemas.dead_letter import DeadLetter
+from streams import metrics
+from streams.applier import BatchApplier, BatchOutcome, SourcedEvent, UpdateConfig
+from streams.model_cache import ModelCache
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("recsys.streams")
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, OSError)
+MAX_BACKOFF_S = 2.0
+
+DeadLetterSender = Callable[[bytes | None, bytes], Awaitable[None]]
+
+
+class RawMessage(Protocol):
+    """What the processor needs of a consumed Kafka message (Faust's Message has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: UpdateConfig,
+        send_dead_letter: DeadLetterSender,
+        *,
+        model_refresh_s: float = 5.0,
+    ) -> None:
+        self.applier = BatchApplier(redis, config)
+        self.models = ModelCache(redis, refresh_s=model_refresh_s)
+        self.send_dead_letter = send_dead_letter
+
+    async def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        started = time.perf_counter()
+        metrics.BATCH_SIZE.observe(len(messages))
+        valid: list[SourcedEvent] = []
+        spans: list[trace.Span] = []
+        for message in messages:
+            try:
+                event = decode_event(message.value or b"")
+            except EventDecodeError as exc:
+                await self._dead_letter(message, exc)
+                continue
+            valid.append(SourcedEvent(event, message.topic, message.partition, message.offset))
+            parent = context_from_headers(_header_pairs(message.headers))
+            if parent is not None:
+                spans.append(_event_span(message, event.event_type, parent))
+        outcome = await self._apply_until_done(valid, spans)
+        self._record(outcome)
+        for span in spans:
+            span.end()
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _dead_letter(self, message: RawMessage, exc: EventDecodeError) -> None:
+        letter = DeadLetter.for_message(
+            message.value or b"", str(exc), exc.field, message.topic, message.partition,
+            message.offset,
+        )  # fmt: skip
+        await self.send_dead_letter(message.key, letter.model_dump_json().encode())
+        metrics.DLQ.labels(field=exc.field).inc()
+        metrics.EVENTS.labels(event_type="unknown", outcome="invalid").inc()
+
+    async def _apply_until_done(
+        self, valid: list[SourcedEvent], spans: list[trace.Span]
+    ) -> BatchOutcome:
+        if not valid:
+            return BatchOutcome()
+        links = [Link(s.get_span_context()) for s in spans[1:]]
+        parent = trace.set_span_in_context(spans[0]) if spans else None
+        attempt = 0
+        while True:
+            try:
+                with tracer.start_as_current_span(
+                    "redis apply_batch", context=parent, links=links,
+                    attributes={"db.system": "redis", "recsys.batch.events": len(valid)},
+                ):  # fmt: skip
+                    redis_started = time.perf_counter()
+                    model = await self.models.get()
+                    outcome = await self.applier.apply(valid, model)
+                    metrics.REDIS_SECONDS.observe(time.perf_counter() - redis_started)
+                    return outcome
+            except RETRYABLE as exc:
+                attempt += 1
+                metrics.REDIS_ERRORS.inc()
+                delay = min(MAX_BACKOFF_S, 0.05 * 2**attempt)
+                log.warning(
+                    "Redis unavailable (%s); retrying %d events in %.2f s (attempt %d)",
+                    exc, len(valid), delay, attempt,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _record(outcome: BatchOutcome) -> None:
+        for event_type, count in outcome.applied.items():
+            metrics.EVENTS.labels(event_type=event_type, outcome="applied").inc(count)
+        if outcome.duplicates:
+            metrics.DEDUP_HITS.labels(reason="event_id").inc(outcome.duplicates)
+        if outcome.redelivered:
+            metrics.DEDUP_HITS.labels(reason="offset").inc(outcome.redelivered)
+        if outcome.unknown_items:
+            metrics.UNKNOWN_ITEMS.inc(outcome.unknown_items)
+        if outcome.conflicts:
+            metrics.WRITE_CONFLICTS.inc(outcome.conflicts)
+        for seconds in outcome.freshness_s:
+            metrics.FRESHNESS_SECONDS.observe(seconds)
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(str(k), v) for k, v in items if isinstance(v, bytes)]
+
+
+def _event_span(message: RawMessage, event_type: str, parent: Any) -> trace.Span:
+    return tracer.start_span(
+        f"{message.topic} process",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": message.topic,
+            "messaging.destination.partition.id": str(message.partition),
+            "messaging.kafka.offset": message.offset,
+            "recsys.event_type": event_type,
+        },
+    )
