@@ -22,10 +22,11 @@ _TITLE_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)
 def require_present(rows: RawRows, columns: Iterable[str], errors: RowErrors) -> RawRows:
     """Reject rows where any of `columns` is empty or blank."""
     for column in columns:
-        values = rows.fields[column].str.strip()
-        rows = errors.reject(
-            rows, (values == "").to_numpy() | values.isna().to_numpy(), f"empty {column}"
-        )
+        values = rows.fields[column]
+        empty = np.array(values.isna(), dtype=bool)
+        if not pd.api.types.is_numeric_dtype(values):  # typed Parquet columns have no blanks
+            empty |= np.asarray(values.str.strip() == "", dtype=bool)
+        rows = errors.reject(rows, empty, f"empty {column}")
     return rows
 
 
