@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Self
@@ -118,21 +120,20 @@ class TwoTowerRecommender(EmbeddingRecommender):
         self.user_ids = np.asarray(data.users.ids, dtype=str)
         # Only items seen in training own a learnt id row; the rest use the unknown row.
         seen = np.bincount(sequences.items, minlength=data.n_items) > 0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+        with _seeded_and_deterministic(config.seed):
             self._build(data.n_items, self._users.sizes)
-        id_rows = np.where(seen, np.arange(data.n_items), self._item_tower.unknown_id)
-        self._catalog = _catalog_inputs(id_rows, self._items.encode(data.item_features))
-        user_codes = torch.as_tensor(self._users.encode(data.user_features, data.n_users))
-        self.losses = train(
-            self._item_tower,
-            self._user_tower,
-            self._catalog,
-            sequences,
-            user_codes,
-            config,
-            self.verbose,
-        )
+            id_rows = np.where(seen, np.arange(data.n_items), self._item_tower.unknown_id)
+            self._catalog = _catalog_inputs(id_rows, self._items.encode(data.item_features))
+            user_codes = torch.as_tensor(self._users.encode(data.user_features, data.n_users))
+            self.losses = train(
+                self._item_tower,
+                self._user_tower,
+                self._catalog,
+                sequences,
+                user_codes,
+                config,
+                self.verbose,
+            )
         self._fitted = True
         self._item_vectors = self._embed_catalog()
         history, valid = sequences.windows(
@@ -333,10 +334,28 @@ class TwoTowerRecommender(EmbeddingRecommender):
         return model
 
 
+@contextmanager
+def _seeded_and_deterministic(seed: int) -> Iterator[None]:
+    """Seed torch and force deterministic kernels, restoring the caller's state after.
+
+    Multi-threaded CPU backward passes of indexing ops accumulate in a varying order
+    otherwise, so two fits with the same seed would differ in the last bits.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+
 def _catalog_inputs(id_rows: np.ndarray, inputs: ItemInputs) -> CatalogInputs:
+    # torch.tensor copies: the arrays may be read-only views (pandas, np.load).
     return CatalogInputs(
-        ids=torch.as_tensor(np.asarray(id_rows, dtype=np.int64)),
-        genres=torch.as_tensor(inputs.genres),
-        year=torch.as_tensor(inputs.year),
-        title=torch.as_tensor(inputs.title),
+        ids=torch.tensor(np.asarray(id_rows, dtype=np.int64)),
+        genres=torch.tensor(inputs.genres),
+        year=torch.tensor(inputs.year),
+        title=torch.tensor(inputs.title),
     )
