@@ -31,7 +31,7 @@ def two_taste_dataset() -> Dataset:
             "year": pd.array([2000] * 41, dtype="Int64"),
         }
     )
-    rows = []
+    rows: list[tuple[str, str, int, str, float]] = []
     for user in range(60):
         prefix = "c" if user < 30 else "d"
         for item in rng.choice(20, size=8, replace=False):
