@@ -1,0 +1,112 @@
+"""The Faust agent and the event processor, without a broker (agent.test_context())."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from recsys.settings import Settings
+from schemas import encode_event, new_event
+from schemas.dead_letter import DeadLetter
+from streams.app import create_app
+from streams.applier import BatchOutcome, SourcedEvent, UpdateConfig
+from streams.processor import EventProcessor, RawMessage
+
+pytestmark = pytest.mark.unit
+
+
+class RecordingProcessor:
+    def __init__(self) -> None:
+        self.batches: list[list[bytes | None]] = []
+
+    async def process(self, messages: Sequence[RawMessage]) -> None:
+        self.batches.append([m.value for m in messages])
+
+
+async def test_agent_hands_batches_of_raw_messages_to_the_processor_in_order() -> None:
+    recorder = RecordingProcessor()
+    app = create_app(Settings(stream_batch_size=4, stream_batch_wait_ms=20), processor=recorder)
+    agent = next(iter(app.agents.values()))
+    async with agent.test_context() as ctx:
+        for n in range(6):
+            await asyncio.wait_for(ctx.put(key=b"u", value=f"m{n}".encode()), 5)
+        await asyncio.sleep(0.2)
+    flat = [value for batch in recorder.batches for value in batch]
+    assert flat == [f"m{n}".encode() for n in range(6)]
+    assert max(len(batch) for batch in recorder.batches) <= 4  # the batch size is respected
+
+
+class FakeApplier:
+    def __init__(self) -> None:
+        self.applied: list[SourcedEvent] = []
+        self.failures_left = 0
+
+    async def apply(self, batch: Sequence[SourcedEvent], model: Any) -> BatchOutcome:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("redis is down")
+        self.applied.extend(batch)
+        outcome = BatchOutcome()
+        for sourced in batch:
+            outcome.applied[sourced.event.event_type] += 1
+        return outcome
+
+
+class NoModel:
+    async def get(self) -> None:
+        return None
+
+
+class Message:
+    def __init__(self, value: bytes, offset: int, topic: str = "events.click") -> None:
+        self.topic, self.partition, self.offset = topic, 2, offset
+        self.key: bytes | None = b"k"
+        self.value: bytes | None = value
+        self.headers: list[tuple[str, bytes]] = []
+
+
+def processor_with_fakes() -> tuple[EventProcessor, FakeApplier, list[bytes]]:
+    dead: list[bytes] = []
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        dead.append(value)
+
+    processor = EventProcessor(None, UpdateConfig.from_settings(Settings()), send_dead_letter)  # type: ignore[arg-type]
+    applier = FakeApplier()
+    processor.applier = applier  # type: ignore[assignment]
+    processor.models = NoModel()  # type: ignore[assignment]
+    return processor, applier, dead
+
+
+async def test_invalid_messages_are_dead_lettered_and_valid_ones_applied() -> None:
+    processor, applier, dead = processor_with_fakes()
+    good = new_event("click", "u1", "i1")
+    messages = [
+        Message(b"{oops", 7),
+        Message(encode_event(good), 8),
+        Message(b'{"event_type": 1}', 9),
+    ]
+    outcome = await processor.process(messages)
+    assert [s.event for s in applier.applied] == [good]
+    assert applier.applied[0].offset == 8
+    assert outcome.applied == {"click": 1}
+    letters = [DeadLetter.model_validate_json(d) for d in dead]
+    assert [(letter.source_offset, letter.field) for letter in letters] == [
+        (7, "body"),
+        (9, "event_type"),
+    ]
+    assert letters[0].original == b"{oops"
+    assert letters[0].source_topic == "events.click"
+    assert json.loads(dead[1])["source_partition"] == 2
+
+
+async def test_processing_waits_out_a_redis_outage_instead_of_returning() -> None:
+    processor, applier, _ = processor_with_fakes()
+    applier.failures_left = 3
+    outcome = await processor.process([Message(encode_event(new_event("view", "u", "i")), 1)])
+    assert outcome.applied == {"view": 1}
+    assert len(applier.applied) == 1
