@@ -15,7 +15,7 @@ import torch
 
 from batch.models.base import EmbeddingRecommender, TrainData
 from batch.models.two_tower.features import ItemFeatureEncoder, ItemInputs, UserFeatureEncoder
-from batch.models.two_tower.network import ItemTower, UserTower
+from batch.models.two_tower.network import ItemTower, UserTower, pooling_matrix
 from batch.models.two_tower.training import (
     CatalogInputs,
     Sequences,
@@ -243,10 +243,9 @@ class TwoTowerRecommender(EmbeddingRecommender):
         # id-dropout), so the online path and `user_vectors()` agree exactly.
         item_vectors = torch.as_tensor(self._item_vectors)
         weights = torch.as_tensor(recency_weights(valid, self.config.recency_decay))
+        pooling = pooling_matrix(torch.as_tensor(history), weights, len(item_vectors))
         with torch.no_grad():
-            vectors: torch.Tensor = self._user_tower(
-                item_vectors[torch.as_tensor(history)], weights, user_codes
-            )
+            vectors: torch.Tensor = self._user_tower(pooling, item_vectors, user_codes)
         return vectors.numpy().astype(np.float32)
 
     def _check_fitted(self) -> None:

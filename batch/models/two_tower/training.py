@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from rich.progress import Progress
 
-from batch.models.two_tower.network import ItemTower, UserTower
+from batch.models.two_tower.network import ItemTower, UserTower, pooling_matrix
 
 
 @dataclass
@@ -165,9 +165,10 @@ def _batch_loss(
     ids = torch.where(dropped, torch.full_like(ids, item_tower.unknown_id), ids)
     vectors = catalog.embed(item_tower, unique_t, ids)
     target_vectors = vectors[torch.as_tensor(inverse[: len(targets)])]
-    history_vectors = vectors[torch.as_tensor(inverse[len(targets) :]).view(history.shape)]
+    history_rows = torch.as_tensor(inverse[len(targets) :]).view(history.shape)
     weights = torch.as_tensor(recency_weights(valid, config.recency_decay))
-    user_vectors = user_tower(history_vectors, weights, user_codes[torch.as_tensor(users)])
+    pooling = pooling_matrix(history_rows, weights, len(unique))
+    user_vectors = user_tower(pooling, vectors, user_codes[torch.as_tensor(users)])
 
     targets_t = torch.as_tensor(targets)
     logits = user_vectors @ target_vectors.T / config.temperature
