@@ -15,6 +15,7 @@ from batch.evaluation.cli import evaluate as evaluate_command
 from infra.cli import app as services_app
 from infra.local.process import ServiceError
 from infra.local.services import LocalServices
+from recsys.bench_cli import app as bench_app
 from recsys.settings import Settings
 from streams.cli import worker_command
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)

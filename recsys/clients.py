@@ -41,13 +41,8 @@ def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
 
 def kafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     # acks=all + idempotence: an event accepted by the API is on the broker, once.
-    return AIOKafkaProducer(
-        **kafka_common(settings),
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        **options,
-    )
+    defaults: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+    return AIOKafkaProducer(**kafka_common(settings), **(defaults | options))
 
 
 async def ensure_topics(

@@ -11,14 +11,18 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:popular:genre:{genre}   zset    item_id -> interaction count, per genre
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
 
-Per-user state (written by the stream worker; expires after RECSYS_STREAM_USER_TTL_DAYS idle):
-  recsys:user:{u}:state                    hash    v (float32 vector), mv (its model version),
-                                                   n (events applied), ts (last event, epoch ms),
-                                                   upd (wall time of the last write, epoch ms),
-                                                   w5m / w5m_prev / w1h / w1h_prev (window counts
-                                                   "start:click=1,view=3"), g (genre affinity JSON)
-  recsys:user:{u}:history                  list    newest first, "ts_ms|type|item_id"
-  recsys:user:{u}:eids                     zset    recent event ids (16 raw bytes) -> ts ms: dedup
+Per-user state (written by the stream worker; expires after RECSYS_STREAM_USER_TTL_DAYS idle),
+all in one hash so that a batch costs one read and one write per user:
+  recsys:user:{u}:state                    hash    v: the user vector (float32 bytes);
+                                                   s: JSON {mv: its model version, n: events
+                                                   applied, ts: last event (epoch ms), upd: last
+                                                   write (epoch ms), g: genre affinity, w: window
+                                                   counts {"5m": [start, {type: n}], "5m_prev",
+                                                   "1h", "1h_prev"}};
+                                                   h: recent history, newest first, lines
+                                                   "ts_ms|v/c/p|item_id";
+                                                   e: recent event ids for dedup, 12 bytes each
+                                                   (8-byte id prefix, 4-byte ts seconds)
 
 Items (stream worker):
   recsys:items:{window}:{start}            hash    "{type}:{item_id}" -> count; TTL two windows
@@ -73,14 +77,6 @@ def model_pattern(version: str) -> str:
 
 def user_state(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:state"
-
-
-def user_history(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:history"
-
-
-def user_event_ids(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:eids"
 
 
 def item_window(window: str, start: int) -> str:

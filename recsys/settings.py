@@ -66,7 +66,13 @@ class Settings(BaseSettings):
     stream_fold_in_prior: float = Field(
         1.0, ge=0, description="Pull of the batch user vector in a fold-in solve (0: none)."
     )
-    stream_history_length: int = Field(100, ge=1, description="Recent events kept per user.")
+    stream_history_length: int = Field(50, ge=1, description="Recent events kept per user.")
+    stream_dedup_window_s: int = Field(
+        3600,
+        ge=1,
+        description="Duplicate event ids are caught within this much of a user's "
+        "newest event (redeliveries are caught by offset at any age).",
+    )
     stream_user_ttl_days: float = Field(30, gt=0, description="Idle users' state expires after.")
     stream_trending_half_life_s: float = Field(
         3600, gt=0, description="Half-life of the decayed counts behind trending items."

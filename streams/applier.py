@@ -1,10 +1,10 @@
-"""Apply a batch of valid events to Redis: exactly once in effect, in three round trips.
+"""Apply a batch of valid events to Redis: exactly once in effect, in two round trips.
 
-1. WATCH the state keys of the batch's users and the applied-offsets hash;
-2. read every user's state, recent event ids (and, for fold-in or a model switch, history)
-   in one pipeline;
-3. compute the new state in Python and write it all in one MULTI/EXEC, together with the
-   dedup records (event ids) and the per-partition applied offsets.
+1. Read the batch's users' state hashes, their batch vectors and the per-partition applied
+   offsets with one script call;
+2. compute the new state in Python and write it all with one script call, together with the
+   dedup records (recent event ids) and the new applied offsets. The write script first checks
+   that nothing it read has changed since (see `streams.redis_scripts`).
 
 An event is skipped when its offset is at or below its partition's applied offset (a
 redelivery after a crash or rebalance) or when its event id was already applied (a duplicate
@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from batch.data import EVENT_WEIGHTS
 from recsys import keys
@@ -31,6 +30,7 @@ from recsys.model_registry import as_bytes, vector_from_bytes
 from recsys.settings import Settings
 from schemas import AnyEvent
 from streams.model_cache import ActiveModel
+from streams.redis_scripts import READ_BATCH, WRITE_BATCH, WritePlan, pack
 from streams.update_rules import (
     WINDOWS,
     add_to_windows,
@@ -41,11 +41,13 @@ from streams.update_rules import (
     trending_increment,
     window_start,
 )
-from streams.user_state import HistoryEntry, UserState
+from streams.user_state import HistoryEntry, RecentIds, UserState, push_history
 
 log = logging.getLogger(__name__)
 
-RECENT_EVENT_IDS = 64  # per user, for duplicate publishes; redeliveries use offsets instead
+# Duplicate publishes (producer retries) are caught by event id within this window of a
+# user's newest event; redeliveries after a crash are caught by offsets, whatever their age.
+RECENT_IDS_LIMIT = 512
 GENRE_HALF_LIFE_S = 7 * 86_400
 
 
@@ -70,6 +72,7 @@ class UpdateConfig:
     fold_in_history: int
     fold_in_prior: float
     history_length: int
+    dedup_window_s: int
     user_ttl_s: int
     trending_half_life_s: float
 
@@ -85,6 +88,7 @@ class UpdateConfig:
             fold_in_history=settings.stream_fold_in_history,
             fold_in_prior=settings.stream_fold_in_prior,
             history_length=settings.stream_history_length,
+            dedup_window_s=settings.stream_dedup_window_s,
             user_ttl_s=int(settings.stream_user_ttl_days * 86_400),
             trending_half_life_s=settings.stream_trending_half_life_s,
         )
@@ -104,9 +108,7 @@ class BatchOutcome:
 @dataclass
 class _UserWork:
     state: UserState
-    known_ids: set[bytes]  # event ids of this batch that Redis says were applied before
     batch_vector: np.ndarray | None
-    history: list[HistoryEntry]  # newest first, as stored
     fresh: list[SourcedEvent] = field(default_factory=list)
 
 
@@ -114,38 +116,24 @@ class BatchApplier:
     def __init__(self, redis: aioredis.Redis, config: UpdateConfig) -> None:
         self.redis = redis
         self.config = config
+        self._read_script = redis.register_script(READ_BATCH)
+        self._write_script = redis.register_script(WRITE_BATCH)
 
     async def apply(self, batch: Sequence[SourcedEvent], model: ActiveModel | None) -> BatchOutcome:
-        """Apply `batch` atomically; retried on write conflicts. Redis errors propagate."""
+        """Apply `batch` atomically; recomputed on write conflicts. Redis errors propagate."""
         conflicts = 0
         while True:
-            try:
-                outcome = await self._apply_once(batch, model)
-            except WatchError:
-                conflicts += 1
-                continue
-            outcome.conflicts = conflicts
-            return outcome
-
-    async def _apply_once(
-        self, batch: Sequence[SourcedEvent], model: ActiveModel | None
-    ) -> BatchOutcome:
-        by_user: dict[str, list[SourcedEvent]] = defaultdict(list)
-        for sourced in batch:
-            by_user[sourced.event.user_id].append(sourced)
-        users = list(by_user)
-        watched = [keys.STREAM_APPLIED]
-        watched += [keys.user_state(u) for u in users] + [keys.user_event_ids(u) for u in users]
-        async with self.redis.pipeline(transaction=True) as tx:
-            await tx.watch(*watched)
+            by_user: dict[str, list[SourcedEvent]] = defaultdict(list)
+            for sourced in batch:
+                by_user[sourced.event.user_id].append(sourced)
             applied_offsets, work = await self._read(by_user, model)
-            outcome = BatchOutcome()
+            outcome = BatchOutcome(conflicts=conflicts)
             self._select_fresh(by_user, work, applied_offsets, outcome)
-            await self._read_history_for_rebase(work, model)
-            tx.multi()  # type: ignore[no-untyped-call]
-            self._write(tx, work, model, outcome)
-            self._write_offsets(tx, batch, applied_offsets)
-            await tx.execute()
+            plan = self._plan(work, model, outcome)
+            self._plan_offsets(plan, batch, applied_offsets)
+            if await self._write_script(args=[plan.blob()]) == 1:
+                break
+            conflicts += 1
         now = time.time()
         for item in work.values():
             for sourced in item.fresh:
@@ -155,37 +143,23 @@ class BatchApplier:
 
     async def _read(
         self, by_user: dict[str, list[SourcedEvent]], model: ActiveModel | None
-    ) -> tuple[dict[str, int], dict[str, _UserWork]]:
+    ) -> tuple[dict[str, bytes], dict[str, _UserWork]]:
         users = list(by_user)
-        fold_in_mode = self.config.mode == "fold-in"
-        async with self.redis.pipeline(transaction=False) as reads:
-            reads.hgetall(keys.STREAM_APPLIED)
-            for user in users:
-                reads.hgetall(keys.user_state(user))
-                event_ids: list[Any] = [s.event.event_id.bytes for s in by_user[user]]
-                reads.zmscore(keys.user_event_ids(user), event_ids)
-                if fold_in_mode:
-                    reads.lrange(keys.user_history(user), 0, self.config.fold_in_history - 1)
-            if model is not None:
-                reads.hmget(keys.user_vectors(model.version), users)
-            replies = await reads.execute()
-        applied = {as_bytes(k).decode(): int(v) for k, v in replies[0].items()}
-        batch_vectors = replies[-1] if model is not None else [None] * len(users)
-        per_user = 3 if fold_in_mode else 2
+        request = [
+            [keys.user_state(u) for u in users],
+            keys.user_vectors(model.version) if model else "",
+            users if model else [],
+            keys.STREAM_APPLIED,
+        ]
+        replies = await self._read_script(args=[pack(request)])
+        applied = {as_bytes(k).decode(): as_bytes(v) for k, v in _pairs(replies[0])}
+        batch_vectors = replies[-1]
         work: dict[str, _UserWork] = {}
         for n, user in enumerate(users):
-            state_raw, seen_scores, *rest = replies[1 + n * per_user : 1 + (n + 1) * per_user]
-            batch_raw = batch_vectors[n]
-            events = by_user[user]
+            raw_vector = batch_vectors[n] if n < len(batch_vectors) else None
             work[user] = _UserWork(
-                state=UserState.from_hash(state_raw),
-                known_ids={
-                    s.event.event_id.bytes
-                    for s, score in zip(events, seen_scores, strict=True)
-                    if score is not None
-                },
-                batch_vector=vector_from_bytes(as_bytes(batch_raw)) if batch_raw else None,
-                history=[HistoryEntry.decode(h) for h in rest[0]] if rest else [],
+                state=UserState.from_hash(dict(_pairs(replies[n + 1]))),
+                batch_vector=vector_from_bytes(as_bytes(raw_vector)) if raw_vector else None,
             )
         return applied, work
 
@@ -193,43 +167,21 @@ class BatchApplier:
     def _select_fresh(
         by_user: dict[str, list[SourcedEvent]],
         work: dict[str, _UserWork],
-        applied_offsets: dict[str, int],
+        applied_offsets: dict[str, bytes],
         outcome: BatchOutcome,
     ) -> None:
         for user, item in work.items():
-            kept: list[SourcedEvent] = []
-            seen_in_batch: set[bytes] = set()
+            known = item.state.recent_ids.prefixes()
             for sourced in by_user[user]:
-                if sourced.offset <= applied_offsets.get(
-                    f"{sourced.topic}:{sourced.partition}", -1
-                ):
+                event_id = RecentIds.prefix(sourced.event.event_id.bytes)
+                slot = f"{sourced.topic}:{sourced.partition}"
+                if sourced.offset <= int(applied_offsets.get(slot, b"-1")):
                     outcome.redelivered += 1
-                elif (event_id := sourced.event.event_id.bytes) in item.known_ids | seen_in_batch:
+                elif event_id in known:
                     outcome.duplicates += 1
                 else:
-                    seen_in_batch.add(event_id)
-                    kept.append(sourced)
-            item.fresh = kept
-
-    async def _read_history_for_rebase(
-        self, work: dict[str, _UserWork], model: ActiveModel | None
-    ) -> None:
-        """Users whose vector belongs to an older model version are rebuilt from their history."""
-        if model is None or self.config.mode == "fold-in":
-            return
-        stale = [
-            u
-            for u, w in work.items()
-            if w.fresh and w.state.model_version not in (None, model.version)
-        ]
-        if not stale:
-            return
-        async with self.redis.pipeline(transaction=False) as reads:
-            for user in stale:
-                reads.lrange(keys.user_history(user), 0, self.config.history_length - 1)
-            replies = await reads.execute()
-        for user, raw in zip(stale, replies, strict=True):
-            work[user].history = [HistoryEntry.decode(h) for h in raw]
+                    known.add(event_id)
+                    item.fresh.append(sourced)
 
     def _new_vector(
         self, item: _UserWork, model: ActiveModel, outcome: BatchOutcome
@@ -238,31 +190,28 @@ class BatchApplier:
         if self.config.mode == "fold-in":
             return self._fold_in(item, model, outcome)
         vector = state.vector
+        weights = self.config.ema_weights
         if state.model_version != model.version:
             # A new model version: restart from its batch vector and re-apply what happened
             # after its training cut-off, so nothing learnt online is lost or counted twice.
             vector = normalize(item.batch_vector) if item.batch_vector is not None else None
             cutoff_ms = model.meta.trained_until * 1000
-            for entry in reversed(item.history):
+            for entry in reversed(state.history):
                 item_vector = model.vector(entry.item_id)
                 if entry.ts_ms > cutoff_ms and item_vector is not None:
-                    vector = ema_update(
-                        vector, item_vector, self.config.ema_weights[entry.event_type]
-                    )
+                    vector = ema_update(vector, item_vector, weights[entry.event_type])
         for sourced in item.fresh:
             item_vector = model.vector(sourced.event.item_id)
             if item_vector is None:
                 outcome.unknown_items += 1
                 continue
-            vector = ema_update(
-                vector, item_vector, self.config.ema_weights[sourced.event.event_type]
-            )
+            vector = ema_update(vector, item_vector, weights[sourced.event.event_type])
         return vector
 
     def _fold_in(
         self, item: _UserWork, model: ActiveModel, outcome: BatchOutcome
     ) -> np.ndarray | None:
-        recent = [(e.item_id, e.event_type) for e in reversed(item.history)]
+        recent = [(e.item_id, e.event_type) for e in reversed(item.state.history)]
         recent += [(s.event.item_id, s.event.event_type) for s in item.fresh]
         confidence: dict[int, float] = defaultdict(float)
         for item_id, event_type in recent[-self.config.fold_in_history :]:
@@ -282,15 +231,12 @@ class BatchApplier:
             prior_weight=self.config.fold_in_prior if item.batch_vector is not None else 0.0,
         )
 
-    def _write(
-        self,
-        tx: aioredis.client.Pipeline,
-        work: dict[str, _UserWork],
-        model: ActiveModel | None,
-        outcome: BatchOutcome,
-    ) -> None:
+    def _plan(
+        self, work: dict[str, _UserWork], model: ActiveModel | None, outcome: BatchOutcome
+    ) -> WritePlan:
         config = self.config
         now_ms = int(time.time() * 1000)
+        plan = WritePlan()
         item_windows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for user, item in work.items():
@@ -322,42 +268,45 @@ class BatchApplier:
                         state.genres[genre] = state.genres.get(genre, 0.0) + weight
                 state.events += 1
                 state.last_event_ms = max(state.last_event_ms, sourced.ts_ms)
-
-            state_key, history_key, ids_key = (
-                keys.user_state(user), keys.user_history(user), keys.user_event_ids(user)
-            )  # fmt: skip
-            tx.hset(state_key, mapping=state.to_hash(now_ms))  # type: ignore[arg-type]
-            tx.lpush(
-                history_key,
-                *[
-                    HistoryEntry(s.ts_ms, s.event.event_type, s.event.item_id).encode()
-                    for s in item.fresh
-                ],
+            fresh_entries = [
+                HistoryEntry(s.ts_ms, s.event.event_type, s.event.item_id)
+                for s in reversed(item.fresh)
+            ]
+            state.history_raw = push_history(
+                state.history_raw, fresh_entries, config.history_length
             )
-            tx.ltrim(history_key, 0, config.history_length - 1)
-            tx.zadd(ids_key, {s.event.event_id.bytes: s.ts_ms for s in item.fresh})
-            tx.zremrangebyrank(ids_key, 0, -(RECENT_EVENT_IDS + 1))
-            for key in (state_key, history_key, ids_key):
-                tx.expire(key, config.user_ttl_s)
+            state.recent_ids = state.recent_ids.push(
+                [(s.event.event_id.bytes, s.ts_ms // 1000) for s in reversed(item.fresh)],
+                config.dedup_window_s,
+                RECENT_IDS_LIMIT,
+            )
+            key = keys.user_state(user)
+            plan.expect(key, "c", state.change)
+            plan.add("hset", key, config.user_ttl_s, list(state.to_hash(now_ms).items()))
         for key, counts in item_windows.items():
-            for field_name, count in counts.items():
-                tx.hincrby(key, field_name, count)
-            length = WINDOWS[key.split(":")[2]]
-            tx.expire(key, 2 * length)
+            ttl = 2 * WINDOWS[key.split(":")[2]]
+            plan.add("hincrby", key, ttl, list(counts.items()))
         for epoch, increments in trending.items():
-            key = keys.trending(epoch)
-            for item_id, increment in increments.items():
-                tx.zincrby(key, increment, item_id)
-            tx.expire(key, int(3 * 16 * config.trending_half_life_s))
+            ttl = int(3 * 16 * config.trending_half_life_s)
+            plan.add("zincrby", keys.trending(epoch), ttl, list(increments.items()))
+        return plan
 
     @staticmethod
-    def _write_offsets(
-        tx: aioredis.client.Pipeline, batch: Sequence[SourcedEvent], applied: dict[str, int]
+    def _plan_offsets(
+        plan: WritePlan, batch: Sequence[SourcedEvent], applied: dict[str, bytes]
     ) -> None:
         latest: dict[str, int] = {}
         for sourced in batch:
             slot = f"{sourced.topic}:{sourced.partition}"
             latest[slot] = max(latest.get(slot, -1), sourced.offset)
-        changed = {slot: off for slot, off in latest.items() if off > applied.get(slot, -1)}
-        if changed:
-            tx.hset(keys.STREAM_APPLIED, mapping=changed)  # type: ignore[arg-type]
+        changed = []
+        for slot, offset in latest.items():
+            if offset > int(applied.get(slot, b"-1")):
+                plan.expect(keys.STREAM_APPLIED, slot, applied.get(slot))
+                changed.append((slot, offset))
+        plan.add("hset", keys.STREAM_APPLIED, 0, changed)
+
+
+def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
+    """A script's HGETALL reply is a flat [field, value, field, value, ...] list."""
+    return list(zip(flat[::2], flat[1::2], strict=True))

@@ -98,19 +98,6 @@ class WindowCounts:
     start: int
     counts: dict[str, int]
 
-    def encode(self) -> str:
-        body = ",".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        return f"{self.start}:{body}"
-
-    @classmethod
-    def decode(cls, raw: str) -> WindowCounts:
-        start, _, body = raw.partition(":")
-        counts = {}
-        for part in filter(None, body.split(",")):
-            key, _, value = part.partition("=")
-            counts[key] = int(value)
-        return cls(int(start), counts)
-
 
 def add_to_windows(
     current: WindowCounts | None,

@@ -1,62 +1,65 @@
-"""A user's online state as stored in `recsys:user:{u}:state` (a Redis hash) and its history."""
+"""A user's online state: one Redis hash per user (`recsys:user:{u}:state`).
+
+Everything the worker reads and writes for a user lives in that one hash (vector, counters,
+windows, genre affinity, recent history and recent event ids), so a batch costs one read and
+one write per user, and one key's overhead in memory.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from recsys.model_registry import as_bytes, vector_from_bytes, vector_to_bytes
-from streams.update_rules import WINDOWS, WindowCounts
+from streams.update_rules import WindowCounts
+
+EVENT_CODES = {"view": "v", "click": "c", "purchase": "p"}
+EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
+# Dedup records: the first 8 bytes of the event id (random bits of a UUID4: among the few
+# hundred ids kept per user a collision has odds around 1e-13) and the event time in seconds.
+ID_PREFIX_BYTES = 8
+ID_RECORD_BYTES = ID_PREFIX_BYTES + 4
 
 
-@dataclass
-class UserState:
-    vector: np.ndarray | None = None
-    model_version: str | None = None
-    events: int = 0
-    last_event_ms: int = 0
-    windows: dict[str, WindowCounts | None] = field(default_factory=dict)
-    genres: dict[str, float] = field(default_factory=dict)
+@dataclass(frozen=True)
+class RecentIds:
+    """Ids of a user's recently applied events, newest first, for duplicate detection."""
+
+    records: tuple[tuple[bytes, int], ...] = ()
+
+    @staticmethod
+    def prefix(event_id: bytes) -> bytes:
+        return event_id[:ID_PREFIX_BYTES]
+
+    def prefixes(self) -> set[bytes]:
+        return {prefix for prefix, _ in self.records}
+
+    def push(self, fresh: list[tuple[bytes, int]], window_s: int, limit: int) -> RecentIds:
+        """Add (event id, ts seconds) pairs, newest first; keep those within `window_s` of the
+        newest event, at most `limit`."""
+        records = [(self.prefix(i), ts) for i, ts in fresh] + list(self.records)
+        newest = max(ts for _, ts in records)
+        kept = tuple(r for r in records if r[1] >= newest - window_s)[:limit]
+        return RecentIds(kept)
+
+    def encode(self) -> bytes:
+        return b"".join(p + ts.to_bytes(4, "big") for p, ts in self.records)
 
     @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> UserState:
-        fields = {as_bytes(k).decode(): as_bytes(v) for k, v in raw.items()}
-        state = cls()
-        if b := fields.get("v"):
-            state.vector = vector_from_bytes(b).copy()
-        if mv := fields.get("mv"):
-            state.model_version = mv.decode()
-        state.events = int(fields.get("n", b"0"))
-        state.last_event_ms = int(fields.get("ts", b"0"))
-        for name in WINDOWS:
-            for slot in (name, f"{name}_prev"):
-                raw_window = fields.get(f"w{slot}")
-                state.windows[slot] = (
-                    WindowCounts.decode(raw_window.decode()) if raw_window else None
+    def decode(cls, raw: bytes) -> RecentIds:
+        return cls(
+            tuple(
+                (
+                    raw[i : i + ID_PREFIX_BYTES],
+                    int.from_bytes(raw[i + ID_PREFIX_BYTES : i + ID_RECORD_BYTES], "big"),
                 )
-        if g := fields.get("g"):
-            state.genres = json.loads(g)
-        return state
-
-    def to_hash(self, updated_ms: int) -> dict[str, bytes | str | int]:
-        out: dict[str, bytes | str | int] = {
-            "n": self.events,
-            "ts": self.last_event_ms,
-            "upd": updated_ms,
-            "g": json.dumps({k: round(v, 4) for k, v in self.genres.items()}),
-        }
-        if self.vector is not None:
-            out["v"] = vector_to_bytes(self.vector)
-        if self.model_version is not None:
-            out["mv"] = self.model_version
-        for slot, window in self.windows.items():
-            if window is not None:
-                out[f"w{slot}"] = window.encode()
-        return out
+                for i in range(0, len(raw), ID_RECORD_BYTES)
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,90 @@ class HistoryEntry:
     item_id: str
 
     def encode(self) -> str:
-        # The item id goes last: ids may contain "|", and maxsplit keeps them whole.
-        return f"{self.ts_ms}|{self.event_type}|{self.item_id}"
+        # The item id goes last: ids may contain "|", and maxsplit keeps them whole. Ids are
+        # printable, so they never contain the newline that separates entries.
+        return f"{self.ts_ms}|{EVENT_CODES[self.event_type]}|{self.item_id}"
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> HistoryEntry:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        ts_ms, event_type, item_id = text.split("|", 2)
-        return cls(int(ts_ms), event_type, item_id)
+    def decode(cls, raw: str) -> HistoryEntry:
+        ts_ms, code, item_id = raw.split("|", 2)
+        return cls(int(ts_ms), EVENT_NAMES[code], item_id)
+
+
+def decode_history(raw: bytes | None) -> list[HistoryEntry]:
+    return [HistoryEntry.decode(line) for line in raw.decode().split("\n")] if raw else []
+
+
+def push_history(raw: bytes, entries: list[HistoryEntry], keep: int) -> bytes:
+    """Prepend `entries` (newest first) and keep the newest `keep`, without decoding the rest:
+    most batches never look at a user's older history."""
+    lines = [e.encode().encode() for e in entries]
+    if raw:
+        lines += raw.split(b"\n", keep)[:keep]
+    return b"\n".join(lines[:keep])
+
+
+def events_applied(meta: bytes | None) -> int:
+    """The event count in a state hash's `s` field (a cheap HGET instead of a whole read)."""
+    return int(orjson.loads(meta).get("n", 0)) if meta else 0
+
+
+@dataclass
+class UserState:
+    vector: np.ndarray | None = None
+    model_version: str | None = None
+    events: int = 0
+    last_event_ms: int = 0
+    updated_ms: int = 0
+    windows: dict[str, WindowCounts | None] = field(default_factory=dict)
+    genres: dict[str, float] = field(default_factory=dict)
+    history_raw: bytes = b""  # newest first; see `history` and `push_history`
+    recent_ids: RecentIds = field(default_factory=RecentIds)
+    change: bytes | None = None  # the hash's change counter as read (None: new user)
+
+    @property
+    def history(self) -> list[HistoryEntry]:
+        """Recent events, newest first."""
+        return decode_history(self.history_raw)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> UserState:
+        fields = {as_bytes(k): as_bytes(v) for k, v in raw.items()}
+        state = cls(change=fields.get(b"c"))
+        if vector := fields.get(b"v"):
+            state.vector = vector_from_bytes(vector).copy()
+        if meta := fields.get(b"s"):
+            info = orjson.loads(meta)
+            state.model_version = info.get("mv")
+            state.events = info.get("n", 0)
+            state.last_event_ms = info.get("ts", 0)
+            state.updated_ms = info.get("upd", 0)
+            state.genres = info.get("g", {})
+            state.windows = {
+                slot: WindowCounts(*window) if window else None
+                for slot, window in info.get("w", {}).items()
+            }
+        state.history_raw = fields.get(b"h", b"")
+        state.recent_ids = RecentIds.decode(fields.get(b"e", b""))
+        return state
+
+    def to_hash(self, updated_ms: int) -> dict[bytes, bytes]:
+        # Four fields, not one per attribute: a batch writes ~1000 users, and every extra
+        # field is two more arguments to encode on the client for each of them.
+        meta = {
+            "mv": self.model_version,
+            "n": self.events,
+            "ts": self.last_event_ms,
+            "upd": updated_ms,
+            "g": {k: round(v, 4) for k, v in self.genres.items()},
+            "w": {slot: [w.start, w.counts] if w else None for slot, w in self.windows.items()},
+        }
+        out = {
+            b"c": str(int(self.change or 0) + 1).encode(),
+            b"s": orjson.dumps(meta),
+            b"h": self.history_raw,
+            b"e": self.recent_ids.encode(),
+        }
+        if self.vector is not None:
+            out[b"v"] = vector_to_bytes(self.vector)
+        return out

@@ -1,4 +1,4 @@
-"""Run `recsys worker` as a real subprocess in tests, and wait for its effects in Redis."""
+"""Run `recsys worker` as a subprocess (tests and benchmarks) and wait for its effects."""
 
 from __future__ import annotations
 
@@ -21,10 +21,18 @@ from recsys.settings import Settings
 class WorkerProcess:
     """One worker process with its own log file; bounded waits everywhere."""
 
-    def __init__(self, settings: Settings, log_dir: Path, group_id: str, **env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        group_id: str,
+        session_timeout_s: float = 6.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.web_port = free_port()
+        self.session_timeout_s = session_timeout_s
         self.log_file = log_dir / f"worker-{group_id}-{self.web_port}.log"
         self.env = {
             **os.environ,
@@ -32,7 +40,7 @@ class WorkerProcess:
             "RECSYS_REDIS_URL": settings.redis_url,
             "RECSYS_STATE_DIR": str(settings.state_dir),
             "RECSYS_LOG_LEVEL": "WARNING",
-            **env,
+            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +52,7 @@ class WorkerProcess:
                     sys.executable, "-m", "recsys", "worker",
                     "--web-port", str(self.web_port),
                     "--group-id", self.group_id,
-                    "--session-timeout", "6",
+                    "--session-timeout", str(self.session_timeout_s),
                 ],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip

@@ -19,7 +19,7 @@ from schemas import new_event
 from streams.applier import BatchApplier, SourcedEvent, UpdateConfig
 from streams.model_cache import ModelCache
 from streams.update_rules import ema_update, normalize, trending_epoch
-from streams.user_state import HistoryEntry, UserState
+from streams.user_state import UserState
 
 pytestmark = pytest.mark.integration
 
@@ -102,9 +102,7 @@ async def test_ema_history_windows_trending_for_a_known_user(
     assert newcomer.vector is not None
     np.testing.assert_allclose(newcomer.vector, normalize(art.item_vectors[7]), rtol=1e-5)
 
-    history = [
-        HistoryEntry.decode(h) for h in await redis.lrange(keys.user_history("known"), 0, -1)
-    ]
+    history = (await user_state(redis, "known")).history
     assert [(h.event_type, h.item_id) for h in history] == [("purchase", "i2"), ("view", "i1")]
     window = keys.item_window("5m", int(T0.timestamp()))
     assert await redis.hget(window, "click:i7") == b"1"
@@ -135,7 +133,7 @@ async def test_redelivered_and_duplicate_events_change_nothing(
     assert {k: v for k, v in after.items() if k != b"upd"} == {
         k: v for k, v in before.items() if k != b"upd"
     }
-    assert await redis.llen(keys.user_history("u")) == 2
+    assert len((await user_state(redis, "u")).history) == 2
     applied = await redis.hgetall(keys.STREAM_APPLIED)
     assert applied == {b"events.view:0": b"12", b"events.click:0": b"11"}
 

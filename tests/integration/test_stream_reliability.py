@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from test_stream_worker import (
+    FULL_HISTORY,
     all_applied,
     applied_count,
     as_messages,
@@ -23,13 +24,13 @@ from test_stream_worker import (
     produce,
     publish_model,
 )
-from worker_process import WorkerProcess, wait_until
 
 from infra.local.kafka import KafkaServer
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from recsys.clients import ensure_topics, redis_client
 from recsys.settings import Settings
+from streams.worker_process import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +57,14 @@ async def test_kill_9_mid_stream_with_duplicates_applies_everything_once(
     users = {e.user_id for e in events}
     group = f"g-{prefix}"
 
-    first = WorkerProcess(service_settings, tmp_path, group).start()
+    first = WorkerProcess(service_settings, tmp_path, group, env=FULL_HISTORY).start()
     producing = asyncio.create_task(produce_paced(service_settings, messages, per_second=800))
     await wait_until(lambda: _some_applied(redis, users), 60, "the first events", first)
     first.kill()  # mid-stream: some batches applied, some offsets not committed
     applied_at_kill = await applied_count(redis, users)
     assert 0 < applied_at_kill < len(events)
 
-    second = WorkerProcess(service_settings, tmp_path, group).start()
+    second = WorkerProcess(service_settings, tmp_path, group, env=FULL_HISTORY).start()
     try:
         await producing
         await wait_until(lambda: all_applied(redis, users, len(events)), 90, "all events", second)
@@ -120,7 +121,7 @@ async def test_redis_down_for_10_s_mid_stream_loses_and_doubles_nothing(
     prefix = uuid.uuid4().hex[:6]
     events = make_events(prefix, users=20, count=1500)
     users = {e.user_id for e in events}
-    worker = WorkerProcess(settings, tmp_path, f"g-{prefix}").start()
+    worker = WorkerProcess(settings, tmp_path, f"g-{prefix}", env=FULL_HISTORY).start()
     try:
         producing = asyncio.create_task(
             produce_paced(settings, as_messages(events), per_second=100)
@@ -151,7 +152,7 @@ async def test_broker_restart_the_worker_reconnects_and_carries_on(
     await publish_model(redis, tmp_path)
     prefix = uuid.uuid4().hex[:6]
     before, after = make_events(f"{prefix}a", 10, 200), make_events(f"{prefix}b", 10, 200)
-    worker = WorkerProcess(settings, tmp_path, f"g-{prefix}").start()
+    worker = WorkerProcess(settings, tmp_path, f"g-{prefix}", env=FULL_HISTORY).start()
     try:
         await produce(settings, as_messages(before))
         users_before = {e.user_id for e in before}

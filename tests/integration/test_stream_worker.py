@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
-from worker_process import WorkerProcess, wait_until
 
 from batch.publish import ModelArtifacts, publish
 from recsys import keys
@@ -23,11 +22,14 @@ from recsys.vectors.edge import EdgeVectorIndex
 from schemas import AnyEvent, EventType, encode_event, event_key, new_event, topic_for
 from schemas.dead_letter import DeadLetter
 from schemas.topics import DLQ_TOPIC
-from streams.user_state import HistoryEntry, UserState
+from streams.user_state import UserState, events_applied
+from streams.worker_process import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
 ITEMS = [f"i{i}" for i in range(30)]
+# Keep every event in a user's history, so that histories can be compared with what was sent.
+FULL_HISTORY = {"RECSYS_STREAM_HISTORY_LENGTH": "1000"}
 
 
 async def publish_model(redis: aioredis.Redis, tmp_path: Path) -> None:
@@ -81,9 +83,9 @@ def as_messages(events: list[AnyEvent]) -> list[tuple[str, bytes | None, bytes]]
 async def applied_count(redis: aioredis.Redis, users: set[str]) -> int:
     async with redis.pipeline(transaction=False) as pipe:
         for user in users:
-            pipe.hget(keys.user_state(user), "n")
+            pipe.hget(keys.user_state(user), "s")
         replies = await pipe.execute()
-    return sum(int(r) for r in replies if r)
+    return sum(events_applied(r) for r in replies)
 
 
 async def all_applied(redis: aioredis.Redis, users: set[str], expected: int) -> bool:
@@ -99,10 +101,7 @@ async def assert_applied_exactly_once(redis: aioredis.Redis, events: list[AnyEve
     for user, mine in by_user.items():
         state = UserState.from_hash(await redis.hgetall(keys.user_state(user)))
         assert state.events == len(mine), user
-        history = [
-            HistoryEntry.decode(h) for h in await redis.lrange(keys.user_history(user), 0, -1)
-        ]
-        assert Counter((h.item_id, h.event_type, h.ts_ms) for h in history) == Counter(
+        assert Counter((h.item_id, h.event_type, h.ts_ms) for h in state.history) == Counter(
             (e.item_id, e.event_type, int(e.ts.timestamp() * 1000)) for e in mine
         ), user
         window_total = sum(
@@ -143,7 +142,7 @@ async def test_worker_applies_events_and_dead_letters_malformed_ones(
             mixed.append(("events.click", b"bad-key", malformed.pop()))
     mixed += [("events.view", None, m) for m in malformed]
 
-    worker = WorkerProcess(service_settings, tmp_path, group_id=f"g-{prefix}").start()
+    worker = WorkerProcess(service_settings, tmp_path, f"g-{prefix}", env=FULL_HISTORY).start()
     try:
         await produce(service_settings, mixed)
         users = {e.user_id for e in events}

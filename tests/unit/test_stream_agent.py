@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from recsys.settings import Settings
 from schemas import encode_event, new_event
@@ -75,7 +76,11 @@ def processor_with_fakes() -> tuple[EventProcessor, FakeApplier, list[bytes]]:
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         dead.append(value)
 
-    processor = EventProcessor(None, UpdateConfig.from_settings(Settings()), send_dead_letter)  # type: ignore[arg-type]
+    # A client object connects lazily, and the fakes below mean it is never used.
+    unused_redis = aioredis.Redis(host="127.0.0.1", port=1)
+    processor = EventProcessor(
+        unused_redis, UpdateConfig.from_settings(Settings()), send_dead_letter
+    )
     applier = FakeApplier()
     processor.applier = applier  # type: ignore[assignment]
     processor.models = NoModel()  # type: ignore[assignment]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from streams.update_rules import (
     trending_increment,
     window_start,
 )
+from streams.user_state import HistoryEntry, RecentIds, decode_history, push_history
 
 pytestmark = pytest.mark.unit
 
@@ -70,8 +73,7 @@ def test_tumbling_windows_roll_and_count_late_events_in_the_previous_window() ->
     assert not ok
     current, previous, _ = add_to_windows(current, previous, 5000, "view", 300)  # a gap
     assert previous is None
-    assert current is not None
-    assert WindowCounts.decode(current.encode()) == current
+    assert current == WindowCounts(4800, {"view": 1})
 
 
 def test_trending_increments_double_per_half_life_within_an_epoch() -> None:
@@ -86,3 +88,24 @@ def test_trending_increments_double_per_half_life_within_an_epoch() -> None:
 def test_genre_affinity_decays_by_half_lives() -> None:
     decayed = decay_affinity({"Drama": 8.0, "Noir": 0.001}, elapsed_s=200, half_life_s=100)
     assert decayed == {"Drama": pytest.approx(2.0)}
+
+
+def test_history_keeps_the_newest_entries_and_item_ids_with_separators() -> None:
+    raw = push_history(b"", [HistoryEntry(3, "view", "a|b"), HistoryEntry(2, "click", "c")], 3)
+    raw = push_history(raw, [HistoryEntry(5, "purchase", "d"), HistoryEntry(4, "view", "e")], 3)
+    assert decode_history(raw) == [
+        HistoryEntry(5, "purchase", "d"),
+        HistoryEntry(4, "view", "e"),
+        HistoryEntry(3, "view", "a|b"),
+    ]
+
+
+def test_recent_ids_keep_a_time_window_and_a_limit() -> None:
+    ids = [uuid.uuid4().bytes for _ in range(5)]
+    recent = RecentIds().push([(ids[1], 100), (ids[0], 10)], window_s=3600, limit=10)
+    assert recent.prefixes() == {RecentIds.prefix(ids[0]), RecentIds.prefix(ids[1])}
+    recent = recent.push([(ids[2], 5000)], window_s=3600, limit=10)  # 10 and 100 fall out
+    assert recent.prefixes() == {RecentIds.prefix(ids[2])}
+    recent = recent.push([(ids[4], 5002), (ids[3], 5001)], window_s=3600, limit=2)
+    assert RecentIds.decode(recent.encode()) == recent
+    assert [ts for _, ts in recent.records] == [5002, 5001]

@@ -1,0 +1,58 @@
+"""`recsys bench ...`: benchmarks that print their figures and save JSON + Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Benchmarks. Each prints its figures and saves them as JSON and a Markdown report.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+@app.command("stream")
+def stream(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to save the figures.")] = Path(
+        "reports/bench-stream.json"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to save the Markdown report.")] = Path(
+        "reports/bench-stream.md"
+    ),
+    events: Annotated[
+        int, typer.Option(min=1000, help="Backlog for the throughput run.")
+    ] = 200_000,
+    users: Annotated[int, typer.Option(min=10, help="Distinct users in the backlog.")] = 20_000,
+    rate: Annotated[int, typer.Option(min=1, help="Offered rate of the freshness run.")] = 1_000,
+    seconds: Annotated[float, typer.Option(min=1, help="Length of the freshness run.")] = 30.0,
+    use_running: Annotated[
+        bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
+    ] = False,
+) -> None:
+    """Throughput, freshness and Redis memory per user of one stream worker process."""
+    from recsys.benchmarks import save
+    from streams.bench import StreamBenchConfig, run_with_local_services
+    from streams.bench_report import markdown, plot
+
+    config = StreamBenchConfig(
+        events=events, users=users, freshness_rate=rate, freshness_seconds=seconds
+    )
+    with console.status("Running the stream benchmark (services, backlog, drain, freshness)…"):
+        result = run_with_local_services(config, use_running)
+    samples = result["freshness"].pop("samples")
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, samples, plot_path)
+    save(result, markdown(result, plot_path.name), json_path, report)
+    summary = {
+        "events_per_s": round(result["throughput"]["events_per_s"]),
+        "freshness_ms": {k: round(v * 1000, 1) for k, v in result["freshness"]["seconds"].items()},
+        "bytes_per_user": round(result["memory"]["bytes_per_user"]["total_mean"]),
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")

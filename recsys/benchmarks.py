@@ -1,0 +1,54 @@
+"""Shared plumbing of the `recsys bench` commands: the machine, the command, JSON + Markdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def command_line() -> str:
+    return shlex.join(["recsys", *sys.argv[1:]])
+
+
+def save(result: dict[str, Any], markdown: str, json_path: Path, report_path: Path) -> None:
+    """Write the figures as JSON and the report as Markdown (with the machine and command)."""
+    result = {
+        **result,
+        "machine": machine(),
+        "command": command_line(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2, default=str))
+    info = result["machine"]
+    header = (
+        f"Measured {result['measured_at']} on {info['cores']} cores ({info['cpu']}), "
+        f"{info['memory_gib']} GiB, Python {info['python']}.\n\nCommand: `{result['command']}`\n\n"
+    )
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(markdown.replace("{header}", header))
