@@ -23,6 +23,7 @@ EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
 # hundred ids kept per user a collision has odds around 1e-13) and the event time in seconds.
 ID_PREFIX_BYTES = 8
 ID_RECORD_BYTES = ID_PREFIX_BYTES + 4
+MAX_GENRES = 8
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,16 @@ class UserState:
     def to_hash(self, updated_ms: int) -> dict[bytes, bytes]:
         # Four fields, not one per attribute: a batch writes ~1000 users, and every extra
         # field is two more arguments to encode on the client for each of them.
+        # The strongest genres are what profiles and explanations show; a long tail of faint
+        # ones only costs memory in every user's hash.
+        strongest = sorted(self.genres.items(), key=lambda pair: -pair[1])[:MAX_GENRES]
         meta = {
             "mv": self.model_version,
             "n": self.events,
             "ts": self.last_event_ms,
             "upd": updated_ms,
-            "g": {k: round(v, 4) for k, v in self.genres.items()},
-            "w": {slot: [w.start, w.counts] if w else None for slot, w in self.windows.items()},
+            "g": {genre: round(score, 2) for genre, score in strongest},
+            "w": {slot: [w.start, w.counts] for slot, w in self.windows.items() if w},
         }
         out = {
             b"c": str(int(self.change or 0) + 1).encode(),
