@@ -104,6 +104,49 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python log level.")
 
+    # --- API serving -------------------------------------------------------------------------
+    api_request_budget_ms: float = Field(
+        100, gt=0, description="Time one API request may spend on backends, all calls together."
+    )
+    api_redis_timeout_ms: float = Field(
+        25, gt=0, description="Longest single Redis call of a request (within the budget)."
+    )
+    api_qdrant_timeout_ms: float = Field(
+        50, gt=0, description="Longest single vector-index call of a request (within the budget)."
+    )
+    api_kafka_timeout_ms: float = Field(
+        5000, gt=0, description="Longest wait for Kafka to connect or acknowledge POST /events."
+    )
+    api_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failures of a backend that open its circuit breaker."
+    )
+    api_breaker_reset_s: float = Field(
+        2.0, gt=0, description="How long an open breaker rejects calls before one trial call."
+    )
+    api_fallback_chain: tuple[Literal["personalized", "trending", "popular"], ...] = Field(
+        ("personalized", "trending", "popular"),
+        min_length=1,
+        description="Recommendation sources tried in order to fill k items (JSON list).",
+    )
+    api_mmr_candidates: int = Field(
+        100, ge=1, description="ANN candidates re-ranked by MMR for one recommendation list."
+    )
+    api_fallback_candidates: int = Field(
+        200, ge=1, description="Trending/popular items read per source before filtering."
+    )
+    api_popular_cache_size: int = Field(
+        500, ge=1, description="Popular items kept in memory for answers while Redis is down."
+    )
+    api_popular_refresh_s: float = Field(
+        30, gt=0, description="How often the in-memory popular list is reloaded from Redis."
+    )
+    api_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest accepted request body (413 above)."
+    )
+    api_cors_origins: tuple[str, ...] = Field(
+        (), description="Origins allowed by CORS (JSON list); empty = CORS off."
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_has_ports(cls, value: str) -> str:
