@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from api.mmr import intra_list_similarity, mmr
+
+pytestmark = pytest.mark.unit
+
+
+def clustered_candidates(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three tight taste clusters; the most relevant items all come from the first one."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(3, 8) * 5
+    vectors = np.concatenate([c + 0.1 * rng.standard_normal((20, 8)) for c in centres])
+    relevance = np.concatenate(
+        [np.linspace(10, 8, 20), np.linspace(7, 5, 20), np.linspace(4, 2, 20)]
+    )
+    return relevance, vectors.astype(np.float32)
+
+
+def test_lambda_one_keeps_relevance_order() -> None:
+    rng = np.random.default_rng(1)
+    relevance = rng.standard_normal(50)
+    vectors = rng.standard_normal((50, 8))
+    assert mmr(relevance, vectors, 10, 1.0) == list(np.argsort(-relevance)[:10])
+
+
+def test_lower_lambda_lowers_intra_list_similarity() -> None:
+    relevance, vectors = clustered_candidates()
+    similarities = [
+        intra_list_similarity(vectors[mmr(relevance, vectors, 10, lam)]) for lam in (1.0, 0.7, 0.3)
+    ]
+    assert similarities[0] > similarities[1] > similarities[2]
+
+
+def test_lower_lambda_still_starts_with_the_most_relevant() -> None:
+    relevance, vectors = clustered_candidates()
+    assert mmr(relevance, vectors, 5, 0.2)[0] == int(np.argmax(relevance))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.8, 1.0])
+@pytest.mark.parametrize("k", [1, 7, 60, 100])
+def test_no_duplicates_and_k_respected(lam: float, k: int) -> None:
+    relevance, vectors = clustered_candidates(seed=k)
+    picked = mmr(relevance, vectors, k, lam)
+    assert len(picked) == min(k, len(relevance))
+    assert len(set(picked)) == len(picked)
+    assert all(0 <= i < len(relevance) for i in picked)
+
+
+def test_equal_relevance_and_zero_vectors_are_handled() -> None:
+    picked = mmr(np.ones(4), np.zeros((4, 3)), 3, 0.5)
+    assert len(set(picked)) == 3
+
+
+def test_no_candidates_or_k_zero_gives_nothing() -> None:
+    assert mmr(np.array([]), np.zeros((0, 3)), 5, 0.5) == []
+    assert mmr(np.ones(3), np.eye(3), 0, 0.5) == []
