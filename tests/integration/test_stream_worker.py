@@ -105,7 +105,9 @@ async def assert_applied_exactly_once(redis: aioredis.Redis, events: list[AnyEve
             (e.item_id, e.event_type, int(e.ts.timestamp() * 1000)) for e in mine
         ), user
         window_total = sum(
-            sum(w.counts.values()) for w in (state.windows["1h"], state.windows["1h_prev"]) if w
+            sum(w.counts.values())
+            for w in (state.windows.get("1h"), state.windows.get("1h_prev"))
+            if w
         )
         assert window_total == len(mine), user
 
