@@ -33,7 +33,12 @@ def parse_models(values: list[str] | None) -> list[str]:
 
 @app.command()
 def evaluate(
-    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k.")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="ml-100k, ml-1m, ml-latest-small, synthetic[:...] or a CSV/Parquet file."
+        ),
+    ],
     protocol: Annotated[
         Protocol, typer.Option(help="temporal (P1) or leave-last-out (P2).")
     ] = Protocol.TEMPORAL,
@@ -53,7 +58,11 @@ def evaluate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the models and the bootstrap.")] = 0,
 ) -> None:
-    """Tune each model on validation, refit on train + validation, score test; write reports."""
+    """Compare models offline under protocol P1 (temporal) or P2 (leave-last-out).
+
+    Each model is tuned on the validation split, refit on train + validation and scored on test
+    with full ranking; writes JSON, a Markdown report and PNG plots.
+    """
     # Imported here: the loader (and its I/O dependencies) is only needed by this command.
     load_dataset: Callable[[str, Path], Dataset] = importlib.import_module(
         "batch.datasets"

@@ -118,6 +118,7 @@ def test_cli_evaluate_writes_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     fake_module.load_dataset = load_dataset  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "batch.datasets", fake_module)
     args = [
+        "--dataset",
         "tiny",
         "--protocol",
         "leave-last-out",
@@ -139,6 +140,7 @@ def test_cli_evaluate_writes_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_cli_rejects_unknown_models(tmp_path: Path) -> None:
-    outcome = CliRunner().invoke(app, ["tiny", "--models", "nope", "--json", str(tmp_path / "x")])
+    args = ["--dataset", "tiny", "--models", "nope", "--json", str(tmp_path / "x")]
+    outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code != 0
     assert "unknown model" in outcome.output
