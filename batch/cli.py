@@ -10,23 +10,78 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from batch.data import DatasetError
-from batch.publish import publish
-from batch.train import SERVABLE_MODELS, to_artifacts, train
-from recsys.clients import redis_client
 from recsys.settings import Settings, mask_url_password
-from recsys.vectors import open_vector_index
 
 console = Console()
+
+
+class TrainError(RuntimeError):
+    """Training or publishing failed in a way the user can fix; the message says how."""
 
 
 def _peak_rss_mib() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_and_publish(
+    settings: Settings,
+    dataset: str,
+    model: str = "als",
+    data_dir: Path | None = None,
+    params: dict[str, Any] | None = None,
+    keep_versions: int = 3,
+) -> dict[str, Any]:
+    """Load `dataset`, fit `model`, publish it; returns timings and the new version."""
+    # Imported here so that `recsys --help` and the other commands start fast.
+    from redis.exceptions import RedisError
+
+    from batch.data import DatasetError
+    from batch.datasets import load_dataset
+    from batch.train import to_artifacts, train
+
+    started = time.perf_counter()
+    try:
+        with console.status(f"Loading {dataset}…"):
+            loaded = load_dataset(dataset, data_dir or settings.data_dir)
+        load_seconds = time.perf_counter() - started
+        console.print(
+            f"{loaded.name}: {loaded.n_interactions:,} interactions, "
+            f"{loaded.interactions['user_id'].nunique():,} users, {len(loaded.items):,} items"
+        )
+        with console.status(f"Training {model}…"):
+            trained = train(loaded, model, params)
+    except (DatasetError, ValueError, TypeError) as exc:
+        raise TrainError(str(exc)) from exc
+    console.print(f"Trained {model} in {trained.fit_seconds:.1f} s")
+    artifacts = to_artifacts(trained, loaded.name, model)
+    publish_started = time.perf_counter()
+    try:
+        version = asyncio.run(_publish(settings, artifacts, keep_versions))
+    except (RedisError, OSError) as exc:
+        raise TrainError(
+            f"Redis at {mask_url_password(settings.redis_url)} failed ({exc}). Start the local "
+            "services with `recsys services up`, or set RECSYS_REDIS_URL."
+        ) from exc
+    publish_seconds = time.perf_counter() - publish_started
+    return {
+        "dataset": loaded.name,
+        "model": model,
+        "version": version,
+        "interactions": loaded.n_interactions,
+        "users": len(artifacts.user_ids),
+        "items": len(artifacts.item_ids),
+        "load_seconds": round(load_seconds, 2),
+        "fit_seconds": round(trained.fit_seconds, 2),
+        "publish_seconds": round(publish_seconds, 2),
+        "train_and_publish_seconds": round(trained.fit_seconds + publish_seconds, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "params": artifacts.params,
+    }
 
 
 def train_command(
@@ -37,9 +92,7 @@ def train_command(
             ", or a CSV/Parquet interactions file."
         ),
     ] = "synthetic",
-    model: Annotated[
-        str, typer.Option(help=f"Model to serve: {', '.join(SERVABLE_MODELS)}.")
-    ] = "als",
+    model: Annotated[str, typer.Option(help="Model to serve: als or two-tower.")] = "als",
     data_dir: Annotated[
         Path | None, typer.Option(help="Where datasets live (default: RECSYS_DATA_DIR).")
     ] = None,
@@ -60,58 +113,18 @@ def train_command(
 
     Needs Redis (see `recsys services up`) and Qdrant (embedded by default, or RECSYS_QDRANT_URL).
     """
-    settings = Settings()
     try:
         hyper: dict[str, Any] = json.loads(params)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--params is not JSON: {exc}") from None
-    started = time.perf_counter()
     try:
-        from batch.datasets import load_dataset
-
-        with console.status(f"Loading {dataset}…"):
-            loaded = load_dataset(dataset, data_dir or settings.data_dir)
-        load_seconds = time.perf_counter() - started
-        console.print(
-            f"{loaded.name}: {loaded.n_interactions:,} interactions, "
-            f"{loaded.interactions['user_id'].nunique():,} users, {len(loaded.items):,} items"
-        )
-        with console.status(f"Training {model}…"):
-            trained = train(loaded, model, hyper)
-    except (DatasetError, ValueError, TypeError) as exc:
+        summary = train_and_publish(Settings(), dataset, model, data_dir, hyper, keep_versions)
+    except TrainError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print(f"Trained {model} in {trained.fit_seconds:.1f} s")
-    artifacts = to_artifacts(trained, loaded.name, model)
-    publish_started = time.perf_counter()
-    try:
-        version = asyncio.run(_publish(settings, artifacts, keep_versions))
-    except RedisError as exc:
-        console.print(
-            f"[red]error:[/red] Redis at {mask_url_password(settings.redis_url)} failed ({exc}). "
-            "Start the local services with `recsys services up`, or set RECSYS_REDIS_URL."
-        )
-        raise typer.Exit(1) from None
-    publish_seconds = time.perf_counter() - publish_started
-    total = time.perf_counter() - started
-    summary = {
-        "dataset": loaded.name,
-        "model": model,
-        "version": version,
-        "interactions": loaded.n_interactions,
-        "users": len(artifacts.user_ids),
-        "items": len(artifacts.item_ids),
-        "load_seconds": round(load_seconds, 2),
-        "fit_seconds": round(trained.fit_seconds, 2),
-        "publish_seconds": round(publish_seconds, 2),
-        "train_and_publish_seconds": round(trained.fit_seconds + publish_seconds, 2),
-        "total_seconds": round(total, 2),
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "params": artifacts.params,
-    }
     console.print(
-        f"[green]Published version {version}[/green]: fit {trained.fit_seconds:.1f} s, "
-        f"publish {publish_seconds:.1f} s, total {total:.1f} s, "
+        f"[green]Published version {summary['version']}[/green]: fit {summary['fit_seconds']} s, "
+        f"publish {summary['publish_seconds']} s, total {summary['total_seconds']} s, "
         f"peak RSS {summary['peak_rss_mib']} MiB"
     )
     if json_path:
@@ -120,8 +133,13 @@ def train_command(
 
 
 async def _publish(settings: Settings, artifacts: Any, keep_versions: int) -> str:
+    from batch.publish import publish
+    from recsys.clients import redis_client
+    from recsys.vectors import open_vector_index
+
     index = open_vector_index(settings)
     redis = redis_client(settings)
+    labels = {"index": "Qdrant vectors", "seal": "Qdrant index", "redis": "Redis"}
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -134,8 +152,7 @@ async def _publish(settings: Settings, artifacts: Any, keep_versions: int) -> st
 
             def report(stage: str, done: int, total: int) -> None:
                 if stage not in tasks:
-                    label = {"index": "Qdrant vectors", "seal": "Qdrant index", "redis": "Redis"}
-                    tasks[stage] = bars.add_task(label.get(stage, stage), total=total)
+                    tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
                 bars.update(tasks[stage], completed=done, total=total)
 
             return await publish(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from typing import Annotated
 
 import typer
@@ -13,8 +12,6 @@ from batch.cli import train_command
 from batch.datasets.cli import app as data_app
 from batch.evaluation.cli import evaluate as evaluate_command
 from infra.cli import app as services_app
-from infra.local.process import ServiceError
-from infra.local.services import LocalServices
 from recsys.bench_cli import app as bench_app
 from recsys.settings import Settings
 from streams.cli import worker_command
@@ -51,41 +48,26 @@ def config(
 
 
 @app.command()
-def up() -> None:
-    """Run the system locally on embedded defaults; Ctrl-C stops everything it started.
+def up(
+    dataset: Annotated[
+        str, typer.Option(help="Dataset to train on when no model is published yet.")
+    ] = "synthetic",
+    model: Annotated[str, typer.Option(help="Model to train: als or two-tower.")] = "als",
+    retrain: Annotated[
+        bool, typer.Option(help="Train and publish even if a model is active.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Address the API binds.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+) -> None:
+    """Run the whole system locally on embedded defaults; Ctrl-C stops everything it started.
 
-    Today this starts the local Kafka broker and Redis; training, the stream worker and the
-    API join as they land (see the README's roadmap).
+    Starts Kafka and Redis (or reuses running ones), trains and publishes a model if none is
+    active, then runs a stream worker and the API, and prints where to reach them.
     """
-    settings = Settings()
-    services = LocalServices.from_settings(settings)
-    try:
-        with console.status("Starting Redis and Kafka (the first run downloads Kafka's jars)…"):
-            started = services.up()
-    except ServiceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    console.print("[green]Kafka and Redis are up.[/green]")
-    for key, value in services.exports().items():
-        console.print(f"  export {key}={value}")
-    console.print("Press Ctrl-C to stop.")
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
-    try:
-        while True:
-            signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        with console.status("Stopping…"):
-            if started.get("kafka"):
-                services.kafka.stop()
-            if started.get("redis"):
-                services.redis.stop()
-        console.print("Stopped.")
+    from recsys.up import UpOptions, run_up
 
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    options = UpOptions(dataset=dataset, model=model, retrain=retrain, host=host, port=port)
+    raise typer.Exit(run_up(Settings(), options))
 
 
 def main() -> None:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
 
     # --- Stream worker ---------------------------------------------------------------------
+    stream_group_id: str = Field(
+        "recsys-stream", description="Kafka consumer group of the stream workers."
+    )
     stream_user_update: Literal["ema", "fold-in"] = Field(
         "ema", description="Online user-vector update: EMA, or ALS fold-in over recent history."
     )

@@ -20,12 +20,10 @@ from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
 from streams.applier import UpdateConfig
 from streams.processor import EventProcessor
 
-APP_ID = "recsys-stream"
-
 
 @dataclass
 class WorkerOptions:
-    group_id: str = APP_ID
+    group_id: str | None = None  # default: settings.stream_group_id
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     session_timeout_s: float = 10.0
@@ -38,7 +36,7 @@ def create_app(
     """Build the worker app. `processor` replaces the Redis-backed one (tests of the agent)."""
     options = options or WorkerOptions()
     app = faust.App(
-        options.group_id,
+        options.group_id or settings.stream_group_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         key_serializer="raw",

@@ -12,7 +12,6 @@ from rich.console import Console
 from recsys.clients import ensure_topics
 from recsys.settings import Settings
 from recsys.tracing import setup_tracing
-from streams.app import APP_ID, WorkerOptions, create_app
 
 console = Console(stderr=True)
 
@@ -22,8 +21,12 @@ def worker_command(
         int, typer.Option(help="Port of the worker's HTTP server (/metrics); one per worker.")
     ] = 6066,
     group_id: Annotated[
-        str, typer.Option(help="Kafka consumer group: workers with the same id share partitions.")
-    ] = APP_ID,
+        str | None,
+        typer.Option(
+            help="Kafka consumer group: workers with the same id share partitions "
+            "(default: RECSYS_STREAM_GROUP_ID)."
+        ),
+    ] = None,
     session_timeout: Annotated[
         float, typer.Option(help="Kafka session timeout (s): how fast a dead worker is noticed.")
     ] = 10.0,
@@ -35,6 +38,11 @@ def worker_command(
     http://127.0.0.1:WEB_PORT/metrics. User-vector updates follow RECSYS_STREAM_USER_UPDATE
     (ema or fold-in).
     """
+    # Imported here so that `recsys --help` and the other commands start fast.
+    from faust import Worker
+
+    from streams.app import WorkerOptions, create_app
+
     settings = Settings()
     try:
         created = asyncio.run(ensure_topics(settings))
@@ -47,9 +55,12 @@ def worker_command(
     if created:
         console.print(f"created topics: {', '.join(created)}")
     setup_tracing(settings, "recsys-worker")
-    options = WorkerOptions(group_id=group_id, web_port=web_port, session_timeout_s=session_timeout)
+    options = WorkerOptions(
+        group_id=group_id or settings.stream_group_id,
+        web_port=web_port,
+        session_timeout_s=session_timeout,
+    )
     app = create_app(settings, options)
-    from faust import Worker
 
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()

@@ -1,0 +1,165 @@
+"""`recsys up`: the whole system locally, on embedded defaults, stopped cleanly with Ctrl-C.
+
+Starts (or reuses) the local Kafka and Redis, publishes a model if none is active yet (or when
+asked to retrain), then runs a stream worker and the API as child processes. On Ctrl-C (or
+SIGTERM) it stops its children and the services it started itself, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from infra.local.process import port_is_open
+from infra.local.services import LocalServices
+from recsys.clients import redis_client
+from recsys.model_registry import active_version
+from recsys.settings import Settings
+
+console = Console()
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if not self.alive:
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@dataclass
+class UpOptions:
+    dataset: str = "synthetic"
+    model: str = "als"
+    retrain: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
+    worker_web_port: int = 6066
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _has_active_model(settings: Settings) -> bool:
+    async def check() -> bool:
+        redis = redis_client(settings)
+        try:
+            return await active_version(redis) is not None
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(check())
+
+
+def _wait_http(url: str, child: Child, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.alive:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run_up(settings: Settings, options: UpOptions) -> int:
+    """Run until interrupted; returns the process exit code."""
+    from batch.cli import TrainError, train_and_publish
+    from infra.local.process import ServiceError
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    if port_is_open(options.port, options.host):
+        console.print(f"[red]error:[/red] port {options.port} is taken; choose another with --port")
+        return 1
+    services = LocalServices.from_settings(settings)
+    children: list[Child] = []
+    started: dict[str, bool] = {}
+    logs = settings.state_dir / "logs"
+    try:
+        with console.status("Starting Redis and Kafka (the first run downloads Kafka's jars)…"):
+            started = services.up()
+        env = {**os.environ, **services.exports(), **options.extra_env}
+        if options.retrain or not _has_active_model(settings):
+            train_and_publish(settings, options.dataset, options.model)
+        python = [sys.executable, "-m", "recsys"]
+        children.append(
+            Child(
+                "worker",
+                [*python, "worker", "--web-port", str(options.worker_web_port)],
+                logs / "worker.log",
+            )
+        )
+        children.append(
+            Child(
+                "api",
+                [*python, "serve", "--host", options.host, "--port", str(options.port)],
+                logs / "api.log",
+            )
+        )
+        for child in children:
+            child.start(env)
+        base = f"http://{options.host}:{options.port}"
+        with console.status("Waiting for the API…"):
+            ready = _wait_http(f"{base}/health/ready", children[1], timeout_s=90)
+        if not ready:
+            console.print(f"[red]error:[/red] the API did not come up; see {logs / 'api.log'}")
+            return 1
+        console.print(f"[green]recsys is up.[/green] Logs in {logs}")
+        console.print(f"  API docs:  {base}/docs")
+        worker_metrics = f"http://127.0.0.1:{options.worker_web_port}/metrics"
+        console.print(f"  metrics:   {base}/metrics and {worker_metrics}")
+        console.print(f"  try:       curl '{base}/recommend/u1?k=5&explain=true'")
+        console.print("Press Ctrl-C to stop.")
+        while all(child.alive for child in children):
+            time.sleep(0.5)
+        dead = [c.name for c in children if not c.alive]
+        console.print(f"[red]{', '.join(dead)} stopped unexpectedly; see {logs}[/red]")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (ServiceError, TrainError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    finally:
+        with console.status("Stopping…"):
+            for child in reversed(children):
+                child.stop()
+            if started.get("kafka"):
+                services.kafka.stop()
+            if started.get("redis"):
+                services.redis.stop()
+        console.print("Stopped.")
