@@ -34,6 +34,15 @@ SERVABLE_MODELS: dict[str, Callable[..., EmbeddingRecommender]] = {
 }
 
 
+# Served hyperparameters. ALS: regularization and alpha won the ml-100k P2 validation grid
+# (docs/benchmarks/evaluate-ml-100k-p2.md); 64 factors rather than the grid's 128 keep a user's
+# online vector at 256 bytes in Redis for a small loss. `--params` overrides any of them.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "als": {"factors": 64, "regularization": 5.0, "alpha": 0.5, "iterations": 15},
+    "two-tower": {},
+}
+
+
 @dataclass(frozen=True)
 class TrainedModel:
     model: EmbeddingRecommender
@@ -56,7 +65,7 @@ def train(dataset: Dataset, model_name: str, params: dict[str, Any] | None = Non
             f"unknown model {model_name!r}; servable models: {', '.join(SERVABLE_MODELS)}"
         ) from None
     data = build_train_data(dataset.interactions, catalog_of(dataset), dataset.items, dataset.users)
-    model = factory(**(params or {}))
+    model = factory(**(DEFAULT_PARAMS[model_name] | (params or {})))
     started = time.perf_counter()
     model.fit(data)
     return TrainedModel(model, data, time.perf_counter() - started)

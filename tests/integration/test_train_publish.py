@@ -45,7 +45,11 @@ async def test_trained_als_is_published_and_serves_the_users_taste(
     redis: aioredis.Redis, tmp_path: Path
 ) -> None:
     dataset = two_taste_dataset()
-    trained = train(dataset, "als", {"factors": 4, "iterations": 10, "random_state": 1})
+    trained = train(
+        dataset,
+        "als",
+        {"factors": 4, "iterations": 10, "random_state": 1, "regularization": 0.05, "alpha": 10.0},
+    )
     artifacts = to_artifacts(trained, dataset.name, "als")
     assert len(artifacts.item_ids) == 41  # the never-interacted item is in the catalog too
     index = EdgeVectorIndex(tmp_path / "qdrant")
