@@ -1,0 +1,127 @@
+"""Redis reads the API makes about items and users (key layout in `recsys.keys`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from recsys import keys
+from recsys.model_registry import as_bytes, vector_from_bytes
+from streams.update_rules import trending_epoch
+from streams.user_state import UserState
+
+# The previous trending epoch is 16 half-lives older: its scores count 2**-16 as much.
+PREVIOUS_EPOCH_WEIGHT = 2.0**-16
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An item one source proposes, with what the response shows about it."""
+
+    item_id: str
+    score: float
+    source: str
+    title: str | None = None
+    genres: tuple[str, ...] = ()
+    vector: np.ndarray | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_payload(
+        cls, item_id: str, score: float, source: str, payload: dict[str, Any] | None
+    ) -> Candidate:
+        payload = payload or {}
+        return cls(
+            item_id=item_id,
+            score=score,
+            source=source,
+            title=payload.get("title"),
+            genres=tuple(payload.get("genres") or ()),
+        )
+
+
+def passes(candidate: Candidate, genres: Sequence[str], exclude_genres: Sequence[str]) -> bool:
+    """The request's genre filter, for sources that are not filtered by the vector index."""
+    if genres and not set(genres) & set(candidate.genres):
+        return False
+    return not set(exclude_genres) & set(candidate.genres)
+
+
+async def active_version_and_state(
+    redis: aioredis.Redis, user_id: str
+) -> tuple[str | None, UserState]:
+    """The active model version and the user's online state, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.ACTIVE_MODEL)
+        pipe.hgetall(keys.user_state(user_id))
+        raw_version, raw_state = await pipe.execute()
+    version = as_bytes(raw_version).decode() if raw_version else None
+    return version, UserState.from_hash(raw_state)
+
+
+async def payloads(
+    redis: aioredis.Redis, version: str, item_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    if not item_ids:
+        return {}
+    raw = await redis.hmget(keys.item_payloads(version), list(item_ids))
+    return {i: orjson.loads(r) for i, r in zip(item_ids, raw, strict=True) if r}
+
+
+async def item_vectors(
+    redis: aioredis.Redis, version: str, item_ids: Sequence[str]
+) -> dict[str, np.ndarray]:
+    if not item_ids:
+        return {}
+    raw = await redis.hmget(keys.item_vectors(version), list(item_ids))
+    return {i: vector_from_bytes(as_bytes(r)) for i, r in zip(item_ids, raw, strict=True) if r}
+
+
+def _merge(scored: Iterable[tuple[list[Any], float]]) -> list[tuple[str, float]]:
+    """Sum weighted scores of several ranked lists; best first."""
+    total: dict[str, float] = {}
+    for ranked, weight in scored:
+        for member, score in ranked:
+            item = as_bytes(member).decode()
+            total[item] = total.get(item, 0.0) + weight * float(score)
+    return sorted(total.items(), key=lambda pair: -pair[1])
+
+
+async def trending(
+    redis: aioredis.Redis, half_life_s: float, limit: int, now_s: float | None = None
+) -> list[tuple[str, float]]:
+    """The top trending items, from the current and the previous epoch's decayed counts.
+
+    Each epoch is read by rank with a limit instead of ZUNION over whole sets: an item that
+    would only make the top through the (2**-16 weighted) previous epoch is negligible.
+    """
+    epoch = trending_epoch(time.time() if now_s is None else now_s, half_life_s)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrevrange(keys.trending(epoch), 0, limit - 1, withscores=True)
+        pipe.zrevrange(keys.trending(epoch - 1), 0, limit - 1, withscores=True)
+        current, previous = await pipe.execute()
+    return _merge([(current, 1.0), (previous, PREVIOUS_EPOCH_WEIGHT)])[:limit]
+
+
+async def popular(
+    redis: aioredis.Redis, version: str, genres: Sequence[str], limit: int
+) -> list[tuple[str, float]]:
+    """The most interacted-with items of the model's data, overall or within any of `genres`."""
+    if not genres:
+        ranked = await redis.zrevrange(keys.popular(version), 0, limit - 1, withscores=True)
+        return _merge([(ranked, 1.0)])
+    async with redis.pipeline(transaction=False) as pipe:
+        for genre in genres:
+            pipe.zrevrange(keys.popular_by_genre(version, genre), 0, limit - 1, withscores=True)
+        per_genre = await pipe.execute()
+    # An item of two requested genres appears in both lists with the same count: take it once.
+    best: dict[str, float] = {}
+    for ranked in per_genre:
+        for item, score in _merge([(ranked, 1.0)]):
+            best[item] = max(best.get(item, 0.0), score)
+    return sorted(best.items(), key=lambda pair: -pair[1])[:limit]

@@ -1,0 +1,57 @@
+"""Dependencies of the routes, as `Annotated` aliases: `def route(services: ServicesDep)`."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Header, HTTPException, Request, status
+
+from api.publisher import EventPublisher
+from api.recommender import Recommender
+from api.services import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_recommender(services: ServicesDep) -> Recommender:
+    return services.recommender
+
+
+def get_publisher(services: ServicesDep) -> EventPublisher:
+    return services.publisher
+
+
+def get_redis(services: ServicesDep) -> aioredis.Redis:
+    return services.redis
+
+
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+
+
+def require_api_key(
+    services: ServicesDep,
+    x_api_key: Annotated[
+        str | None, Header(description="Required when the server sets RECSYS_API_KEY.")
+    ] = None,
+) -> None:
+    expected = services.settings.api_key
+    if expected is None:
+        return
+    # compare_digest: the time taken does not reveal how much of a guess was right.
+    if x_api_key is None or not secrets.compare_digest(
+        x_api_key.encode(), expected.get_secret_value().encode()
+    ):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-API-Key header")
+
+
+ApiKeyDep = Annotated[None, Depends(require_api_key)]

@@ -1,0 +1,75 @@
+"""The FastAPI application: `create_app(settings)`; `recsys serve` runs it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from api.backends import BackendUnavailableError
+from api.openapi import install_openapi
+from api.routes import events, health, items, recommend, users
+from api.services import VectorIndexFactory, open_services
+from api.telemetry import BodyLimitMiddleware, ObservabilityMiddleware, api_tracer
+from recsys.settings import Settings
+from recsys.vectors import open_vector_index
+
+DESCRIPTION = """Recommendations (ANN + MMR, with filters, explanations and a fallback chain),
+similar items, user profiles and event ingestion. Every answer says where it came from."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    vector_index_factory: VectorIndexFactory = open_vector_index,
+) -> FastAPI:
+    """Build the app; clients are created by its lifespan (`vector_index_factory` lets tests
+    put a failing index in front of the real one)."""
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level)
+    tracer = api_tracer(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings, tracer, vector_index_factory) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(title="recsys API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    for module in (recommend, items, users, events, health):
+        app.include_router(module.router)
+    app.add_exception_handler(BackendUnavailableError, _backend_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api_cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    # Added last, so outermost: its span and timing cover the other middleware too.
+    app.add_middleware(ObservabilityMiddleware, tracer=tracer)
+    install_openapi(app)
+    return app
+
+
+async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """The same 422 shape as POST /events: each problem names its parameter."""
+    assert isinstance(exc, RequestValidationError)
+    problems: list[dict[str, Any]] = []
+    for error in exc.errors():
+        # ("query", "k") -> "k": where the parameter lives is in the OpenAPI document.
+        location = [str(part) for part in error["loc"][1:]] or [str(error["loc"][0])]
+        problems.append({"field": ".".join(location), "reason": error["msg"], "index": None})
+    return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)

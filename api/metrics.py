@@ -1,0 +1,37 @@
+"""Prometheus metrics of the API (namespace `recsys`, subsystem `api`, base units)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+REQUESTS = Counter(
+    "recsys_api_requests_total", "HTTP requests by route template, method and status.",
+    ["route", "method", "status"],
+)  # fmt: skip
+REQUEST_SECONDS = Histogram(
+    "recsys_api_request_duration_seconds", "Time to answer a request, by route template.",
+    ["route", "method"], buckets=_FAST_BUCKETS,
+)  # fmt: skip
+RECOMMENDATIONS = Counter(
+    "recsys_api_recommendations_total", "Recommendation lists served, by the source that led.",
+    ["source"],
+)  # fmt: skip
+FALLBACKS = Counter(
+    "recsys_api_fallbacks_total", "Times the fallback chain moved on, by reason.", ["reason"]
+)
+BACKEND_SECONDS = Histogram(
+    "recsys_api_backend_duration_seconds", "Time of one backend call, by backend and operation.",
+    ["backend", "operation"], buckets=_FAST_BUCKETS,
+)  # fmt: skip
+BACKEND_FAILURES = Counter(
+    "recsys_api_backend_failures_total", "Backend calls that failed, timed out or were refused.",
+    ["backend", "kind"],  # kind: error | timeout | open_circuit | budget
+)  # fmt: skip
+MMR_SECONDS = Histogram(
+    "recsys_api_mmr_duration_seconds", "Time of one MMR re-ranking.", buckets=_FAST_BUCKETS
+)
+EVENTS_PUBLISHED = Counter(
+    "recsys_api_events_published_total", "Events published to Kafka by POST /events."
+)

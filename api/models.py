@@ -1,0 +1,94 @@
+"""Response bodies of the API (requests are query parameters, or events from `schemas`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Source = Literal["personalized", "trending", "popular"]
+
+
+class Contribution(BaseModel):
+    """One of the user's recent items and how similar it is to a recommended item."""
+
+    item_id: str
+    title: str | None = None
+    similarity: float = Field(description="Cosine similarity of the two item vectors.")
+
+
+class RecommendationItem(BaseModel):
+    item_id: str
+    score: float = Field(description="Ranking score within its source (higher is better).")
+    title: str | None = None
+    genres: list[str] = Field(default_factory=list)
+    source: Source | None = Field(
+        None, description="Which recommender of the fallback chain chose it (in /recommend)."
+    )
+    explanation: list[Contribution] | None = Field(
+        None, description="With explain=true: the user's recent items most like this one."
+    )
+
+
+class RecommendationResponse(BaseModel):
+    user_id: str
+    items: list[RecommendationItem]
+    source: Source = Field(description="The first source of the fallback chain that answered.")
+    model_version: str | None = Field(None, description="Active model version, if known.")
+    reason: str | None = Field(
+        None, description="Why the answer is not (only) personalized, when it is not."
+    )
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    items: list[RecommendationItem]
+    model_version: str
+
+
+class HistoryItem(BaseModel):
+    ts_ms: int
+    event_type: str
+    item_id: str
+
+
+class WindowSummary(BaseModel):
+    start: int = Field(description="Window start (epoch seconds).")
+    counts: dict[str, int] = Field(description="Events in the window by event type.")
+
+
+class UserProfile(BaseModel):
+    user_id: str
+    known: bool = Field(description="Whether the stream worker holds any state for the user.")
+    events: int
+    last_event_ms: int | None
+    history: list[HistoryItem]
+    windows: dict[str, WindowSummary]
+    top_genres: dict[str, float]
+    has_vector: bool
+    vector_source: Literal["online", "batch"] | None
+    vector_model_version: str | None
+    vector_updated_ms: int | None = Field(
+        None, description="When the online vector was last written (epoch ms)."
+    )
+    vector_age_s: float | None = Field(None, description="Seconds since that write.")
+    model_version: str | None = Field(None, description="The active model version.")
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
+class FieldProblem(BaseModel):
+    field: str
+    reason: str
+    index: int | None = Field(None, description="Position of the event in a batch.")
+
+
+class ErrorBody(BaseModel):
+    detail: str | list[FieldProblem]
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,108 @@
+"""Publishing accepted events to Kafka for POST /events.
+
+The producer is started on first use, not at start-up: the API must serve /recommend while
+Kafka is down, and begin publishing by itself once Kafka is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from api import metrics
+from api.breaker import CircuitBreaker
+from recsys.clients import ensure_topics, kafka_producer
+from recsys.settings import Settings
+from recsys.tracing import headers_with_context
+from schemas import AnyEvent, encode_event, event_key, topic_for
+
+log = logging.getLogger(__name__)
+ProducerFactory = Callable[..., AIOKafkaProducer]
+
+
+class KafkaUnavailableError(Exception):
+    pass
+
+
+class EventPublisher:
+    def __init__(
+        self,
+        settings: Settings,
+        breaker: CircuitBreaker,
+        producer_factory: ProducerFactory = kafka_producer,
+    ) -> None:
+        self.settings = settings
+        self.breaker = breaker
+        self.timeout_s = settings.api_kafka_timeout_ms / 1000
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = self._producer_factory(
+                    self.settings, request_timeout_ms=int(self.settings.api_kafka_timeout_ms)
+                )
+                try:
+                    await ensure_topics(self.settings)
+                    await producer.start()
+                except BaseException:
+                    await _stop_quietly(producer)
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _guarded(self, action: Callable[[], Any]) -> None:
+        if not self.breaker.allow():
+            raise KafkaUnavailableError("Kafka is unreachable (circuit open); retry later")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await action()
+        except Exception as exc:
+            self.breaker.record_failure()
+            log.warning("Kafka unavailable: %r", exc)
+            raise KafkaUnavailableError(f"Kafka is unreachable ({type(exc).__name__})") from exc
+        self.breaker.record_success()
+
+    async def publish(self, events: Sequence[AnyEvent]) -> None:
+        """Send every event (keyed by user, trace context in the headers) and wait for the
+        broker's acknowledgements. On failure some may already be on the broker: the client
+        retries with the same event ids and the stream worker drops the duplicates."""
+
+        async def send_all() -> None:
+            producer = await self._started()
+            headers = headers_with_context()
+            pending = [
+                await producer.send(
+                    topic_for(event.event_type),
+                    encode_event(event),
+                    key=event_key(event),
+                    headers=headers,
+                )
+                for event in events
+            ]
+            await asyncio.gather(*pending)
+
+        await self._guarded(send_all)
+        metrics.EVENTS_PUBLISHED.inc(len(events))
+
+    async def check(self) -> None:
+        """Readiness: connect if not yet connected (raises KafkaUnavailableError)."""
+        await self._guarded(self._started)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await _stop_quietly(self._producer)
+            self._producer = None
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    # Stopping a producer that never connected can raise; there is nothing left to release.
+    with contextlib.suppress(Exception):
+        await producer.stop()

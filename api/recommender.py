@@ -1,0 +1,328 @@
+"""Recommendations: the personalized path (user vector -> filtered ANN -> MMR) and the fallback
+chain (its order from `Settings.api_fallback_chain`), filled up to k without duplicates.
+
+Every list says where it came from (`source`) and, when it is not purely personalized, why
+(`reason`): e.g. `cold_user`, `qdrant_error`, `redis_timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
+
+from api import catalog, metrics
+from api.backends import BackendUnavailableError, GuardedBackend
+from api.breaker import Budget
+from api.catalog import Candidate
+from api.mmr import mmr
+from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
+from api.popular_cache import PopularCache
+from recsys.model_registry import batch_user_vector
+from recsys.settings import Settings
+from recsys.vectors import ItemFilter, VectorIndex
+from streams.user_state import UserState
+
+# Explanations compare each recommended item with this many of the user's newest items.
+EXPLAIN_RECENT_ITEMS = 10
+EXPLAIN_TOP = 3
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    k: int
+    diversity: float
+    genres: tuple[str, ...] = ()
+    exclude_genres: tuple[str, ...] = ()
+    exclude_ids: frozenset[str] = frozenset()
+    explain: bool = False
+
+
+class NoCandidatesError(Exception):
+    """A source had nothing (more) to give for a reason that is not a backend failure."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Backends:
+    redis: aioredis.Redis
+    index: VectorIndex
+    redis_guard: GuardedBackend
+    qdrant_guard: GuardedBackend
+
+
+class Recommender:
+    def __init__(
+        self, settings: Settings, backends: Backends, popular: PopularCache, tracer: Tracer
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.popular_cache = popular
+        self.tracer = tracer
+
+    async def recommend(self, query: RecommendQuery) -> RecommendationResponse:
+        budget = Budget(self.settings.api_request_budget_ms / 1000)
+        redis_guard = self.backends.redis_guard
+        try:
+            version, state = await redis_guard.call(
+                "user_state",
+                budget,
+                lambda: catalog.active_version_and_state(self.backends.redis, query.user_id),
+            )
+        except BackendUnavailableError as exc:
+            return self._from_memory(query, [exc.reason])
+
+        excluded = set(query.exclude_ids) | {h.item_id for h in state.history}
+        picked: dict[str, Candidate] = {}
+        reasons: list[str] = []
+        for source in self.settings.api_fallback_chain:
+            wanted = query.k - len(picked)
+            if wanted <= 0:
+                break
+            try:
+                found = await self._source(source, query, version, state, excluded, budget)
+            except NoCandidatesError as exc:
+                reasons.append(exc.reason)
+                continue
+            except BackendUnavailableError as exc:
+                reasons.append(exc.reason)
+                if exc.backend == redis_guard.name:
+                    # Redis is gone mid-request: finish from memory rather than try more reads.
+                    spare = self._memory_top(query, excluded | picked.keys(), wanted)
+                    self._fill(picked, excluded, spare, query.k)
+                    break
+                continue
+            self._fill(picked, excluded, found, query.k)
+            if len(picked) < query.k:
+                reasons.append(f"{source}_short")
+
+        items = list(picked.values())
+        if query.explain and items and version:
+            explanations = await self._explain(items, state, version, budget)
+        else:
+            explanations = {}
+        return self._response(query, items, version, reasons, explanations)
+
+    async def _source(
+        self,
+        source: str,
+        query: RecommendQuery,
+        version: str | None,
+        state: UserState,
+        excluded: set[str],
+        budget: Budget,
+    ) -> list[Candidate]:
+        if source == "trending":
+            return await self._trending(query, version, excluded, budget)
+        if version is None:
+            raise NoCandidatesError("no_active_model")
+        if source == "personalized":
+            return await self._personalized(query, version, state, excluded, budget)
+        return await self._popular(query, version, excluded, budget)
+
+    async def _personalized(
+        self,
+        query: RecommendQuery,
+        version: str,
+        state: UserState,
+        excluded: set[str],
+        budget: Budget,
+    ) -> list[Candidate]:
+        # The online vector only counts if it lives in the active model's space.
+        vector = state.vector if state.model_version == version else None
+        if vector is None:
+            vector = await self.backends.redis_guard.call(
+                "batch_user_vector",
+                budget,
+                lambda: batch_user_vector(self.backends.redis, version, query.user_id),
+            )
+        if vector is None:
+            raise NoCandidatesError("cold_user")
+        item_filter = ItemFilter(
+            genres=query.genres,
+            exclude_genres=query.exclude_genres,
+            exclude_item_ids=frozenset(excluded),
+        )
+        n_candidates = max(self.settings.api_mmr_candidates, query.k)
+        hits = await self.backends.qdrant_guard.call(
+            "search",
+            budget,
+            lambda: self.backends.index.search(
+                version, vector, n_candidates, item_filter, with_vectors=True
+            ),
+        )
+        hits = [h for h in hits if h.vector is not None]
+        if not hits:
+            raise NoCandidatesError("personalized_empty")
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span(
+            "mmr", attributes={"recsys.mmr.candidates": len(hits), "recsys.mmr.k": query.k}
+        ):
+            order = mmr(
+                np.array([h.score for h in hits], dtype=np.float32),
+                np.stack([cast(np.ndarray, h.vector) for h in hits]),
+                query.k,
+                query.diversity,
+            )
+        metrics.MMR_SECONDS.observe(time.perf_counter() - started)
+        return [
+            Candidate(
+                item_id=hits[i].item_id,
+                score=hits[i].score,
+                source="personalized",
+                title=hits[i].payload.get("title"),
+                genres=tuple(hits[i].payload.get("genres") or ()),
+                vector=hits[i].vector,
+            )
+            for i in order
+        ]
+
+    async def _trending(
+        self, query: RecommendQuery, version: str | None, excluded: set[str], budget: Budget
+    ) -> list[Candidate]:
+        redis = self.backends.redis
+        ranked = await self.backends.redis_guard.call(
+            "trending",
+            budget,
+            lambda: catalog.trending(
+                redis,
+                self.settings.stream_trending_half_life_s,
+                self.settings.api_fallback_candidates,
+            ),
+        )
+        ranked = [(i, s) for i, s in ranked if i not in excluded]
+        if not ranked:
+            raise NoCandidatesError("trending_empty")
+        return await self._with_payloads("trending", ranked, query, version, budget)
+
+    async def _popular(
+        self, query: RecommendQuery, version: str, excluded: set[str], budget: Budget
+    ) -> list[Candidate]:
+        ranked = await self.backends.redis_guard.call(
+            "popular",
+            budget,
+            lambda: catalog.popular(
+                self.backends.redis, version, query.genres, self.settings.api_fallback_candidates
+            ),
+        )
+        ranked = [(i, s) for i, s in ranked if i not in excluded]
+        if not ranked:
+            raise NoCandidatesError("popular_empty")
+        return await self._with_payloads("popular", ranked, query, version, budget)
+
+    async def _with_payloads(
+        self,
+        source: str,
+        ranked: list[tuple[str, float]],
+        query: RecommendQuery,
+        version: str | None,
+        budget: Budget,
+    ) -> list[Candidate]:
+        found = (
+            await self.backends.redis_guard.call(
+                "item_payloads",
+                budget,
+                lambda: catalog.payloads(self.backends.redis, version, [i for i, _ in ranked]),
+            )
+            if version
+            else {}
+        )
+        candidates = [Candidate.from_payload(i, s, source, found.get(i)) for i, s in ranked]
+        return [c for c in candidates if catalog.passes(c, query.genres, query.exclude_genres)]
+
+    def _memory_top(self, query: RecommendQuery, excluded: set[str], k: int) -> list[Candidate]:
+        return self.popular_cache.top(k, query.genres, query.exclude_genres, excluded)
+
+    def _from_memory(self, query: RecommendQuery, reasons: list[str]) -> RecommendationResponse:
+        items = self._memory_top(query, set(query.exclude_ids), query.k)
+        return self._response(query, items, self.popular_cache.version, reasons, {})
+
+    @staticmethod
+    def _fill(
+        picked: dict[str, Candidate], excluded: set[str], found: Sequence[Candidate], k: int
+    ) -> None:
+        for candidate in found:
+            if len(picked) >= k:
+                return
+            if candidate.item_id not in picked and candidate.item_id not in excluded:
+                picked[candidate.item_id] = candidate
+
+    async def _explain(
+        self, items: list[Candidate], state: UserState, version: str, budget: Budget
+    ) -> dict[str, list[Contribution]]:
+        """For each item, the user's recent items whose vectors are most like its own."""
+        recent = list(dict.fromkeys(h.item_id for h in state.history))[:EXPLAIN_RECENT_ITEMS]
+        if not recent:
+            return {}
+        missing = [c.item_id for c in items if c.vector is None]
+        redis = self.backends.redis
+        try:
+            vectors = await self.backends.redis_guard.call(
+                "explain_vectors",
+                budget,
+                lambda: catalog.item_vectors(redis, version, recent + missing),
+            )
+            titles = await self.backends.redis_guard.call(
+                "explain_payloads", budget, lambda: catalog.payloads(redis, version, recent)
+            )
+        except BackendUnavailableError:
+            return {}  # an explanation is a nicety: the list stands without it
+        recent = [i for i in recent if i in vectors]
+        if not recent:
+            return {}
+        history = np.stack([vectors[i] for i in recent])
+        history = history / np.maximum(np.linalg.norm(history, axis=1, keepdims=True), 1e-12)
+        explanations: dict[str, list[Contribution]] = {}
+        for item in items:
+            vector = item.vector if item.vector is not None else vectors.get(item.item_id)
+            if vector is None:
+                continue
+            similarity = history @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
+            explanations[item.item_id] = [
+                Contribution(
+                    item_id=recent[j],
+                    title=titles.get(recent[j], {}).get("title"),
+                    similarity=round(float(similarity[j]), 4),
+                )
+                for j in np.argsort(-similarity)[:EXPLAIN_TOP]
+            ]
+        return explanations
+
+    def _response(
+        self,
+        query: RecommendQuery,
+        items: list[Candidate],
+        version: str | None,
+        reasons: list[str],
+        explanations: dict[str, list[Contribution]],
+    ) -> RecommendationResponse:
+        source = cast(Source, items[0].source if items else "popular")
+        metrics.RECOMMENDATIONS.labels(source).inc()
+        for reason in reasons:
+            metrics.FALLBACKS.labels(reason).inc()
+        return RecommendationResponse(
+            user_id=query.user_id,
+            items=[
+                RecommendationItem(
+                    item_id=c.item_id,
+                    score=c.score,
+                    title=c.title,
+                    genres=list(c.genres),
+                    source=cast(Source, c.source),
+                    explanation=explanations.get(c.item_id) if query.explain else None,
+                )
+                for c in items
+            ],
+            source=source,
+            model_version=version,
+            reason="; ".join(reasons) or None,
+        )

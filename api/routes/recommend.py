@@ -1,0 +1,44 @@
+"""GET /recommend/{user_id}: a personalized list, or the fallback chain's best answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import RecommenderDep
+from api.models import RecommendationResponse
+from api.recommender import RecommendQuery
+from api.routes.filters import Genres, IdPath, ItemIds, split_values
+
+router = APIRouter(tags=["recommendations"])
+
+
+@router.get("/recommend/{user_id}", response_model_exclude_none=True)
+async def recommend(
+    user_id: Annotated[str, IdPath],
+    recommender: RecommenderDep,
+    k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,
+    diversity: Annotated[
+        float,
+        Query(ge=0.0, le=1.0, description="MMR lambda: 1.0 is pure relevance, lower is diverse."),
+    ] = 0.8,
+    genres: Annotated[list[str] | None, Genres("Only items of any of these genres.")] = None,
+    exclude_genres: Annotated[list[str] | None, Genres("No items of these genres.")] = None,
+    exclude_ids: Annotated[list[str] | None, ItemIds] = None,
+    explain: Annotated[
+        bool, Query(description="Add the user's recent items that led to each item.")
+    ] = False,
+) -> RecommendationResponse:
+    """Never a 404 or a 5xx: unknown or cold users, and failing backends, get a fallback list
+    whose `source` and `reason` say what happened."""
+    query = RecommendQuery(
+        user_id=user_id,
+        k=k,
+        diversity=diversity,
+        genres=split_values(genres),
+        exclude_genres=split_values(exclude_genres),
+        exclude_ids=frozenset(split_values(exclude_ids)),
+        explain=explain,
+    )
+    return await recommender.recommend(query)

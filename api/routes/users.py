@@ -1,0 +1,65 @@
+"""GET /users/{user_id}/profile: what the system knows about a user right now."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api import catalog
+from api.breaker import Budget
+from api.deps import ServicesDep
+from api.models import ErrorBody, HistoryItem, UserProfile, WindowSummary
+from api.routes.filters import IdPath
+from recsys.model_registry import batch_user_vector
+
+router = APIRouter(tags=["users"])
+
+
+@router.get("/users/{user_id}/profile", responses={503: {"model": ErrorBody}})
+async def user_profile(
+    user_id: Annotated[str, IdPath],
+    services: ServicesDep,
+    history: Annotated[int, Query(ge=0, le=200, description="Recent events to list.")] = 20,
+) -> UserProfile:
+    """Recent history, window counts, top genres, and whether (and how freshly) the user has a
+    vector. Unknown users get an empty profile, not a 404."""
+    budget = Budget(services.settings.api_request_budget_ms / 1000)
+    backends = services.backends
+    version, state = await backends.redis_guard.call(
+        "user_state", budget, lambda: catalog.active_version_and_state(backends.redis, user_id)
+    )
+    vector_source: Literal["online", "batch"] | None = None
+    vector_model_version = state.model_version if state.vector is not None else None
+    if state.vector is not None and state.model_version == version:
+        vector_source = "online"
+    elif version is not None:
+        batch = await backends.redis_guard.call(
+            "batch_user_vector", budget, lambda: batch_user_vector(backends.redis, version, user_id)
+        )
+        if batch is not None:
+            vector_source, vector_model_version = "batch", version
+    online = vector_source == "online"
+    return UserProfile(
+        user_id=user_id,
+        known=state.change is not None,
+        events=state.events,
+        last_event_ms=state.last_event_ms or None,
+        history=[
+            HistoryItem(ts_ms=h.ts_ms, event_type=h.event_type, item_id=h.item_id)
+            for h in state.history[:history]
+        ],
+        windows={
+            slot: WindowSummary(start=window.start, counts=dict(window.counts))
+            for slot, window in state.windows.items()
+            if window is not None
+        },
+        top_genres=dict(sorted(state.genres.items(), key=lambda pair: -pair[1])),
+        has_vector=vector_source is not None,
+        vector_source=vector_source,
+        vector_model_version=vector_model_version,
+        vector_updated_ms=state.updated_ms if online else None,
+        vector_age_s=round(time.time() - state.updated_ms / 1000, 3) if online else None,
+        model_version=version,
+    )

@@ -1,0 +1,101 @@
+"""Everything the routes use, created once in the app's lifespan and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
+
+from api.backends import GuardedBackend
+from api.breaker import CircuitBreaker
+from api.popular_cache import PopularCache
+from api.publisher import EventPublisher
+from api.recommender import Backends, Recommender
+from recsys.clients import redis_client
+from recsys.settings import Settings, env_var
+from recsys.vectors import VectorIndex
+
+log = logging.getLogger("api")
+VectorIndexFactory = Callable[[Settings], VectorIndex]
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    backends: Backends
+    popular: PopularCache
+    recommender: Recommender
+    publisher: EventPublisher
+    tracer: Tracer
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.backends.redis
+
+    @property
+    def index(self) -> VectorIndex:
+        return self.backends.index
+
+
+def _breaker(settings: Settings, name: str) -> CircuitBreaker:
+    return CircuitBreaker(name, settings.api_breaker_failures, settings.api_breaker_reset_s)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings, tracer: Tracer, vector_index_factory: VectorIndexFactory
+) -> AsyncIterator[Services]:
+    if settings.api_key is None:
+        log.warning(
+            "!!! %s is not set: POST /events accepts writes from anyone. "
+            "Set it (docker-compose does) for any deployment beyond a laptop. !!!",
+            env_var("api_key"),
+        )
+    redis_timeout_s = settings.api_redis_timeout_ms / 1000
+    # Connect and socket timeouts as a second line behind asyncio.timeout: a dead host must
+    # not hold a pooled connection for the OS's default minutes.
+    redis = redis_client(
+        settings,
+        socket_connect_timeout=max(redis_timeout_s, 0.5),
+        socket_timeout=max(redis_timeout_s * 4, 1.0),
+    )
+    index = vector_index_factory(settings)
+    backends = Backends(
+        redis=redis,
+        index=index,
+        redis_guard=GuardedBackend(
+            "redis", "redis", _breaker(settings, "redis"), redis_timeout_s, tracer
+        ),
+        qdrant_guard=GuardedBackend(
+            "qdrant",
+            "qdrant",
+            _breaker(settings, "qdrant"),
+            settings.api_qdrant_timeout_ms / 1000,
+            tracer,
+        ),
+    )
+    popular = PopularCache(redis, settings.api_popular_cache_size)
+    publisher = EventPublisher(settings, _breaker(settings, "kafka"))
+    await popular.refresh()
+    refresher = asyncio.create_task(popular.refresh_every(settings.api_popular_refresh_s))
+    try:
+        yield Services(
+            settings=settings,
+            backends=backends,
+            popular=popular,
+            recommender=Recommender(settings, backends, popular, tracer),
+            publisher=publisher,
+            tracer=tracer,
+        )
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await publisher.close()
+        await index.close()
+        await redis.aclose()
