@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.cli import serve_command
 from batch.cli import train_command
 from batch.datasets.cli import app as data_app
 from batch.evaluation.cli import evaluate as evaluate_command
@@ -31,6 +32,7 @@ app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)
+app.command("serve")(serve_command)
 console = Console()
 
 
