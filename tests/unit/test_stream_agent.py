@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from recsys.settings import Settings
+from recsys.tracing import headers_with_context
 from schemas import encode_event, new_event
 from schemas.dead_letter import DeadLetter
 from streams.app import create_app
@@ -115,3 +120,28 @@ async def test_processing_waits_out_a_redis_outage_instead_of_returning() -> Non
     outcome = await processor.process([Message(encode_event(new_event("view", "u", "i")), 1)])
     assert outcome.applied == {"view": 1}
     assert len(applier.applied) == 1
+
+
+async def test_trace_context_from_kafka_headers_is_continued_in_the_worker_spans() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # the processor's tracer is a proxy to the global one
+    producer_tracer = provider.get_tracer("test-producer")
+    with producer_tracer.start_as_current_span("POST /events") as upstream:
+        headers = headers_with_context()
+    processor, _, _ = processor_with_fakes()
+    traced = Message(encode_event(new_event("click", "u", "i")), 3)
+    traced.headers = headers
+    untraced = Message(encode_event(new_event("view", "u2", "i")), 4)
+    await processor.process([traced, untraced])
+
+    spans = exporter.get_finished_spans()
+    trace_id = upstream.get_span_context().trace_id
+    process_spans = [s for s in spans if s.name == "events.click process"]
+    assert len(process_spans) == 1  # one per traced event; none for the untraced one
+    assert process_spans[0].context.trace_id == trace_id
+    assert process_spans[0].parent is not None
+    assert process_spans[0].parent.span_id == upstream.get_span_context().span_id
+    redis_spans = [s for s in spans if s.name == "redis apply_batch"]
+    assert redis_spans[0].context.trace_id == trace_id
