@@ -1,4 +1,8 @@
-"""Dependencies of the routes, as `Annotated` aliases: `def route(services: ServicesDep)`."""
+"""Dependencies of the routes, as `Annotated` aliases: `def route(services: ServicesDep)`.
+
+All are `async def`, though none awaits: FastAPI runs plain `def` dependencies in a thread
+pool, a hop that would cost more than the work they do.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from api.recommender import Recommender
 from api.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -21,15 +25,15 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_recommender(services: ServicesDep) -> Recommender:
+async def get_recommender(services: ServicesDep) -> Recommender:
     return services.recommender
 
 
-def get_publisher(services: ServicesDep) -> EventPublisher:
+async def get_publisher(services: ServicesDep) -> EventPublisher:
     return services.publisher
 
 
-def get_redis(services: ServicesDep) -> aioredis.Redis:
+async def get_redis(services: ServicesDep) -> aioredis.Redis:
     return services.redis
 
 
@@ -38,7 +42,7 @@ PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 
 
-def require_api_key(
+async def require_api_key(
     services: ServicesDep,
     x_api_key: Annotated[
         str | None, Header(description="Required when the server sets RECSYS_API_KEY.")
