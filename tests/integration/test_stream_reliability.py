@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from test_stream_worker import (
+
+from infra.local.kafka import KafkaServer
+from infra.local.process import free_port
+from infra.local.redis import RedisServer
+from recsys.clients import ensure_topics, redis_client
+from recsys.settings import Settings
+from streams.worker_process import WorkerProcess, wait_until
+from tests.integration.test_stream_worker import (
     FULL_HISTORY,
     all_applied,
     applied_count,
@@ -24,13 +31,6 @@ from test_stream_worker import (
     produce,
     publish_model,
 )
-
-from infra.local.kafka import KafkaServer
-from infra.local.process import free_port
-from infra.local.redis import RedisServer
-from recsys.clients import ensure_topics, redis_client
-from recsys.settings import Settings
-from streams.worker_process import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
