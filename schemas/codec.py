@@ -14,6 +14,7 @@ from schemas.events import EVENT_TYPES, AnyEvent, Event, EventType
 MAX_EVENT_BYTES = 16 * 1024
 
 _EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+_UNION_BRANCHES = frozenset({"str", "bool", "int", "float"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         # callers think in the event's own fields, so drop it.
         if loc and loc[0] in ("view", "click", "purchase"):
             loc = loc[1:]
+        # Likewise a union of value types (a `context` value) reports each branch it tried.
+        if len(loc) > 1 and loc[-1] in _UNION_BRANCHES:
+            loc = loc[:-1]
+            error = {**error, "msg": "must be a string, number or boolean"}
         reason = error["msg"].removeprefix("Value error, ")
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ["event_type"]
@@ -54,7 +59,9 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
                 if error["type"] == "union_tag_not_found"
                 else f", got {error.get('ctx', {}).get('tag')!r}"
             )
-        result.append(FieldError(".".join(loc) or "body", reason))
+        found = FieldError(".".join(loc) or "body", reason)
+        if found not in result:
+            result.append(found)
     return result
 
 

@@ -67,11 +67,19 @@ class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
     event_id: uuid.UUID = Field(description="Idempotency key: one per real-world event.")
-    user_id: StrictStr = Field(description="The dataset's own user id, as a string.")
-    item_id: StrictStr = Field(description="The dataset's own item id, as a string.")
+    user_id: StrictStr = Field(
+        min_length=1, max_length=MAX_ID_LENGTH, description="The dataset's own user id."
+    )
+    item_id: StrictStr = Field(
+        min_length=1, max_length=MAX_ID_LENGTH, description="The dataset's own item id."
+    )
     ts: datetime = Field(description="When it happened: ISO 8601 with offset, or epoch ms.")
-    schema_version: int = Field(SCHEMA_VERSION, description="Event schema version.")
-    session_id: StrictStr | None = Field(None, description="Optional client session id.")
+    schema_version: int = Field(
+        SCHEMA_VERSION, ge=1, le=max(SUPPORTED_SCHEMA_VERSIONS), description="Schema version."
+    )
+    session_id: StrictStr | None = Field(
+        None, min_length=1, max_length=MAX_ID_LENGTH, description="Optional client session id."
+    )
     context: dict[StrictStr, ContextValue] = Field(
         default_factory=dict, description="Small free-form map (device, page, ...)."
     )
