@@ -7,9 +7,12 @@ to dense indices with `IdIndex` and back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where frames are made; keeps light importers fast
+    import pandas as pd
 
 # Columns of `Dataset.interactions`, in file order (the protocols rely on that order for ties).
 INTERACTION_COLUMNS = ("user_id", "item_id", "ts", "event_type", "weight")
@@ -71,6 +74,8 @@ class IdIndex:
     @classmethod
     def from_values(cls, values: pd.Series | np.ndarray) -> IdIndex:
         """Indices in order of first appearance (deterministic for a given input)."""
+        import pandas as pd
+
         return cls(np.asarray(pd.unique(np.asarray(values, dtype=object)), dtype=object))
 
     def __len__(self) -> int:

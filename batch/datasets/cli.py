@@ -12,9 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.data import Dataset, DatasetError
-from batch.datasets import DATASET_NAMES, load_dataset
 from batch.datasets.download import ARCHIVES, GROUPLENS_BASE_URL, download_dataset
-from batch.datasets.synthetic import SyntheticConfig, generate_synthetic
 from recsys.settings import Settings
 
 app = typer.Typer(
@@ -74,6 +72,9 @@ def generate(
     Writes OUT, plus <stem>.items.parquet and <stem>.users.parquet beside it; `recsys data
     info OUT` and `load_dataset(OUT, ...)` read all three back.
     """
+    # Imported here so that `recsys --help` and the other commands start fast.
+    from batch.datasets.synthetic import SyntheticConfig, generate_synthetic
+
     if out.suffix.lower() != ".parquet":
         _fail(f"--out must end in .parquet, got {out}")
     config = _run(lambda: SyntheticConfig(n_users=users, n_items=items, n_events=events, seed=seed))
@@ -98,8 +99,8 @@ def info(
     name: Annotated[
         str,
         typer.Argument(
-            help=f"{', '.join(DATASET_NAMES)}, synthetic:users=..,items=..,events=..,seed=.., "
-            "or a .csv/.parquet file."
+            help=f"{', '.join(ARCHIVES)}, synthetic, synthetic:users=..,items=..,events=..,"
+            "seed=.., or a .csv/.parquet file."
         ),
     ],
     data_dir: DataDirOption = None,
@@ -108,6 +109,8 @@ def info(
     ] = False,
 ) -> None:
     """Describe a dataset: rows, users, items, time span, density, event types, skipped rows."""
+    from batch.datasets import load_dataset
+
     directory = data_dir or Settings().data_dir
     dataset = _run(lambda: load_dataset(name, directory, skip_malformed=skip_malformed))
     table = Table(title=dataset.name, show_header=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from batch.data import Dataset
-from batch.evaluation.protocols import Protocol
-from batch.evaluation.report import write_json, write_report
-from batch.evaluation.runner import evaluate_models
-from batch.evaluation.tuning import param_grid
-from batch.models.registry import UnknownModelError, model_factory, model_names
+from batch.evaluation.names import Protocol
 from recsys.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -26,6 +19,8 @@ console = Console()
 def parse_models(values: list[str] | None) -> list[str]:
     """Model names from repeated and/or comma-separated options (default: every model)."""
     if not values:
+        from batch.models.registry import model_names
+
         return model_names()
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     return list(dict.fromkeys(names))
@@ -63,10 +58,13 @@ def evaluate(
     Each model is tuned on the validation split, refit on train + validation and scored on test
     with full ranking; writes JSON, a Markdown report and PNG plots.
     """
-    # Imported here: the loader (and its I/O dependencies) is only needed by this command.
-    load_dataset: Callable[[str, Path], Dataset] = importlib.import_module(
-        "batch.datasets"
-    ).load_dataset
+    # Imported here so that `recsys --help` and the other commands start fast.
+    from batch.datasets import load_dataset
+    from batch.evaluation.report import write_json, write_report
+    from batch.evaluation.runner import evaluate_models
+    from batch.evaluation.tuning import param_grid
+    from batch.models.registry import UnknownModelError, model_factory
+
     names = parse_models(models)
     for name in names:
         try:

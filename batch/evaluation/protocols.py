@@ -20,16 +20,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from batch.data import Dataset
+from batch.evaluation.names import Protocol
 from batch.models.base import TrainData, build_train_data
 
 # P1 cut points as fractions of the ordered rows: train < 80% <= validation < 90% <= test.
 TRAIN_END = (8, 10)
 VALIDATION_END = (9, 10)
-
-
-class Protocol(StrEnum):
-    TEMPORAL = "temporal"
-    LEAVE_LAST_OUT = "leave-last-out"
 
 
 class Stage(StrEnum):

@@ -18,7 +18,8 @@ from batch.evaluation.metrics import (
     self_information,
     summarize,
 )
-from batch.evaluation.protocols import EncodedTargets, Protocol, Stage, split
+from batch.evaluation.names import Protocol
+from batch.evaluation.protocols import EncodedTargets, Stage, split
 from batch.evaluation.tuning import SELECTION_K, param_grid
 from batch.models.base import Recommender, TrainData
 from batch.models.registry import ModelUnavailableError, model_factory

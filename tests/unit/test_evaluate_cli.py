@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from batch.data import Dataset
 from batch.evaluation.cli import app, parse_models
-from batch.evaluation.protocols import Protocol
+from batch.evaluation.names import Protocol
 from batch.evaluation.report import write_json, write_report
 from batch.evaluation.runner import evaluate_models
 from batch.models import registry

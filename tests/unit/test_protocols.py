@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from batch.data import Dataset
+from batch.evaluation.names import Protocol
 from batch.evaluation.protocols import (
-    Protocol,
     Stage,
     leave_last_out_split,
     split,
