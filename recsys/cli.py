@@ -60,6 +60,9 @@ def up(
     ] = False,
     host: Annotated[str, typer.Option(help="Address the API binds.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+    worker_web_port: Annotated[
+        int, typer.Option(help="Port of the stream worker's /metrics.")
+    ] = 6066,
 ) -> None:
     """Run the whole system locally on embedded defaults; Ctrl-C stops everything it started.
 
@@ -68,7 +71,14 @@ def up(
     """
     from recsys.up import UpOptions, run_up
 
-    options = UpOptions(dataset=dataset, model=model, retrain=retrain, host=host, port=port)
+    options = UpOptions(
+        dataset=dataset,
+        model=model,
+        retrain=retrain,
+        host=host,
+        port=port,
+        worker_web_port=worker_web_port,
+    )
     raise typer.Exit(run_up(Settings(), options))
 
 

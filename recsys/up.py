@@ -155,6 +155,9 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 1
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with console.status("Stopping…"):
             for child in reversed(children):
                 child.stop()

@@ -1,0 +1,135 @@
+"""`recsys up` end to end: the whole stack as a user runs it, then Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from batch.datasets import load_dataset
+from infra.local.process import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _processes_mentioning(*needles: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(n in cmdline for n in needles):
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found
+
+
+class Stack:
+    def __init__(self, tmp_path: Path) -> None:
+        self.api_port, self.kafka_port, self.redis_port = free_port(), free_port(), free_port()
+        self.worker_port = free_port()
+        self.state_dir = tmp_path / "state"
+        self.log = tmp_path / "up.log"
+        self.base = f"http://127.0.0.1:{self.api_port}"
+        self.env = {
+            **os.environ,
+            "RECSYS_STATE_DIR": str(self.state_dir),
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_port}",
+            "RECSYS_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "RECSYS_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "recsys", "up", "--port", str(self.api_port),
+                 "--worker-web-port", str(self.worker_port)],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            if "recsys is up" in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"recsys up did not come up:\n{self.log.read_text()}")
+
+    def interrupt(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(timeout=120)
+
+    def needles(self) -> tuple[str, ...]:
+        return (str(self.state_dir), f"--port {self.api_port}", f"127.0.0.1:{self.redis_port}",
+                f"--web-port {self.worker_port}")  # fmt: skip
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path)
+    running.start()
+    yield running
+    if running.proc is not None and running.proc.poll() is None:
+        running.interrupt()
+
+
+def _purchase(user: str, item: str) -> dict[str, str]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "purchase",
+        "user_id": user,
+        "item_id": item,
+        "ts": datetime.now(UTC).isoformat(),
+    }
+
+
+def test_up_serves_fresh_recommendations_and_stops_cleanly(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.base, timeout=10) as client:
+        assert client.get("/health/ready").status_code == 200
+        cold = client.get("/recommend/nobody-yet", params={"k": 10}).json()
+        assert cold["source"] in ("trending", "popular")
+
+        # The default dataset of `recsys up` is the seeded synthetic one: pick a genre's items.
+        items = load_dataset("synthetic", stack.state_dir).items
+        genre = "Documentary"
+        in_genre = [
+            i for i, g in zip(items["item_id"], items["genres"], strict=True) if g == (genre,)
+        ]
+        user = f"newcomer-{uuid.uuid4().hex[:6]}"
+        accepted = client.post("/events", json=[_purchase(user, i) for i in in_genre[:5]])
+        assert accepted.status_code == 202, accepted.text
+
+        deadline = time.monotonic() + 2.0  # the issue's freshness promise for this flow
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = client.get(f"/recommend/{user}", params={"k": 10, "diversity": 1.0}).json()
+            if body["source"] == "personalized":
+                break
+            time.sleep(0.05)
+        assert body["source"] == "personalized", body
+        genres = Counter(g for item in body["items"] for g in item["genres"])
+        assert genres.most_common(1)[0][0] == genre, genres
+        profile = client.get(f"/users/{user}/profile").json()
+        assert profile["events"] == 5
+        assert {h["item_id"] for h in profile["history"]} == set(in_genre[:5])
+
+    assert _processes_mentioning(*stack.needles())  # the stack really ran
+    assert stack.interrupt() == 0
+    assert "Stopped." in stack.log.read_text()
+    time.sleep(1)
+    assert _processes_mentioning(*stack.needles()) == []
