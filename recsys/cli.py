@@ -15,7 +15,7 @@ from batch.evaluation.cli import evaluate as evaluate_command
 from infra.cli import app as services_app
 from recsys.bench_cli import app as bench_app
 from recsys.settings import Settings
-from streams.cli import worker_command
+from streams.cli import simulate_command, worker_command
 
 app = typer.Typer(
     help=(
@@ -33,6 +33,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)
 app.command("serve")(serve_command)
+app.command("simulate")(simulate_command)
 console = Console()
 
 
@@ -63,6 +64,10 @@ def up(
     worker_web_port: Annotated[
         int, typer.Option(help="Port of the stream worker's /metrics.")
     ] = 6066,
+    simulate: Annotated[
+        float | None,
+        typer.Option(help="Also run the event simulator at this many events per second."),
+    ] = None,
 ) -> None:
     """Run the whole system locally on embedded defaults; Ctrl-C stops everything it started.
 
@@ -78,6 +83,7 @@ def up(
         host=host,
         port=port,
         worker_web_port=worker_web_port,
+        simulate_rate=simulate,
     )
     raise typer.Exit(run_up(Settings(), options))
 

@@ -66,6 +66,7 @@ class UpOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     worker_web_port: int = 6066
+    simulate_rate: float | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -130,6 +131,11 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                 logs / "api.log",
             )
         )
+        if options.simulate_rate:
+            # Bounded like every load loop: a day of events at most, stopped with the rest.
+            simulate = [*python, "simulate", "--rate", str(options.simulate_rate),
+                        "--duration", "86400"]  # fmt: skip
+            children.append(Child("simulator", simulate, logs / "simulator.log"))
         for child in children:
             child.start(env)
         base = f"http://{options.host}:{options.port}"

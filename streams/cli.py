@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
@@ -64,3 +65,88 @@ def worker_command(
 
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
+
+
+def simulate_command(
+    rate: Annotated[float, typer.Option(min=0.1, help="Events per second to publish.")] = 100.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Stop after this many seconds.")] = 60.0,
+    users: Annotated[
+        int, typer.Option(min=1, help="Synthetic users with their own tastes.")
+    ] = 1000,
+    max_events: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many events (default: rate x duration)."),
+    ] = None,
+    replay: Annotated[
+        str | None,
+        typer.Option(help="Replay a dataset's rows in time order instead (e.g. ml-100k)."),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="With --replay: how many times faster than real time.")
+    ] = 100_000.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="With --replay: dataset directory (default: RECSYS_DATA_DIR)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same simulated users and events.")] = 0,
+) -> None:
+    """Publish realistic events to Kafka (keyed by user): synthetic users whose views, clicks and
+    purchases follow their favourite genres of the published catalog, or a dataset replayed in
+    time order. Bounded by --duration and --max-events; prints the rate achieved and any errors.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recsys.clients import kafka_producer, redis_client
+    from streams.simulator import (
+        SimulationError,
+        TasteModel,
+        at_rate,
+        load_catalog,
+        publish_scheduled,
+        replay_schedule,
+    )
+
+    settings = Settings()
+    limit = max_events or max(1, int(rate * duration))
+
+    async def run() -> Any:
+        if replay:
+            from batch.datasets import load_dataset
+
+            dataset = load_dataset(replay, data_dir or settings.data_dir)
+            schedule = replay_schedule(dataset.interactions, speed)
+            total = min(limit, dataset.n_interactions)
+        else:
+            redis = redis_client(settings)
+            try:
+                catalog = await load_catalog(redis)
+            finally:
+                await redis.aclose()
+            schedule = at_rate(TasteModel(catalog, users, seed).events(), rate)
+            total = limit
+        producer = kafka_producer(settings, linger_ms=20)
+        await producer.start()
+        try:
+            with Progress(
+                TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[errors]} errors"), console=console,
+            ) as bars:  # fmt: skip
+                task = bars.add_task("events", total=total, errors=0)
+                return await publish_scheduled(
+                    producer, schedule, total, duration,
+                    on_progress=lambda s: bars.update(task, completed=s.sent, errors=s.errors),
+                )  # fmt: skip
+        finally:
+            await producer.stop()
+
+    try:
+        stats = asyncio.run(run())
+    except (SimulationError, KafkaError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"sent {stats.sent:,} events in {stats.seconds:.1f} s ({stats.rate:,.0f} events/s), "
+        f"{stats.errors:,} errors" + (f"; first: {stats.first_error}" if stats.first_error else "")
+    )
+    if stats.errors:
+        raise typer.Exit(1)
