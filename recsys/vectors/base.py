@@ -55,6 +55,20 @@ class ItemFilter:
         return not (self.genres or self.exclude_genres or self.exclude_item_ids)
 
 
+def hit_from_point(point: Any, with_vectors: bool) -> SearchHit:
+    """A search hit from either backend's point or record (same attribute names in both)."""
+    payload = dict(point.payload or {})
+    vector = None
+    if with_vectors and point.vector is not None:
+        vector = np.asarray(point.vector, dtype=np.float32)
+    return SearchHit(
+        item_id=str(payload.get("item_id")),
+        score=float(getattr(point, "score", 0.0)),
+        payload=payload,
+        vector=vector,
+    )
+
+
 class VectorIndexError(RuntimeError):
     """The index cannot serve the request (backend down, version missing)."""
 

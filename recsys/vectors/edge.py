@@ -23,6 +23,7 @@ from recsys.vectors.base import (
     SearchHit,
     VectorIndex,
     VectorIndexError,
+    hit_from_point,
     point_id,
 )
 
@@ -46,17 +47,6 @@ def _edge_filter(item_filter: ItemFilter | None) -> qe.Filter | None:
     if item_filter.exclude_item_ids:
         must_not.append(qe.HasIdCondition({point_id(i) for i in item_filter.exclude_item_ids}))
     return qe.Filter(must=must or None, must_not=must_not or None)
-
-
-def _hit(point: Any, with_vectors: bool) -> SearchHit:
-    payload = dict(point.payload or {})
-    vector = np.asarray(point.vector, dtype=np.float32) if with_vectors and point.vector else None
-    return SearchHit(
-        item_id=str(payload.get("item_id")),
-        score=float(getattr(point, "score", 0.0)),
-        payload=payload,
-        vector=vector,
-    )
 
 
 class EdgeVectorIndex(VectorIndex):
@@ -156,7 +146,7 @@ class EdgeVectorIndex(VectorIndex):
             with_payload=True,
             with_vector=with_vectors,
         )
-        return [_hit(p, with_vectors) for p in self._reader(version).query(request)]
+        return [hit_from_point(p, with_vectors) for p in self._reader(version).query(request)]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True
@@ -164,7 +154,7 @@ class EdgeVectorIndex(VectorIndex):
         records = self._reader(version).retrieve(
             [point_id(i) for i in item_ids], with_payload=True, with_vector=with_vectors
         )
-        return [_hit(r, with_vectors) for r in records]
+        return [hit_from_point(r, with_vectors) for r in records]
 
     async def count(self, version: str) -> int:
         return int(self._reader(version).info().points_count)

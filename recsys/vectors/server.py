@@ -19,6 +19,7 @@ from recsys.vectors.base import (
     SearchHit,
     VectorIndex,
     VectorIndexError,
+    hit_from_point,
     point_id,
 )
 
@@ -46,19 +47,6 @@ def _server_filter(item_filter: ItemFilter | None) -> models.Filter | None:
             models.HasIdCondition(has_id=[point_id(i) for i in item_filter.exclude_item_ids])
         )
     return models.Filter(must=must or None, must_not=must_not or None)
-
-
-def _hit(point: Any, with_vectors: bool) -> SearchHit:
-    payload = dict(point.payload or {})
-    vector = None
-    if with_vectors and point.vector is not None:
-        vector = np.asarray(point.vector, dtype=np.float32)
-    return SearchHit(
-        item_id=str(payload.get("item_id")),
-        score=float(getattr(point, "score", 0.0)),
-        payload=payload,
-        vector=vector,
-    )
 
 
 class ServerVectorIndex(VectorIndex):
@@ -129,7 +117,7 @@ class ServerVectorIndex(VectorIndex):
             )
         except (UnexpectedResponse, ValueError) as exc:
             raise VectorIndexError(f"search in version {version!r} failed: {exc}") from exc
-        return [_hit(p, with_vectors) for p in response.points]
+        return [hit_from_point(p, with_vectors) for p in response.points]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True
@@ -143,7 +131,7 @@ class ServerVectorIndex(VectorIndex):
             )
         except (UnexpectedResponse, ValueError) as exc:
             raise VectorIndexError(f"lookup in version {version!r} failed: {exc}") from exc
-        return [_hit(r, with_vectors) for r in records]
+        return [hit_from_point(r, with_vectors) for r in records]
 
     async def count(self, version: str) -> int:
         result = await self.client.count(self.collection(version), exact=True)
