@@ -14,7 +14,8 @@ from recsys.clients import ensure_topics
 from recsys.settings import Settings
 from recsys.tracing import setup_tracing
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # errors
+output = Console()  # progress and results
 
 
 def worker_command(
@@ -129,7 +130,7 @@ def simulate_command(
         try:
             with Progress(
                 TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[errors]} errors"), console=console,
+                TextColumn("{task.fields[errors]} errors"), console=output,
             ) as bars:  # fmt: skip
                 task = bars.add_task("events", total=total, errors=0)
                 return await publish_scheduled(
@@ -144,7 +145,7 @@ def simulate_command(
     except (SimulationError, KafkaError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print(
+    output.print(
         f"sent {stats.sent:,} events in {stats.seconds:.1f} s ({stats.rate:,.0f} events/s), "
         f"{stats.errors:,} errors" + (f"; first: {stats.first_error}" if stats.first_error else "")
     )
