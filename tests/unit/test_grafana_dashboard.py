@@ -159,3 +159,17 @@ def test_panels_use_the_provisioned_datasource() -> None:
         assert panel["datasource"]["uid"] in uids, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] in uids, panel["title"]
+
+
+def test_the_runbook_alerts_query_exported_metrics() -> None:
+    """docs/operations.md's alert rules name real metrics too (`up` is Prometheus' own)."""
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    section = runbook.split("## Alerts worth setting", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    rules = yaml.safe_load(block.group(1))["groups"][0]["rules"]
+    series = exported_series()
+    assert rules
+    for rule in rules:
+        names, _ = parse(rule["expr"])
+        assert names <= series.keys() | {"up"}, f"{rule['alert']}: {names - series.keys()}"
