@@ -56,3 +56,77 @@ def stream(
     }
     console.print_json(json.dumps(summary))
     console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("api")
+def api(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to save the figures.")] = Path(
+        "reports/bench-api.json"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to save the Markdown report.")] = Path(
+        "reports/bench-api.md"
+    ),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where ml-100k is read from (default: RECSYS_DATA_DIR)."),
+    ] = None,
+    rate: Annotated[int, typer.Option(min=1, help="Requests/s of the fixed-rate runs.")] = 200,
+    seconds: Annotated[float, typer.Option(min=1, help="Length of each fixed-rate run.")] = 30.0,
+    saturation_seconds: Annotated[
+        float, typer.Option(min=1, help="Length of each wrk saturation run.")
+    ] = 30.0,
+    connections: Annotated[
+        int, typer.Option(min=1, help="wrk connections (keep-alive, closed loop).")
+    ] = 8,
+    wrk_threads: Annotated[int, typer.Option(min=1, help="wrk threads.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 2,
+    use_running: Annotated[
+        bool,
+        typer.Option(
+            help="Use the configured Redis and Kafka instead of throwaway ones (a new ml-100k "
+            "model version is published and made active there)."
+        ),
+    ] = False,
+) -> None:
+    """Latency of GET /recommend at a fixed rate (open loop) and requests/s at saturation (wrk),
+    with GET /health/live as the floor; needs `wrk` on PATH."""
+    from api.bench import ApiBenchConfig, BenchError, require_wrk, run_with_local_services
+    from api.bench_report import markdown, plot
+    from recsys.benchmarks import save
+
+    try:
+        require_wrk()
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    config = ApiBenchConfig(
+        rate=rate,
+        seconds=seconds,
+        saturation_seconds=saturation_seconds,
+        connections=connections,
+        wrk_threads=wrk_threads,
+        workers=workers,
+    )
+    # No spinner: training prints its own progress and rich allows one live display at a time.
+    console.print("Running the API benchmark (services, ml-100k model, fixed rate, wrk)…")
+    try:
+        result = run_with_local_services(config, data_dir, use_running)
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    samples = {name: result[name]["fixed_rate"].pop("samples_ms") for name in ("recommend", "live")}
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, samples, plot_path)
+    save(result, markdown(result, plot_path.name), json_path, report)
+    rec = result["recommend"]
+    summary = {
+        "recommend_ms_at_rate": {
+            k: round(v, 2) for k, v in rec["fixed_rate"]["latency_ms"].items()
+        },
+        "recommend_rps_saturation": round(rec["saturation"]["requests_per_s"]),
+        "live_rps_saturation": round(result["live"]["saturation"]["requests_per_s"]),
+        "sources": rec["fixed_rate"]["sources"],
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
