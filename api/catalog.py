@@ -52,16 +52,40 @@ def passes(candidate: Candidate, genres: Sequence[str], exclude_genres: Sequence
     return not set(exclude_genres) & set(candidate.genres)
 
 
-async def active_version_and_state(
-    redis: aioredis.Redis, user_id: str
-) -> tuple[str | None, UserState]:
-    """The active model version and the user's online state, in one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.ACTIVE_MODEL)
-        pipe.hgetall(keys.user_state(user_id))
-        raw_version, raw_state = await pipe.execute()
-    version = as_bytes(raw_version).decode() if raw_version else None
-    return version, UserState.from_hash(raw_state)
+# The active version, the user's online state and their batch vector of that version, in one
+# round trip: the batch vector's key depends on the version, which a pipeline cannot chain.
+# ARGV[2] .. version .. ARGV[3] is `recsys.keys.user_vectors(version)`.
+_USER_CONTEXT = """
+local version = redis.call('GET', KEYS[1])
+local state = redis.call('HGETALL', KEYS[2])
+local batch = false
+if version then
+  batch = redis.call('HGET', ARGV[2] .. version .. ARGV[3], ARGV[1])
+end
+return {version, state, batch}
+"""
+_VECTORS_KEY_AROUND = keys.user_vectors("\x00").split("\x00")
+
+
+@dataclass(frozen=True)
+class UserContext:
+    version: str | None
+    state: UserState
+    batch_vector: np.ndarray | None
+
+
+async def user_context(redis: aioredis.Redis, user_id: str) -> UserContext:
+    """What a request needs to know about a user, in one round trip (see `_USER_CONTEXT`)."""
+    raw_version, raw_state, raw_batch = await redis.eval(
+        _USER_CONTEXT, 2, keys.ACTIVE_MODEL, keys.user_state(user_id), user_id,
+        *_VECTORS_KEY_AROUND,
+    )  # fmt: skip
+    flat = list(raw_state or [])
+    return UserContext(
+        version=as_bytes(raw_version).decode() if raw_version else None,
+        state=UserState.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))),
+        batch_vector=vector_from_bytes(as_bytes(raw_batch)) if raw_batch else None,
+    )
 
 
 async def payloads(

@@ -23,7 +23,6 @@ from api.catalog import Candidate
 from api.mmr import mmr
 from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
 from api.popular_cache import PopularCache
-from recsys.model_registry import batch_user_vector
 from recsys.settings import Settings
 from recsys.vectors import ItemFilter, VectorIndex
 from streams.user_state import UserState
@@ -31,6 +30,8 @@ from streams.user_state import UserState
 # Explanations compare each recommended item with this many of the user's newest items.
 EXPLAIN_RECENT_ITEMS = 10
 EXPLAIN_TOP = 3
+# What a response shows of a candidate; the rest of the payload is not worth building for 100.
+CANDIDATE_FIELDS = ("title", "genres")
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,15 @@ class Recommender:
         budget = Budget(self.settings.api_request_budget_ms / 1000)
         redis_guard = self.backends.redis_guard
         try:
-            version, state = await redis_guard.call(
+            context = await redis_guard.call(
                 "user_state",
                 budget,
-                lambda: catalog.active_version_and_state(self.backends.redis, query.user_id),
+                lambda: catalog.user_context(self.backends.redis, query.user_id),
             )
         except BackendUnavailableError as exc:
             return self._from_memory(query, [exc.reason])
 
+        version, state = context.version, context.state
         excluded = set(query.exclude_ids) | {h.item_id for h in state.history}
         picked: dict[str, Candidate] = {}
         reasons: list[str] = []
@@ -89,7 +91,7 @@ class Recommender:
             if wanted <= 0:
                 break
             try:
-                found = await self._source(source, query, version, state, excluded, budget)
+                found = await self._source(source, query, context, excluded, budget)
             except NoCandidatesError as exc:
                 reasons.append(exc.reason)
                 continue
@@ -116,35 +118,30 @@ class Recommender:
         self,
         source: str,
         query: RecommendQuery,
-        version: str | None,
-        state: UserState,
+        context: catalog.UserContext,
         excluded: set[str],
         budget: Budget,
     ) -> list[Candidate]:
+        version = context.version
         if source == "trending":
             return await self._trending(query, version, excluded, budget)
         if version is None:
             raise NoCandidatesError("no_active_model")
         if source == "personalized":
-            return await self._personalized(query, version, state, excluded, budget)
+            return await self._personalized(query, context, version, excluded, budget)
         return await self._popular(query, version, excluded, budget)
 
     async def _personalized(
         self,
         query: RecommendQuery,
+        context: catalog.UserContext,
         version: str,
-        state: UserState,
         excluded: set[str],
         budget: Budget,
     ) -> list[Candidate]:
         # The online vector only counts if it lives in the active model's space.
-        vector = state.vector if state.model_version == version else None
-        if vector is None:
-            vector = await self.backends.redis_guard.call(
-                "batch_user_vector",
-                budget,
-                lambda: batch_user_vector(self.backends.redis, version, query.user_id),
-            )
+        state = context.state
+        vector = state.vector if state.model_version == version else context.batch_vector
         if vector is None:
             raise NoCandidatesError("cold_user")
         item_filter = ItemFilter(
@@ -157,7 +154,12 @@ class Recommender:
             "search",
             budget,
             lambda: self.backends.index.search(
-                version, vector, n_candidates, item_filter, with_vectors=True
+                version,
+                vector,
+                n_candidates,
+                item_filter,
+                with_vectors=True,
+                payload_fields=CANDIDATE_FIELDS,
             ),
         )
         hits = [h for h in hits if h.vector is not None]

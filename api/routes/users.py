@@ -12,7 +12,6 @@ from api.breaker import Budget
 from api.deps import ServicesDep
 from api.models import ErrorBody, HistoryItem, UserProfile, WindowSummary
 from api.routes.filters import IdPath
-from recsys.model_registry import batch_user_vector
 
 router = APIRouter(tags=["users"])
 
@@ -27,19 +26,16 @@ async def user_profile(
     vector. Unknown users get an empty profile, not a 404."""
     budget = Budget(services.settings.api_request_budget_ms / 1000)
     backends = services.backends
-    version, state = await backends.redis_guard.call(
-        "user_state", budget, lambda: catalog.active_version_and_state(backends.redis, user_id)
+    context = await backends.redis_guard.call(
+        "user_state", budget, lambda: catalog.user_context(backends.redis, user_id)
     )
+    version, state = context.version, context.state
     vector_source: Literal["online", "batch"] | None = None
     vector_model_version = state.model_version if state.vector is not None else None
     if state.vector is not None and state.model_version == version:
         vector_source = "online"
-    elif version is not None:
-        batch = await backends.redis_guard.call(
-            "batch_user_vector", budget, lambda: batch_user_vector(backends.redis, version, user_id)
-        )
-        if batch is not None:
-            vector_source, vector_model_version = "batch", version
+    elif context.batch_vector is not None:
+        vector_source, vector_model_version = "batch", version
     online = vector_source == "online"
     return UserProfile(
         user_id=user_id,

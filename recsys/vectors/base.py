@@ -55,6 +55,11 @@ class ItemFilter:
         return not (self.genres or self.exclude_genres or self.exclude_item_ids)
 
 
+def payload_selection(fields: Sequence[str] | None) -> bool | list[str]:
+    """What to ask a backend for: the whole payload, or the named fields plus `item_id`."""
+    return True if fields is None else sorted({"item_id", *fields})
+
+
 def hit_from_point(point: Any, with_vectors: bool) -> SearchHit:
     """A search hit from either backend's point or record (same attribute names in both)."""
     payload = dict(point.payload or {})
@@ -105,8 +110,13 @@ class VectorIndex(ABC):
         item_filter: ItemFilter | None = None,
         *,
         with_vectors: bool = False,
+        payload_fields: Sequence[str] | None = None,
     ) -> list[SearchHit]:
-        """The `k` items with the highest dot product with `vector`, best first."""
+        """The `k` items with the highest dot product with `vector`, best first.
+
+        `payload_fields` limits the payload returned (always with `item_id`): building large
+        payloads for every candidate is a good share of a search's cost.
+        """
 
     @abstractmethod
     async def get(

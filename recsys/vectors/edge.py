@@ -24,6 +24,7 @@ from recsys.vectors.base import (
     VectorIndex,
     VectorIndexError,
     hit_from_point,
+    payload_selection,
     point_id,
 )
 
@@ -137,13 +138,14 @@ class EdgeVectorIndex(VectorIndex):
         item_filter: ItemFilter | None = None,
         *,
         with_vectors: bool = False,
+        payload_fields: Sequence[str] | None = None,
     ) -> list[SearchHit]:
         # In-process and sub-millisecond: cheaper inline than a thread hop.
         request = qe.QueryRequest(
             limit=k,
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
             filter=_edge_filter(item_filter),
-            with_payload=True,
+            with_payload=payload_selection(payload_fields),
             with_vector=with_vectors,
         )
         return [hit_from_point(p, with_vectors) for p in self._reader(version).query(request)]

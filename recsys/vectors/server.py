@@ -20,6 +20,7 @@ from recsys.vectors.base import (
     VectorIndex,
     VectorIndexError,
     hit_from_point,
+    payload_selection,
     point_id,
 )
 
@@ -105,6 +106,7 @@ class ServerVectorIndex(VectorIndex):
         item_filter: ItemFilter | None = None,
         *,
         with_vectors: bool = False,
+        payload_fields: Sequence[str] | None = None,
     ) -> list[SearchHit]:
         try:
             response = await self.client.query_points(
@@ -112,7 +114,7 @@ class ServerVectorIndex(VectorIndex):
                 query=np.asarray(vector, dtype=np.float32).tolist(),
                 query_filter=_server_filter(item_filter),
                 limit=k,
-                with_payload=True,
+                with_payload=payload_selection(payload_fields),
                 with_vectors=with_vectors,
             )
         except (UnexpectedResponse, ValueError) as exc:

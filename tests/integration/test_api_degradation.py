@@ -48,10 +48,18 @@ class SwitchableIndex(EdgeVectorIndex):
         item_filter: ItemFilter | None = None,
         *,
         with_vectors: bool = False,
+        payload_fields: Sequence[str] | None = None,
     ) -> list[SearchHit]:
         if self.failing:
             raise VectorIndexError("injected failure")
-        return await super().search(version, vector, k, item_filter, with_vectors=with_vectors)
+        return await super().search(
+            version,
+            vector,
+            k,
+            item_filter,
+            with_vectors=with_vectors,
+            payload_fields=payload_fields,
+        )
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True

@@ -136,3 +136,11 @@ async def test_edge_shards_are_readable_by_another_process_only_when_sealed(tmp_
     assert len(await second_reader.search("v1", points[0].vector, 3)) == 3
     for backend in (writer, reader, second_reader):
         await backend.close()
+
+
+async def test_search_can_return_only_some_payload_fields(index: VectorIndex) -> None:
+    points = make_points()
+    await publish(index, "v1", points)
+    hits = await index.search("v1", points[0].vector, 3, payload_fields=["genres"])
+    assert all(set(h.payload) == {"item_id", "genres"} for h in hits)
+    assert hits[0].item_id == brute_force(points, points[0].vector)[0]
