@@ -62,15 +62,14 @@ def payload_selection(fields: Sequence[str] | None) -> bool | list[str]:
 
 def hit_from_point(point: Any, with_vectors: bool) -> SearchHit:
     """A search hit from either backend's point or record (same attribute names in both)."""
-    payload = dict(point.payload or {})
-    vector = None
-    if with_vectors and point.vector is not None:
-        vector = np.asarray(point.vector, dtype=np.float32)
+    # Each attribute access converts from the engine's objects again: read each one once.
+    payload = point.payload
+    raw_vector = point.vector if with_vectors else None
     return SearchHit(
-        item_id=str(payload.get("item_id")),
+        item_id=str(payload.get("item_id")) if payload else "None",
         score=float(getattr(point, "score", 0.0)),
-        payload=payload,
-        vector=vector,
+        payload=dict(payload) if payload else {},
+        vector=None if raw_vector is None else np.asarray(raw_vector, dtype=np.float32),
     )
 
 
