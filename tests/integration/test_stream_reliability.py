@@ -58,7 +58,13 @@ async def test_kill_9_mid_stream_with_duplicates_applies_everything_once(
     group = f"g-{prefix}"
 
     first = WorkerProcess(service_settings, tmp_path, group, env=FULL_HISTORY).start()
-    producing = asyncio.create_task(produce_paced(service_settings, messages, per_second=800))
+    # A new group starts from the earliest offsets, behind what earlier tests published: let it
+    # catch up first, so that the kill below lands while this test's stream is still flowing.
+    warm_up = make_events(f"{prefix}w", users=20, count=100)
+    await produce(service_settings, as_messages(warm_up))
+    warm_users = {e.user_id for e in warm_up}
+    await wait_until(lambda: all_applied(redis, warm_users, 100), 90, "the backlog", first)
+    producing = asyncio.create_task(produce_paced(service_settings, messages, per_second=600))
     await wait_until(lambda: _some_applied(redis, users), 60, "the first events", first)
     first.kill()  # mid-stream: some batches applied, some offsets not committed
     applied_at_kill = await applied_count(redis, users)
