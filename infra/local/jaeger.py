@@ -17,8 +17,8 @@ from infra.local.process import ManagedProcess, ServiceError, port_is_open
 JAEGER_DIR = Path(__file__).resolve().parents[1] / "jaeger"
 INSTALL_SCRIPT = JAEGER_DIR / "install.sh"
 CONFIG = JAEGER_DIR / "config.yaml"
-# The first build compiles several hundred packages: ~10 minutes on 2 cores (see
-# docs/operations.md); later calls return the cached binary at once.
+# The first build downloads and compiles several hundred packages: ~4 minutes on 2 cores (see
+# docs/operations.md), so the limit is generous; later calls return the cached binary at once.
 INSTALL_TIMEOUT_S = 1800.0
 
 

