@@ -22,6 +22,12 @@ def worker_command(
     web_port: Annotated[
         int, typer.Option(help="Port of the worker's HTTP server (/metrics); one per worker.")
     ] = 6066,
+    web_host: Annotated[
+        str,
+        typer.Option(
+            help="Address of that server; 0.0.0.0 in a container so Prometheus can scrape."
+        ),
+    ] = "127.0.0.1",
     group_id: Annotated[
         str | None,
         typer.Option(
@@ -60,6 +66,7 @@ def worker_command(
     options = WorkerOptions(
         group_id=group_id or settings.stream_group_id,
         web_port=web_port,
+        web_host=web_host,
         session_timeout_s=session_timeout,
     )
     app = create_app(settings, options)
