@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from api import metrics
 from api.breaker import CircuitBreaker
@@ -20,6 +22,8 @@ from recsys.clients import ensure_topics, kafka_producer
 from recsys.settings import Settings
 from recsys.tracing import headers_with_context
 from schemas import AnyEvent, encode_event, event_key, topic_for
+
+tracer = trace.get_tracer("recsys.api")
 
 log = logging.getLogger(__name__)
 ProducerFactory = Callable[..., AIOKafkaProducer]
@@ -77,17 +81,28 @@ class EventPublisher:
 
         async def send_all() -> None:
             producer = await self._started()
-            headers = headers_with_context()
-            pending = [
-                await producer.send(
-                    topic_for(event.event_type),
-                    encode_event(event),
-                    key=event_key(event),
-                    headers=headers,
-                )
-                for event in events
-            ]
-            await asyncio.gather(*pending)
+            topics = sorted({topic_for(e.event_type) for e in events})
+            attributes: dict[str, str | int] = {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": ",".join(topics),
+                "messaging.batch.message_count": len(events),
+            }
+            # The producer span is what the worker's spans hang from: the headers carry it.
+            with tracer.start_as_current_span(
+                f"{','.join(topics)} publish", kind=SpanKind.PRODUCER, attributes=attributes
+            ):
+                headers = headers_with_context()
+                pending = [
+                    await producer.send(
+                        topic_for(event.event_type),
+                        encode_event(event),
+                        key=event_key(event),
+                        headers=headers,
+                    )
+                    for event in events
+                ]
+                await asyncio.gather(*pending)
 
         await self._guarded(send_all)
         metrics.EVENTS_PUBLISHED.inc(len(events))

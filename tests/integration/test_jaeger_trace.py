@@ -264,6 +264,7 @@ async def test_one_event_is_one_trace_across_api_kafka_and_worker(
     publisher = found.by_id(parent_id(process))
     assert publisher is not None, f"the worker's span has no parent in the API: {found.outline()}"
     assert found.service(publisher) == "recsys-api"
+    assert publisher["operationName"] == "events.click publish", found.outline()  # the Kafka send
     request: dict[str, Any] | None = publisher
     while request is not None and request["operationName"] != "POST /events":
         request = found.by_id(parent_id(request))
