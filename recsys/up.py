@@ -102,7 +102,10 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     from batch.cli import TrainError, train_and_publish
     from infra.local.process import ServiceError
 
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    # Ctrl-C and `kill` both stop it cleanly. SIGINT is set explicitly: a process started in the
+    # background by a shell inherits SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     if port_is_open(options.port, options.host):
         console.print(f"[red]error:[/red] port {options.port} is taken; choose another with --port")
         return 1

@@ -21,6 +21,7 @@ MAX_CONTEXT_KEY_LENGTH = 64
 MAX_CONTEXT_VALUE_LENGTH = 256
 # Producers' clocks drift; anything further ahead than this is a bug, not skew.
 MAX_FUTURE_SKEW = timedelta(hours=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EventType = Literal["view", "click", "purchase"]
 EVENT_TYPES: tuple[EventType, ...] = ("view", "click", "purchase")
@@ -60,6 +61,8 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError("expected an ISO 8601 string or epoch milliseconds")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone (e.g. a trailing Z or +00:00)")
+    if parsed < EPOCH:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
     return parsed.astimezone(UTC)
 
 

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recsys.tracing import context_from_headers
-from schemas import EventDecodeError, decode_event
+from schemas import EventDecodeError, decode_event, encode_event
 from schemas.dead_letter import DeadLetter
 from streams import metrics
 from streams.applier import BatchApplier, BatchOutcome, SourcedEvent, UpdateConfig
@@ -97,6 +97,43 @@ class EventProcessor:
     ) -> BatchOutcome:
         if not valid:
             return BatchOutcome()
+        try:
+            return await self._apply_with_retries(valid, spans)
+        except Exception:
+            if len(valid) == 1:
+                raise
+            log.exception("applying a batch of %d events failed; isolating the cause", len(valid))
+        # A valid event that still cannot be applied (a bug, not an outage) must neither stop
+        # the worker nor hold up the others: apply one by one and dead-letter the culprits.
+        total = BatchOutcome()
+        for sourced in valid:
+            try:
+                outcome = await self._apply_with_retries([sourced], [])
+            except Exception as exc:
+                await self._dead_letter_event(sourced, exc)
+                continue
+            total.applied.update(outcome.applied)
+            total.duplicates += outcome.duplicates
+            total.redelivered += outcome.redelivered
+            total.unknown_items += outcome.unknown_items
+            total.freshness_s += outcome.freshness_s
+        return total
+
+    async def _dead_letter_event(self, sourced: SourcedEvent, exc: Exception) -> None:
+        original = encode_event(sourced.event)
+        letter = DeadLetter.for_message(
+            original, f"processing failed: {exc!r}", "body", sourced.topic, sourced.partition,
+            sourced.offset,
+        )  # fmt: skip
+        await self.send_dead_letter(
+            sourced.event.user_id.encode(), letter.model_dump_json().encode()
+        )
+        metrics.DLQ.labels(field="processing").inc()
+        metrics.EVENTS.labels(event_type=sourced.event.event_type, outcome="failed").inc()
+
+    async def _apply_with_retries(
+        self, valid: list[SourcedEvent], spans: list[trace.Span]
+    ) -> BatchOutcome:
         links = [Link(s.get_span_context()) for s in spans[1:]]
         parent = trace.set_span_in_context(spans[0]) if spans else None
         attempt = 0

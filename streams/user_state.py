@@ -48,7 +48,8 @@ class RecentIds:
         return RecentIds(kept)
 
     def encode(self) -> bytes:
-        return b"".join(p + ts.to_bytes(4, "big") for p, ts in self.records)
+        # Event times are validated to be after 1970; clamping keeps a bad one from crashing.
+        return b"".join(p + max(0, ts).to_bytes(4, "big") for p, ts in self.records)
 
     @classmethod
     def decode(cls, raw: bytes) -> RecentIds:

@@ -87,6 +87,7 @@ BAD_EVENTS: list[tuple[str, bytes, str]] = [
     ("naive timestamp", json.dumps(valid(ts="2024-05-01T12:00:00")).encode(), "ts"),
     ("far-future timestamp", json.dumps(valid(ts=_far_future())).encode(), "ts"),
     ("negative epoch", json.dumps(valid(ts=-5)).encode(), "ts"),
+    ("before 1970", json.dumps(valid(ts="1969-12-31T23:59:59Z")).encode(), "ts"),
     ("unsupported schema version", json.dumps(valid(schema_version=2)).encode(), "schema_version"),
     ("oversized context", json.dumps(valid(context={f"k{i}": i for i in range(40)})).encode(),
      "context"),

@@ -50,11 +50,14 @@ class FakeApplier:
     def __init__(self) -> None:
         self.applied: list[SourcedEvent] = []
         self.failures_left = 0
+        self.poison_items: set[str] = set()
 
     async def apply(self, batch: Sequence[SourcedEvent], model: Any) -> BatchOutcome:
         if self.failures_left:
             self.failures_left -= 1
             raise ConnectionError("redis is down")
+        if any(s.event.item_id in self.poison_items for s in batch):
+            raise ValueError("cannot apply this one")
         self.applied.extend(batch)
         outcome = BatchOutcome()
         for sourced in batch:
@@ -145,3 +148,17 @@ async def test_trace_context_from_kafka_headers_is_continued_in_the_worker_spans
     assert process_spans[0].parent.span_id == upstream.get_span_context().span_id
     redis_spans = [s for s in spans if s.name == "redis apply_batch"]
     assert redis_spans[0].context.trace_id == trace_id
+
+
+async def test_an_event_that_cannot_be_applied_is_dead_lettered_and_the_rest_applied() -> None:
+    processor, applier, dead = processor_with_fakes()
+    applier.poison_items = {"bad-item"}
+    good, bad = new_event("view", "u", "ok-item"), new_event("click", "u", "bad-item")
+    outcome = await processor.process(
+        [Message(encode_event(good), 1), Message(encode_event(bad), 2)]
+    )
+    assert [s.event for s in applier.applied] == [good]
+    assert outcome.applied == {"view": 1}
+    letter = DeadLetter.model_validate_json(dead[0])
+    assert letter.source_offset == 2
+    assert "cannot apply this one" in letter.error
