@@ -661,24 +661,7 @@ def run_with_local_services(
 ) -> dict[str, Any]:
     """Run against throwaway local services (or, with `use_running`, the configured ones:
     a new ml-100k model version is then published and made active there)."""
-    from infra.local.process import free_port
-    from infra.local.services import LocalServices
-    from recsys.settings import Settings
+    from recsys.benchmarks import bench_services
 
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-api-") as tmp:
-        work_dir = Path(tmp)
-        if use_running:
-            settings = Settings()
-            return run(settings, config, data_dir or settings.data_dir, work_dir)
-        settings = Settings(
-            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            state_dir=work_dir,
-        )
-        services = LocalServices.from_settings(settings)
-        services.up()
-        try:
-            return run(settings, config, data_dir or settings.data_dir, work_dir)
-        finally:
-            services.down()
+    with bench_services(use_running, "recsys-bench-api-") as (settings, work_dir):
+        return run(settings, config, data_dir or settings.data_dir, work_dir)

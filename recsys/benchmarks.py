@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shlex
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from recsys.settings import Settings
 
 
 def machine() -> dict[str, Any]:
@@ -52,3 +57,29 @@ def save(result: dict[str, Any], markdown: str, json_path: Path, report_path: Pa
     )
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(markdown.replace("{header}", header))
+
+
+@contextlib.contextmanager
+def bench_services(use_running: bool, prefix: str) -> Iterator[tuple[Settings, Path]]:
+    """Settings and a scratch directory for a benchmark: throwaway Kafka and Redis on free
+    ports, stopped afterwards (default), or the configured services as they are."""
+    from infra.local.process import free_port
+    from infra.local.services import LocalServices
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work_dir = Path(tmp)
+        if use_running:
+            yield Settings(), work_dir
+            return
+        settings = Settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            state_dir=work_dir,
+        )
+        services = LocalServices.from_settings(settings)
+        services.up()
+        try:
+            yield settings, work_dir
+        finally:
+            services.down()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,9 +29,8 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
-from infra.local.process import free_port
-from infra.local.services import LocalServices
 from recsys import keys
+from recsys.benchmarks import bench_services
 from recsys.clients import ensure_topics, kafka_producer, redis_client
 from recsys.model_registry import as_bytes
 from recsys.settings import Settings
@@ -209,7 +207,8 @@ async def _freshness(
 async def _memory(redis: aioredis.Redis, config: StreamBenchConfig) -> dict[str, Any]:
     """Redis's own accounting (MEMORY USAGE) of the users' state hashes, plus field sizes."""
     rng = np.random.default_rng(config.seed + 2)
-    sample = [f"u{u}" for u in rng.choice(config.users, size=config.memory_sample, replace=False)]
+    size = min(config.memory_sample, config.users)
+    sample = [f"u{u}" for u in rng.choice(config.users, size=size, replace=False)]
     fields = {"vector": "v", "history": "h", "event_ids": "e"}
     async with redis.pipeline(transaction=False) as pipe:
         for user in sample:
@@ -263,19 +262,5 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
 
 def run_with_local_services(config: StreamBenchConfig, use_running: bool) -> dict[str, Any]:
     """Run against throwaway local services (or the configured ones)."""
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
-        work_dir = Path(tmp)
-        if use_running:
-            return asyncio.run(run(Settings(state_dir=work_dir), config, work_dir))
-        settings = Settings(
-            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            state_dir=work_dir,
-        )
-        services = LocalServices.from_settings(settings)
-        services.up()
-        try:
-            return asyncio.run(run(settings, config, work_dir))
-        finally:
-            services.down()
+    with bench_services(use_running, "recsys-bench-") as (settings, work_dir):
+        return asyncio.run(run(settings, config, work_dir))
