@@ -16,7 +16,7 @@ from api.breaker import CircuitBreaker
 from api.popular_cache import PopularCache
 from api.publisher import EventPublisher
 from api.recommender import Backends, Recommender
-from recsys.clients import redis_client
+from recsys.clients import close_within, redis_client
 from recsys.settings import Settings, env_var
 from recsys.vectors import VectorIndex
 
@@ -94,8 +94,7 @@ async def open_services(
         )
     finally:
         refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-        await publisher.close()
-        await index.close()
-        await redis.aclose()
+        await close_within("popular refresher", asyncio.wait({refresher}))
+        await close_within("kafka producer", publisher.close())
+        await close_within("vector index", index.close())
+        await close_within("redis", redis.aclose())

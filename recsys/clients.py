@@ -6,7 +6,10 @@ correctly configured client objects.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,6 +19,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from recsys.settings import Settings
 from schemas.topics import ALL_TOPICS
+
+log = logging.getLogger(__name__)
 
 
 def kafka_common(settings: Settings) -> dict[str, Any]:
@@ -70,3 +75,16 @@ async def ensure_topics(
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def close_within(name: str, closing: Awaitable[object], timeout_s: float = 5.0) -> None:
+    """Await one shutdown step, but never longer than `timeout_s`: a client whose peer
+    vanished mid-connection can wait forever on its socket (redis-py's `wait_closed` does
+    after a Redis restart), and a stuck close must not keep the process from exiting."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await closing
+    except TimeoutError:
+        log.warning("closing %s took over %.0f s; abandoned", name, timeout_s)
+    except Exception as exc:  # the resource is being dropped either way
+        log.warning("closing %s failed: %r", name, exc)
