@@ -592,22 +592,12 @@ def _cpu_meter(server: ServerProcess, redis_url: str) -> Iterator[dict[str, floa
 
 def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -> dict[str, Any]:
     from batch.cli import train_and_publish
+    from recsys.benchmarks import service_env
 
     require_wrk()  # fail before minutes of set-up, not after
     load_before = os.getloadavg()
     published = train_and_publish(settings, "ml-100k", data_dir=data_dir)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.update(
-        RECSYS_REDIS_URL=settings.redis_url,
-        RECSYS_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        RECSYS_STATE_DIR=str(settings.state_dir),
-        RECSYS_LOG_LEVEL="WARNING",
-    )
-    for name in ("qdrant_url", "qdrant_path", "qdrant_api_key"):
-        value = getattr(settings, name)
-        if value is not None:
-            secret = getattr(value, "get_secret_value", None)
-            env[f"RECSYS_{name.upper()}"] = str(secret() if secret else value)
+    env = service_env(settings)
     users = [str(u) for u in range(1, ML100K_USERS + 1)]
     count = int(config.rate * config.seconds)
     recommend = recommend_paths(users, count, config.k, config.diversity, config.seed)

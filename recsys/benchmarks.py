@@ -83,3 +83,21 @@ def bench_services(use_running: bool, prefix: str) -> Iterator[tuple[Settings, P
             yield settings, work_dir
         finally:
             services.down()
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `recsys serve` / `recsys worker` child that must use exactly the
+    services of `settings` (the parent's own RECSYS_ variables are dropped)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update(
+        RECSYS_REDIS_URL=settings.redis_url,
+        RECSYS_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        RECSYS_STATE_DIR=str(settings.state_dir),
+        RECSYS_LOG_LEVEL="WARNING",
+    )
+    for name in ("qdrant_url", "qdrant_path", "qdrant_api_key"):
+        value = getattr(settings, name)
+        if value is not None:
+            secret = getattr(value, "get_secret_value", None)
+            env[f"RECSYS_{name.upper()}"] = str(secret() if secret else value)
+    return env | extra

@@ -14,6 +14,7 @@ from batch.datasets.cli import app as data_app
 from batch.evaluation.cli import evaluate as evaluate_command
 from infra.cli import app as services_app
 from recsys.bench_cli import app as bench_app
+from recsys.replay.cli import replay_command
 from recsys.settings import Settings
 from streams.cli import simulate_command, worker_command
 
@@ -34,6 +35,7 @@ app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)
 app.command("serve")(serve_command)
 app.command("simulate")(simulate_command)
+app.command("replay")(replay_command)
 console = Console()
 
 

@@ -26,6 +26,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EventType = Literal["view", "click", "purchase"]
 EVENT_TYPES: tuple[EventType, ...] = ("view", "click", "purchase")
 
+
+def stream_event_type(kind: str) -> EventType:
+    """A dataset row's type as a stream event: view, click and purchase stay what they are;
+    anything else (a MovieLens rating) is a purchase, since the user consumed the item."""
+    for event_type in EVENT_TYPES:
+        if kind == event_type:
+            return event_type
+    return "purchase"
+
+
 ContextValue = StrictStr | bool | int | float
 
 

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from recsys import keys
 from recsys.model_registry import active_version, as_bytes
 from schemas import AnyEvent, EventType, encode_event, event_key, new_event, topic_for
+from schemas.events import stream_event_type
 
 TICK_S = 0.05  # events are released in small bursts, 20 per second, to hold the rate steady
 
@@ -200,6 +201,6 @@ def replay_schedule(
     first_ts = int(rows["ts"].iloc[0])
     columns = rows[["user_id", "item_id", "ts", "event_type"]].itertuples(index=False)
     for user, item, ts, kind in columns:
-        event_type: EventType = kind if kind in ("view", "click", "purchase") else "purchase"
+        event_type = stream_event_type(str(kind))
         stamp = datetime.fromtimestamp(int(ts), UTC) if keep_timestamps else None
         yield (int(ts) - first_ts) / speed, new_event(event_type, str(user), str(item), ts=stamp)

@@ -1,0 +1,232 @@
+"""P3 through the live stack: Kafka -> `recsys worker` -> Redis -> `recsys serve`.
+
+For every replayed event the harness asks GET /recommend for the user (seen(u) excluded with
+`exclude_ids`, MMR off and at the default diversity), scores the answer, then publishes the
+event to Kafka. In synchronous mode it waits until the worker's applied-offset watermark
+(`recsys:stream:applied`) covers the event before going on; in asynchronous mode it publishes
+at a fixed rate and records, per event, the time from publish until the watermark covered it.
+Each configuration gets fresh Kafka and Redis, so no state leaks from one into the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from batch.evaluation.online_updates import OnlineUpdateParams
+from batch.evaluation.prequential import (
+    PrequentialScores,
+    PrequentialSplit,
+    ReplayEvent,
+    rank_in_list,
+    replay_events,
+)
+from batch.publish import ModelArtifacts, publish
+from recsys import keys
+from recsys.clients import kafka_producer, redis_client
+from recsys.model_registry import as_bytes
+from recsys.settings import Settings
+from schemas import encode_event, event_key, new_event, topic_for
+from schemas.events import stream_event_type
+
+MAX_EXCLUDED = 1000  # the API's cap on exclude_ids (api.routes.filters.MAX_EXCLUDED_IDS)
+POLL_S = 0.0005  # watermark polling while waiting for one event (sync mode)
+
+Progress = Callable[[int], None]  # called with the number of events replayed so far
+
+
+class ReplayError(RuntimeError):
+    """The live replay cannot go on (an API error, a worker that stopped applying events)."""
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    name: str
+    updates: OnlineUpdateParams | None  # None: stream updates off (no worker runs)
+    rate: float | None = None  # events/s in asynchronous mode; None: synchronous
+
+
+@dataclass
+class LiveOutcome:
+    scores: dict[float, PrequentialScores]  # per diversity
+    sources: dict[float, Counter[str]]  # where the API's answers came from, per diversity
+    seconds: float = 0.0
+    achieved_rate: float | None = None
+    freshness_s: list[float] = field(default_factory=list)
+
+
+class _Watermark:
+    """The worker's applied offsets, read from Redis."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def read(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(keys.STREAM_APPLIED)
+        return {as_bytes(k).decode(): int(v) for k, v in raw.items()}
+
+    async def wait_for(self, slot: str, offset: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            raw = await self.redis.hget(keys.STREAM_APPLIED, slot)
+            if raw is not None and int(raw) >= offset:
+                return
+            await asyncio.sleep(POLL_S)
+        raise ReplayError(
+            f"the worker did not apply {slot}@{offset} within {timeout_s:.0f} s; see its log"
+        )
+
+
+async def ask(
+    client: httpx.AsyncClient, event: ReplayEvent, diversity: float, depth: int
+) -> tuple[list[str], str]:
+    """The user's ranking from the API, seen(u) left out: item ids and the answer's source."""
+    excluded = sorted(event.seen)[:MAX_EXCLUDED]
+    params: dict[str, Any] = {"k": depth, "diversity": diversity}
+    if excluded:
+        params["exclude_ids"] = ",".join(excluded)
+    response = await client.get(f"/recommend/{event.user_id}", params=params)
+    if response.status_code != 200:
+        raise ReplayError(f"GET /recommend/{event.user_id}: {response.status_code} {response.text}")
+    body = response.json()
+    # A user with more than MAX_EXCLUDED seen items: the rest are dropped here.
+    ranked = [item["item_id"] for item in body["items"] if item["item_id"] not in event.seen]
+    return ranked, str(body["source"])
+
+
+def _as_kafka_event(event: ReplayEvent) -> tuple[str, bytes, bytes]:
+    stream_event = new_event(
+        stream_event_type(event.event_type),
+        event.user_id,
+        event.item_id,
+        ts=datetime.fromtimestamp(event.ts, UTC),
+    )
+    return topic_for(stream_event.event_type), encode_event(stream_event), event_key(stream_event)
+
+
+async def replay_live(
+    split: PrequentialSplit,
+    config: LiveConfig,
+    api_url: str,
+    settings: Settings,
+    diversities: Sequence[float],
+    depth: int,
+    progress: Progress,
+    apply_timeout_s: float = 60.0,
+) -> LiveOutcome:
+    """Replay `split` against a running API (and worker, unless updates are off)."""
+    outcome = LiveOutcome(
+        scores={d: PrequentialScores() for d in diversities},
+        sources={d: Counter() for d in diversities},
+    )
+    redis = redis_client(settings)
+    watermark = _Watermark(redis)
+    producer: AIOKafkaProducer | None = None
+    if config.updates is not None:
+        producer = kafka_producer(settings, linger_ms=0)
+        await producer.start()
+    sent: dict[tuple[str, int], float] = {}  # (slot, offset) -> publish time, async mode
+    poller: asyncio.Task[None] | None = None
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+            for n, event in enumerate(replay_events(split)):
+                if config.rate is not None and n > 0:
+                    await _pace(started, n, config.rate)
+                if event.scored:
+                    for diversity in diversities:
+                        ranked, source = await ask(client, event, diversity, depth)
+                        outcome.scores[diversity].add(
+                            rank_in_list(ranked, event.item_id), event.warm
+                        )
+                        outcome.sources[diversity][source] += 1
+                if producer is not None:
+                    topic, value, key = _as_kafka_event(event)
+                    delivered = await producer.send(topic, value, key=key)
+                    if config.rate is None or n == 0:
+                        # Synchronous mode; in asynchronous mode only the first event, which
+                        # waits for the worker to join its group and is not timed.
+                        record = await delivered
+                        await watermark.wait_for(
+                            f"{record.topic}:{record.partition}", record.offset, apply_timeout_s
+                        )
+                        if config.rate is not None:
+                            started = time.perf_counter()
+                            poller = asyncio.create_task(
+                                _collect_freshness(watermark, sent, outcome.freshness_s)
+                            )
+                    else:
+                        delivered.add_done_callback(_remember(sent, time.perf_counter()))
+                progress(n + 1)
+            if config.rate is not None:
+                outcome.achieved_rate = max(len(split.replay) - 1, 1) / (
+                    time.perf_counter() - started
+                )
+                await _drain(sent, apply_timeout_s)
+    finally:
+        if poller is not None:
+            poller.cancel()
+        if producer is not None:
+            await producer.stop()
+        await redis.aclose()
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+async def _pace(started: float, n: int, rate: float) -> None:
+    delay = started + n / rate - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _remember(sent: dict[tuple[str, int], float], at: float) -> Callable[[Any], None]:
+    def done(delivered: asyncio.Future[Any]) -> None:
+        if not delivered.cancelled() and delivered.exception() is None:
+            record = delivered.result()
+            sent[(f"{record.topic}:{record.partition}", record.offset)] = at
+
+    return done
+
+
+async def _collect_freshness(
+    watermark: _Watermark, sent: dict[tuple[str, int], float], freshness: list[float]
+) -> None:
+    """Every 2 ms: events whose offsets the watermark now covers are applied; record how long
+    after their publish that happened (to within the polling period)."""
+    while True:
+        applied = await watermark.read()
+        now = time.perf_counter()
+        for slot_offset in [so for so in sent if applied.get(so[0], -1) >= so[1]]:
+            freshness.append(now - sent.pop(slot_offset))
+        await asyncio.sleep(0.002)
+
+
+async def _drain(sent: dict[tuple[str, int], float], timeout_s: float) -> None:
+    """Wait until the freshness poller has seen every published event applied."""
+    deadline = time.monotonic() + timeout_s
+    while sent and time.monotonic() < deadline:  # noqa: ASYNC110 - the poller empties `sent`
+        await asyncio.sleep(0.01)
+    if sent:
+        raise ReplayError(f"{len(sent)} events were still not applied after {timeout_s:.0f} s")
+
+
+async def publish_model(artifacts: ModelArtifacts, settings: Settings, models_dir: Path) -> str:
+    from recsys.vectors import open_vector_index
+
+    index = open_vector_index(settings)
+    redis = redis_client(settings)
+    try:
+        return await publish(artifacts, index, redis, models_dir)
+    finally:
+        await index.close()
+        await redis.aclose()
