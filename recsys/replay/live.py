@@ -125,62 +125,137 @@ async def replay_live(
     apply_timeout_s: float = 60.0,
 ) -> LiveOutcome:
     """Replay `split` against a running API (and worker, unless updates are off)."""
-    outcome = LiveOutcome(
-        scores={d: PrequentialScores() for d in diversities},
-        sources={d: Counter() for d in diversities},
-    )
     redis = redis_client(settings)
-    watermark = _Watermark(redis)
     producer: AIOKafkaProducer | None = None
     if config.updates is not None:
         producer = kafka_producer(settings, linger_ms=0)
         await producer.start()
-    sent: dict[tuple[str, int], float] = {}  # (slot, offset) -> publish time, async mode
-    poller: asyncio.Task[None] | None = None
-    started = time.perf_counter()
     try:
         async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-            for n, event in enumerate(replay_events(split)):
-                if config.rate is not None and n > 0:
-                    await _pace(started, n, config.rate)
-                if event.scored:
-                    for diversity in diversities:
-                        ranked, source = await ask(client, event, diversity, depth)
-                        outcome.scores[diversity].add(
-                            rank_in_list(ranked, event.item_id), event.warm
-                        )
-                        outcome.sources[diversity][source] += 1
-                if producer is not None:
-                    topic, value, key = _as_kafka_event(event)
-                    delivered = await producer.send(topic, value, key=key)
-                    if config.rate is None or n == 0:
-                        # Synchronous mode; in asynchronous mode only the first event, which
-                        # waits for the worker to join its group and is not timed.
-                        record = await delivered
-                        await watermark.wait_for(
-                            f"{record.topic}:{record.partition}", record.offset, apply_timeout_s
-                        )
-                        if config.rate is not None:
-                            started = time.perf_counter()
-                            poller = asyncio.create_task(
-                                _collect_freshness(watermark, sent, outcome.freshness_s)
-                            )
-                    else:
-                        delivered.add_done_callback(_remember(sent, time.perf_counter()))
-                progress(n + 1)
-            if config.rate is not None:
-                outcome.achieved_rate = max(len(split.replay) - 1, 1) / (
-                    time.perf_counter() - started
-                )
-                await _drain(sent, apply_timeout_s)
+            replay = _LiveReplay(
+                client, producer, _Watermark(redis), diversities, depth, apply_timeout_s
+            )
+            if config.rate is None:
+                return await replay.synchronous(split, progress)
+            return await replay.asynchronous(split, config.rate, progress)
     finally:
-        if poller is not None:
-            poller.cancel()
         if producer is not None:
             await producer.stop()
         await redis.aclose()
-    outcome.seconds = time.perf_counter() - started
-    return outcome
+
+
+class _LiveReplay:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        producer: AIOKafkaProducer | None,
+        watermark: _Watermark,
+        diversities: Sequence[float],
+        depth: int,
+        apply_timeout_s: float,
+    ) -> None:
+        self.client = client
+        self.producer = producer
+        self.watermark = watermark
+        self.depth = depth
+        self.apply_timeout_s = apply_timeout_s
+        self.outcome = LiveOutcome(
+            scores={d: PrequentialScores() for d in diversities},
+            sources={d: Counter() for d in diversities},
+        )
+
+    async def score(self, event: ReplayEvent, diversities: Sequence[float]) -> None:
+        if not event.scored:
+            return
+        for diversity in diversities:
+            ranked, source = await ask(self.client, event, diversity, self.depth)
+            self.outcome.scores[diversity].add(rank_in_list(ranked, event.item_id), event.warm)
+            self.outcome.sources[diversity][source] += 1
+
+    async def publish(self, event: ReplayEvent) -> asyncio.Future[Any]:
+        assert self.producer is not None
+        topic, value, key = _as_kafka_event(event)
+        delivered: asyncio.Future[Any] = await self.producer.send(topic, value, key=key)
+        return delivered
+
+    async def publish_and_wait(self, event: ReplayEvent) -> None:
+        record = await (await self.publish(event))
+        await self.watermark.wait_for(
+            f"{record.topic}:{record.partition}", record.offset, self.apply_timeout_s
+        )
+
+    async def synchronous(self, split: PrequentialSplit, progress: Progress) -> LiveOutcome:
+        """Score, publish, wait until applied; every diversity is asked at each event."""
+        started = time.perf_counter()
+        for n, event in enumerate(replay_events(split)):
+            await self.score(event, list(self.outcome.scores))
+            if self.producer is not None:
+                await self.publish_and_wait(event)
+            progress(n + 1)
+        self.outcome.seconds = time.perf_counter() - started
+        return self.outcome
+
+    async def asynchronous(
+        self, split: PrequentialSplit, rate: float, progress: Progress
+    ) -> LiveOutcome:
+        """Event n's GET starts at n / rate whatever the state of earlier events; it is
+        published as soon as its answer is in and event n - 1 is published (Kafka keeps the
+        dataset's order), and nobody waits for the worker. Only the first diversity is asked.
+        The first event is applied synchronously and not timed: it waits for the worker to
+        join its consumer group."""
+        events = replay_events(split)
+        first = next(events, None)
+        if first is None:
+            return self.outcome
+        headline = list(self.outcome.scores)[:1]
+        await self.score(first, headline)
+        await self.publish_and_wait(first)
+        sent: dict[tuple[str, int], float] = {}
+        poller = asyncio.create_task(
+            _collect_freshness(self.watermark, sent, self.outcome.freshness_s)
+        )
+        previous: asyncio.Future[None] | None = None
+        in_flight: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        try:
+            for n, event in enumerate(events, start=1):
+                await _pace(started, n - 1, rate)
+                published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(
+                    self._score_then_publish(event, headline, previous, published, sent)
+                )
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                previous = published
+                progress(n + 1)
+            await asyncio.gather(*in_flight)
+            self.outcome.achieved_rate = max(len(split.replay) - 1, 1) / (
+                time.perf_counter() - started
+            )
+            await _drain(sent, self.apply_timeout_s)
+        finally:
+            poller.cancel()
+        self.outcome.seconds = time.perf_counter() - started
+        return self.outcome
+
+    async def _score_then_publish(
+        self,
+        event: ReplayEvent,
+        diversities: Sequence[float],
+        previous: asyncio.Future[None] | None,
+        published: asyncio.Future[None],
+        sent: dict[tuple[str, int], float],
+    ) -> None:
+        try:
+            await self.score(event, diversities)
+            if previous is not None:
+                await previous
+            delivered = await self.publish(event)
+            delivered.add_done_callback(_remember(sent, time.perf_counter()))
+            published.set_result(None)
+        except BaseException as exc:
+            published.set_exception(exc)
+            raise
 
 
 async def _pace(started: float, n: int, rate: float) -> None:
