@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,9 @@ class _LiveReplay:
         try:
             for n, event in enumerate(events, start=1):
                 await _pace(started, n - 1, rate)
+                # The generator adds the item to seen(u) when resumed, before this event's
+                # GET has run: the task gets seen(u) as it is now.
+                event = replace(event, seen=set(event.seen))
                 published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 task = asyncio.create_task(
                     self._score_then_publish(event, headline, previous, published, sent)
@@ -251,26 +254,19 @@ class _LiveReplay:
             if previous is not None:
                 await previous
             delivered = await self.publish(event)
-            delivered.add_done_callback(_remember(sent, time.perf_counter()))
-            published.set_result(None)
+            at = time.perf_counter()
         except BaseException as exc:
             published.set_exception(exc)
             raise
+        published.set_result(None)
+        record = await delivered
+        sent[(f"{record.topic}:{record.partition}", record.offset)] = at
 
 
 async def _pace(started: float, n: int, rate: float) -> None:
     delay = started + n / rate - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-def _remember(sent: dict[tuple[str, int], float], at: float) -> Callable[[Any], None]:
-    def done(delivered: asyncio.Future[Any]) -> None:
-        if not delivered.cancelled() and delivered.exception() is None:
-            record = delivered.result()
-            sent[(f"{record.topic}:{record.partition}", record.offset)] = at
-
-    return done
 
 
 async def _collect_freshness(
