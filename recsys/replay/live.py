@@ -238,6 +238,7 @@ class _LiveReplay:
             await _drain(sent, self.apply_timeout_s)
         finally:
             poller.cancel()
+            await asyncio.wait({poller})  # before the Redis client it polls with is closed
         self.outcome.seconds = time.perf_counter() - started
         return self.outcome
 
