@@ -178,7 +178,9 @@ def tune(
     """Pick the parameters of `mode` with the best HR@10 on P3's tuning run (ties: NDCG@10)."""
     if mode == "ema":
         candidates = [
-            OnlineUpdateParams("ema", {t: min(1.0, w * s) for t, w in default_weights.items()})
+            OnlineUpdateParams(
+                "ema", {t: round(min(1.0, w * s), 4) for t, w in default_weights.items()}
+            )
             for s in EMA_SCALES
         ]
     else:
