@@ -130,3 +130,33 @@ def api(
     }
     console.print_json(json.dumps(summary))
     console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("freshness")
+def freshness(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to save the figures.")] = Path(
+        "reports/bench-freshness.json"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to save the Markdown report.")] = Path(
+        "reports/bench-freshness.md"
+    ),
+    rate: Annotated[
+        int, typer.Option(min=1, help="Background load: `recsys simulate --rate`.")
+    ] = 1_000,
+    probes: Annotated[int, typer.Option(min=1, help="New users probed, 0.1 s apart.")] = 300,
+) -> None:
+    """Publish -> change visible through GET /recommend, while `recsys simulate` loads the
+    stack (throwaway Kafka and Redis; worker, API and simulator as separate processes)."""
+    from recsys.benchmarks import save
+    from recsys.freshness_bench import FreshnessBenchConfig, markdown, plot, run
+
+    console.print("Running the freshness benchmark (services, model, worker, API, simulator)…")
+    result = run(FreshnessBenchConfig(rate=rate, probes=probes))
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, plot_path)
+    result.pop("samples")
+    save(result, markdown(result, plot_path.name), json_path, report)
+    ms = {k: round(v * 1000, 1) for k, v in result["seconds"].items()}
+    console.print_json(json.dumps({"freshness_ms": ms, "observed": result["observed"]}))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
