@@ -45,12 +45,14 @@ class FreshnessBenchConfig:
 def _simulator(settings: Settings, config: FreshnessBenchConfig, work_dir: Path) -> Any:
     from recsys.benchmarks import service_env
 
-    duration = config.warmup_s + config.probes * config.probe_interval_s + 30
+    # Long enough to cover every probe (each needs at most probe_timeout_s); it then ends by
+    # itself and prints the rate it achieved.
+    duration = config.warmup_s + config.probes * config.probe_interval_s + config.probe_timeout_s
     log = (work_dir / "simulate.log").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "recsys", "simulate", "--rate", str(config.rate),
          "--duration", f"{duration:.0f}", "--users", "5000"],
-        env=service_env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=service_env(settings, COLUMNS="200"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
 
@@ -117,10 +119,13 @@ def run(config: FreshnessBenchConfig) -> dict[str, Any]:
                 samples = asyncio.run(_probes(settings, server.base_url, config))
         finally:
             if simulator is not None:
-                simulator.terminate()
-                simulator.wait(timeout=20)
+                try:
+                    simulator.wait(timeout=config.probe_timeout_s + 30)
+                except subprocess.TimeoutExpired:
+                    simulator.kill()
+                    simulator.wait(timeout=10)
             worker.stop()
-        simulate_log = (work_dir / "simulate.log").read_text(errors="replace")[-600:]
+        simulate_log = (work_dir / "simulate.log").read_text(errors="replace")
     observed = [s for s in samples if s is not None]
     return {
         "benchmark": "freshness",
@@ -131,8 +136,14 @@ def run(config: FreshnessBenchConfig) -> dict[str, Any]:
         "observed": len(observed),
         "seconds": percentiles(observed),
         "samples": observed,
-        "simulate_log_tail": simulate_log,
+        "simulator": _simulator_summary(simulate_log),
     }
+
+
+def _simulator_summary(log: str) -> str:
+    """The simulator's closing line ("sent N events in S s (R events/s), E errors")."""
+    lines = [line for line in log.splitlines() if line.startswith("sent ")]
+    return lines[-1] if lines else "no summary (see simulate.log): " + log[-300:]
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -169,6 +180,8 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
         f"{ms['p95']:.1f} / **{ms['p99']:.1f}** / {ms['max']:.1f} ms | p99 < 250 ms |",
         f"| probes answered personalized within {config['probe_timeout_s']:g} s | "
         f"{result['observed']} of {result['probes']} | all |",
+        "",
+        f"Background load: {result['simulator']}.",
         "",
         f"![freshness histogram]({plot_name})",
         "",
