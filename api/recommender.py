@@ -1,6 +1,10 @@
 """Recommendations: the personalized path (user vector -> filtered ANN -> MMR) and the fallback
 chain (its order from `Settings.api_fallback_chain`), filled up to k without duplicates.
 
+The personalized search asks the index for point ids and scores only, and takes vectors,
+titles and genres from the version's in-memory item table (`api.item_table`); until that table
+is loaded it reads them from the index's payloads, as the answer is the same either way.
+
 Every list says where it came from (`source`) and, when it is not purely personalized, why
 (`reason`): e.g. `cold_user`, `qdrant_error`, `redis_timeout`.
 """
@@ -8,7 +12,7 @@ Every list says where it came from (`source`) and, when it is not purely persona
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,6 +24,7 @@ from api import catalog, metrics
 from api.backends import BackendUnavailableError, GuardedBackend
 from api.breaker import Budget
 from api.catalog import Candidate
+from api.item_table import ItemTable, ItemTables
 from api.mmr import mmr
 from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
 from api.popular_cache import PopularCache
@@ -32,6 +37,8 @@ EXPLAIN_RECENT_ITEMS = 10
 EXPLAIN_TOP = 3
 # What a response shows of a candidate; the rest of the payload is not worth building for 100.
 CANDIDATE_FIELDS = ("title", "genres")
+# The response's item for the candidate at a position of the searched list.
+Describe = Callable[[int], Candidate]
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class Recommender:
         self.backends = backends
         self.popular_cache = popular
         self.tracer = tracer
+        self.item_tables = ItemTables(backends.redis)
 
     async def recommend(self, query: RecommendQuery) -> RecommendationResponse:
         budget = Budget(self.settings.api_request_budget_ms / 1000)
@@ -150,43 +158,85 @@ class Recommender:
             exclude_item_ids=frozenset(excluded),
         )
         n_candidates = max(self.settings.api_mmr_candidates, query.k)
+        table = self.item_tables.get(version)
+        if table is None:
+            scores, vectors, describe = await self._candidates_with_payloads(
+                version, vector, n_candidates, item_filter, budget
+            )
+        else:
+            scores, vectors, describe = await self._candidates_from_table(
+                table, vector, n_candidates, item_filter, budget
+            )
+        if not scores:
+            raise NoCandidatesError("personalized_empty")
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span(
+            "mmr", attributes={"recsys.mmr.candidates": len(scores), "recsys.mmr.k": query.k}
+        ):
+            order = mmr(np.array(scores, dtype=np.float32), vectors, query.k, query.diversity)
+        metrics.MMR_SECONDS.observe(time.perf_counter() - started)
+        return [describe(i) for i in order]
+
+    async def _candidates_from_table(
+        self,
+        table: ItemTable,
+        vector: np.ndarray,
+        n: int,
+        item_filter: ItemFilter,
+        budget: Budget,
+    ) -> tuple[list[float], np.ndarray, Describe]:
+        """Ids and scores from the index; vectors, titles and genres from the item table."""
+        hits = await self.backends.qdrant_guard.call(
+            "search",
+            budget,
+            lambda: self.backends.index.search_points(table.version, vector, n, item_filter),
+        )
+        rows, scores = table.hit_rows(hits)
+
+        def describe(i: int) -> Candidate:
+            row = rows[i]
+            return Candidate(
+                item_id=table.item_ids[row],
+                score=scores[i],
+                source="personalized",
+                title=table.titles[row],
+                genres=table.genres[row],
+                vector=table.vectors[row],
+            )
+
+        return scores, table.vectors[rows], describe
+
+    async def _candidates_with_payloads(
+        self,
+        version: str,
+        vector: np.ndarray,
+        n: int,
+        item_filter: ItemFilter,
+        budget: Budget,
+    ) -> tuple[list[float], np.ndarray, Describe]:
+        """Everything from the index, for as long as the version's item table is not in."""
         hits = await self.backends.qdrant_guard.call(
             "search",
             budget,
             lambda: self.backends.index.search(
-                version,
-                vector,
-                n_candidates,
-                item_filter,
-                with_vectors=True,
-                payload_fields=CANDIDATE_FIELDS,
+                version, vector, n, item_filter, with_vectors=True, payload_fields=CANDIDATE_FIELDS
             ),
         )
         hits = [h for h in hits if h.vector is not None]
-        if not hits:
-            raise NoCandidatesError("personalized_empty")
-        started = time.perf_counter()
-        with self.tracer.start_as_current_span(
-            "mmr", attributes={"recsys.mmr.candidates": len(hits), "recsys.mmr.k": query.k}
-        ):
-            order = mmr(
-                np.array([h.score for h in hits], dtype=np.float32),
-                np.stack([cast(np.ndarray, h.vector) for h in hits]),
-                query.k,
-                query.diversity,
-            )
-        metrics.MMR_SECONDS.observe(time.perf_counter() - started)
-        return [
-            Candidate(
-                item_id=hits[i].item_id,
-                score=hits[i].score,
+
+        def describe(i: int) -> Candidate:
+            hit = hits[i]
+            return Candidate(
+                item_id=hit.item_id,
+                score=hit.score,
                 source="personalized",
-                title=hits[i].payload.get("title"),
-                genres=tuple(hits[i].payload.get("genres") or ()),
-                vector=hits[i].vector,
+                title=hit.payload.get("title"),
+                genres=tuple(hit.payload.get("genres") or ()),
+                vector=hit.vector,
             )
-            for i in order
-        ]
+
+        vectors = np.stack([cast(np.ndarray, h.vector) for h in hits]) if hits else np.empty(0)
+        return [h.score for h in hits], vectors, describe
 
     async def _trending(
         self, query: RecommendQuery, version: str | None, excluded: set[str], budget: Budget
@@ -266,16 +316,8 @@ class Recommender:
         if not recent:
             return {}
         missing = [c.item_id for c in items if c.vector is None]
-        redis = self.backends.redis
         try:
-            vectors = await self.backends.redis_guard.call(
-                "explain_vectors",
-                budget,
-                lambda: catalog.item_vectors(redis, version, recent + missing),
-            )
-            titles = await self.backends.redis_guard.call(
-                "explain_payloads", budget, lambda: catalog.payloads(redis, version, recent)
-            )
+            vectors, titles = await self._explain_inputs(version, recent, missing, budget)
         except BackendUnavailableError:
             return {}  # an explanation is a nicety: the list stands without it
         recent = [i for i in recent if i in vectors]
@@ -292,12 +334,35 @@ class Recommender:
             explanations[item.item_id] = [
                 Contribution(
                     item_id=recent[j],
-                    title=titles.get(recent[j], {}).get("title"),
+                    title=titles.get(recent[j]),
                     similarity=round(float(similarity[j]), 4),
                 )
                 for j in np.argsort(-similarity)[:EXPLAIN_TOP]
             ]
         return explanations
+
+    async def _explain_inputs(
+        self, version: str, recent: list[str], missing: list[str], budget: Budget
+    ) -> tuple[dict[str, np.ndarray], dict[str, str | None]]:
+        """Vectors of the recent and the `missing` items, and titles of the recent ones: from
+        the version's item table when it is in, else two Redis reads."""
+        table = self.item_tables.get(version)
+        if table is not None:
+            rows = {i: table.row_of_item[i] for i in recent + missing if i in table.row_of_item}
+            return (
+                {i: table.vectors[row] for i, row in rows.items()},
+                {i: table.titles[rows[i]] for i in recent if i in rows},
+            )
+        redis = self.backends.redis
+        vectors = await self.backends.redis_guard.call(
+            "explain_vectors",
+            budget,
+            lambda: catalog.item_vectors(redis, version, recent + missing),
+        )
+        payloads = await self.backends.redis_guard.call(
+            "explain_payloads", budget, lambda: catalog.payloads(redis, version, recent)
+        )
+        return vectors, {i: p.get("title") for i, p in payloads.items()}
 
     def _response(
         self,

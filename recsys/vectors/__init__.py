@@ -1,6 +1,23 @@
 """Item vector index: one small interface, two Qdrant backends (embedded engine and server)."""
 
-from recsys.vectors.base import ItemFilter, ItemPoint, SearchHit, VectorIndex, point_id
+from recsys.vectors.base import (
+    ItemFilter,
+    ItemPoint,
+    PointScore,
+    SearchHit,
+    VectorIndex,
+    point_id,
+    point_uuid,
+)
 from recsys.vectors.factory import open_vector_index
 
-__all__ = ["ItemFilter", "ItemPoint", "SearchHit", "VectorIndex", "open_vector_index", "point_id"]
+__all__ = [
+    "ItemFilter",
+    "ItemPoint",
+    "PointScore",
+    "SearchHit",
+    "VectorIndex",
+    "open_vector_index",
+    "point_id",
+    "point_uuid",
+]

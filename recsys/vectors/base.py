@@ -11,7 +11,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,12 @@ import numpy as np
 _ITEM_NAMESPACE = uuid.UUID("6f1c3a52-3c1e-4a8e-9d56-0f9e5b1f7a10")
 
 
+def point_uuid(item_id: str) -> uuid.UUID:
+    return uuid.uuid5(_ITEM_NAMESPACE, item_id)
+
+
 def point_id(item_id: str) -> str:
-    return str(uuid.uuid5(_ITEM_NAMESPACE, item_id))
+    return str(point_uuid(item_id))
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,15 @@ class SearchHit:
     score: float
     payload: dict[str, Any]
     vector: np.ndarray | None = None
+
+
+class PointScore(NamedTuple):
+    """A search hit as the index knows it: the point id as an integer (`point_uuid(...).int`:
+    hashed and compared in C, unlike `uuid.UUID`) and its score. A tuple, not a dataclass:
+    a search makes a hundred of them per request."""
+
+    point: int
+    score: float
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,13 @@ class VectorIndex(ABC):
         `payload_fields` limits the payload returned (always with `item_id`): building large
         payloads for every candidate is a good share of a search's cost.
         """
+
+    @abstractmethod
+    async def search_points(
+        self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
+    ) -> list[PointScore]:
+        """`search` without payloads or vectors, best first: for a caller that holds the items
+        of the version in memory (reading payloads is most of a search's cost)."""
 
     @abstractmethod
     async def get(

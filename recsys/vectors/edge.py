@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -20,6 +21,7 @@ import qdrant_edge as qe
 from recsys.vectors.base import (
     ItemFilter,
     ItemPoint,
+    PointScore,
     SearchHit,
     VectorIndex,
     VectorIndexError,
@@ -149,6 +151,20 @@ class EdgeVectorIndex(VectorIndex):
             with_vector=with_vectors,
         )
         return [hit_from_point(p, with_vectors) for p in self._reader(version).query(request)]
+
+    async def search_points(
+        self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
+    ) -> list[PointScore]:
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+            filter=_edge_filter(item_filter),
+            with_payload=False,
+            with_vector=False,
+        )
+        # The engine hands UUID point ids back as `uuid.UUID`.
+        points = self._reader(version).query(request)
+        return [PointScore(cast(uuid.UUID, p.id).int, p.score) for p in points]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True

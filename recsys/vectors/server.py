@@ -6,6 +6,7 @@ use to exercise every request this adapter makes.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from recsys.vectors.base import (
     ItemFilter,
     ItemPoint,
+    PointScore,
     SearchHit,
     VectorIndex,
     VectorIndexError,
@@ -120,6 +122,23 @@ class ServerVectorIndex(VectorIndex):
         except (UnexpectedResponse, ValueError) as exc:
             raise VectorIndexError(f"search in version {version!r} failed: {exc}") from exc
         return [hit_from_point(p, with_vectors) for p in response.points]
+
+    async def search_points(
+        self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
+    ) -> list[PointScore]:
+        try:
+            response = await self.client.query_points(
+                self.collection(version),
+                query=np.asarray(vector, dtype=np.float32).tolist(),
+                query_filter=_server_filter(item_filter),
+                limit=k,
+                with_payload=False,
+                with_vectors=False,
+            )
+        except (UnexpectedResponse, ValueError) as exc:
+            raise VectorIndexError(f"search in version {version!r} failed: {exc}") from exc
+        # The client gives UUID point ids as strings.
+        return [PointScore(uuid.UUID(str(p.id)).int, p.score) for p in response.points]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True

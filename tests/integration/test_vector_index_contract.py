@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from recsys.vectors import ItemFilter, ItemPoint, VectorIndex
+from recsys.vectors import ItemFilter, ItemPoint, VectorIndex, point_uuid
 from recsys.vectors.base import VectorIndexError
 from recsys.vectors.edge import EdgeVectorIndex
 from recsys.vectors.server import ServerVectorIndex
@@ -144,3 +144,22 @@ async def test_search_can_return_only_some_payload_fields(index: VectorIndex) ->
     hits = await index.search("v1", points[0].vector, 3, payload_fields=["genres"])
     assert all(set(h.payload) == {"item_id", "genres"} for h in hits)
     assert hits[0].item_id == brute_force(points, points[0].vector)[0]
+
+
+async def test_search_points_ranks_and_filters_like_search_with_ids_only(
+    index: VectorIndex,
+) -> None:
+    points = make_points()
+    await publish(index, "v1", points)
+    item_of = {point_uuid(p.item_id).int: p.item_id for p in points}
+    query = points[3].vector
+    no_comedy_unseen = ItemFilter(
+        exclude_genres=("Comedy",), exclude_item_ids=frozenset({"item-0"})
+    )
+
+    found = await index.search_points("v1", query, 10, no_comedy_unseen)
+    keep = [p.item_id != "item-0" and p.payload["genres"] != ["Comedy"] for p in points]
+    assert [item_of[hit.point] for hit in found] == brute_force(points, query, keep)[:10]
+    by_id = {p.item_id: p for p in points}
+    for hit in found:
+        assert hit.score == pytest.approx(float(by_id[item_of[hit.point]].vector @ query), rel=1e-5)

@@ -1,0 +1,143 @@
+"""The items of a model version in process memory (ids, vectors, titles, genres), so that the
+personalized path asks the vector index for point ids and scores only and attaches what a
+response shows to the few items it keeps: reading payloads and vectors for every candidate is
+most of an embedded search's cost.
+
+A published version never changes, so its table is loaded from Redis once per process, in the
+background; until it is in (or while Redis cannot give it), requests read payloads from the
+index as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from recsys import keys
+from recsys.model_registry import as_bytes, vector_from_bytes
+from recsys.vectors import PointScore, point_uuid
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT_S = 30.0
+RETRY_AFTER_S = 5.0
+KEEP_VERSIONS = 2  # the active one and the one before it, for requests that straddle a switch
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """Row `i` describes one item; `row_of_point` maps the index's point ids to rows, and
+    `row_of_item` the items' own ids."""
+
+    version: str
+    item_ids: list[str]
+    titles: list[str | None]
+    genres: list[tuple[str, ...]]
+    vectors: np.ndarray  # (items x dim) float32, the vectors the index holds
+    row_of_point: dict[int, int]  # by `PointScore.point`
+    row_of_item: dict[str, int]
+
+    def hit_rows(self, hits: Sequence[PointScore]) -> tuple[list[int], list[float]]:
+        """Rows and scores of search hits, in order; a point the table lacks is left out."""
+        rows: list[int] = []
+        scores: list[float] = []
+        row_of_point = self.row_of_point
+        for point, score in hits:
+            row = row_of_point.get(point)
+            if row is not None:
+                rows.append(row)
+                scores.append(score)
+        return rows, scores
+
+
+async def load_item_table(redis: aioredis.Redis, version: str) -> ItemTable | None:
+    """The version's items from its Redis hashes, in one round trip; None if it has none."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.item_vectors(version))
+        pipe.hgetall(keys.item_payloads(version))
+        raw_vectors, raw_items = await pipe.execute()
+    if not raw_vectors:
+        return None
+    item_ids = [as_bytes(k).decode() for k in raw_vectors]
+    payloads = {as_bytes(k).decode(): orjson.loads(v) for k, v in raw_items.items()}
+    found = [payloads.get(i, {}) for i in item_ids]
+    return ItemTable(
+        version=version,
+        item_ids=item_ids,
+        titles=[p.get("title") for p in found],
+        genres=[tuple(p.get("genres") or ()) for p in found],
+        vectors=np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()]),
+        row_of_point={point_uuid(item).int: row for row, item in enumerate(item_ids)},
+        row_of_item={item: row for row, item in enumerate(item_ids)},
+    )
+
+
+class ItemTables:
+    """Tables of the last `KEEP_VERSIONS` versions asked for; `get` never waits for a load."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        retry_after_s: float = RETRY_AFTER_S,
+        keep: int = KEEP_VERSIONS,
+    ) -> None:
+        self._redis = redis
+        self._retry_after_s = retry_after_s
+        self._keep = keep
+        self._tables: dict[str, ItemTable] = {}
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._retry_at: dict[str, float] = {}
+
+    def get(self, version: str) -> ItemTable | None:
+        """The version's table, or None while it is loading (a first call starts the load)."""
+        table = self._tables.get(version)
+        if (
+            table is None
+            and version not in self._loading
+            and time.monotonic() >= self._retry_at.get(version, float("-inf"))
+        ):
+            self._loading[version] = asyncio.create_task(self._load(version))
+        return table
+
+    @property
+    def loading(self) -> set[str]:
+        """Versions whose table is being loaded now."""
+        return set(self._loading)
+
+    async def wait_loaded(self, version: str) -> ItemTable | None:
+        """The table once a load in progress has finished (for start-up and tests)."""
+        self.get(version)
+        task = self._loading.get(version)
+        if task is not None:
+            await asyncio.wait({task})
+        return self._tables.get(version)
+
+    async def _load(self, version: str) -> None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(LOAD_TIMEOUT_S):
+                table = await load_item_table(self._redis, version)
+            if table is None:
+                raise LookupError(f"no item vectors in Redis for version {version!r}")
+        except Exception as exc:  # any cause: requests keep reading payloads from the index
+            log.warning("item table of version %s not loaded: %r", version, exc)
+            self._retry_at[version] = time.monotonic() + self._retry_after_s
+            return
+        finally:
+            self._loading.pop(version, None)
+        self._tables[version] = table
+        while len(self._tables) > self._keep:
+            del self._tables[next(iter(self._tables))]
+        log.info(
+            "item table of version %s loaded: %d items in %.0f ms",
+            version,
+            len(table.item_ids),
+            (time.perf_counter() - started) * 1000,
+        )
