@@ -49,11 +49,13 @@ def _simulator(settings: Settings, config: FreshnessBenchConfig, work_dir: Path)
     # itself and prints the rate it achieved.
     duration = config.warmup_s + config.probes * config.probe_interval_s + config.probe_timeout_s
     log = (work_dir / "simulate.log").open("wb")
+    argv = [sys.executable, "-m", "recsys", "simulate", "--rate", str(config.rate),
+            "--duration", f"{duration:.0f}", "--users", "5000"]  # fmt: skip
+    # A wide console: the summary line must not wrap, it is parsed.
+    env = service_env(settings, COLUMNS="200")
     return subprocess.Popen(
-        [sys.executable, "-m", "recsys", "simulate", "--rate", str(config.rate),
-         "--duration", f"{duration:.0f}", "--users", "5000"],
-        env=service_env(settings, COLUMNS="200"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 async def _probe(
