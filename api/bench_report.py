@@ -82,7 +82,8 @@ def _cpu_line(run: dict[str, Any], requests: int, generator_cpu_s: float) -> str
     )
 
 
-def markdown(result: dict[str, Any], plot_name: str) -> str:
+def figures_table(result: dict[str, Any]) -> str:
+    """The headline table (also used by BENCHMARKS.md)."""
     config = result["config"]
     rec, live = result["recommend"], result["live"]
     ok = verdicts(result)
@@ -130,7 +131,15 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
         ),
         ("floor: GET /health/live at saturation", f"{ls['requests_per_s']:,.0f} requests/s", ""),
     ]
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    lines = ["| figure | value | target |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def markdown(result: dict[str, Any], plot_name: str) -> str:
+    config = result["config"]
+    rf, rs = result["recommend"]["fixed_rate"], result["recommend"]["saturation"]
+    lf, ls = result["live"]["fixed_rate"], result["live"]["saturation"]
+    table = figures_table(result)
     gen_rows = [
         (
             "fixed rate, /recommend",
@@ -177,8 +186,6 @@ diversity={config["diversity"]} (MMR over {result["mmr_candidates"]} candidates)
 - **Saturation**: wrk 4.1 ({config["wrk_threads"]} thread, {config["connections"]} keep-alive
   connections, closed loop) for {config["saturation_seconds"]:.0f} s per route.
 
-| figure | value | target |
-|---|---|---|
 {table}
 
 **Load generators and what the machine spent** (server / Redis / generator CPU, in cores

@@ -30,7 +30,8 @@ def plot(result: dict[str, Any], samples: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(result: dict[str, Any], plot_name: str) -> str:
+def figures_table(result: dict[str, Any]) -> str:
+    """The headline table (also used by BENCHMARKS.md)."""
     throughput = result["throughput"]
     fresh = result["freshness"]
     ms = {k: v * 1000 for k, v in fresh["seconds"].items()}
@@ -70,16 +71,19 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
             "",
         ),
     ]
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    lines = ["| figure | value | target |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def markdown(result: dict[str, Any], plot_name: str) -> str:
+    config = result["config"]
     return f"""# Stream worker benchmark
 
 {{header}}One worker process, real Kafka and Redis on the same machine; a published model with
 {config["items"]:,} random 64-dim item vectors; events from {config["users"]:,} users
 (80% views, 15% clicks, 5% purchases; Zipf item popularity).
 
-| figure | value | target |
-|---|---|---|
-{table}
+{figures_table(result)}
 
 ![throughput and freshness]({plot_name})
 """

@@ -69,7 +69,7 @@ def _summary(scores: dict[float, PrequentialScores] | PrequentialScores) -> dict
         "hr_over_time": scores[HEADLINE_DIVERSITY].hr_over_time(),
     }
     for diversity, other in scores.items():
-        if diversity != HEADLINE_DIVERSITY:
+        if diversity != HEADLINE_DIVERSITY and other.hits:  # async mode asks one only
             entry[f"diversity_{diversity:g}"] = other.summary()
     return entry
 
