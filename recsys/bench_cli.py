@@ -160,3 +160,48 @@ def freshness(
     ms = {k: round(v * 1000, 1) for k, v in result["seconds"].items()}
     console.print_json(json.dumps({"freshness_ms": ms, "observed": result["observed"]}))
     console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("all")
+def all_benchmarks(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where ml-100k is read from (default: RECSYS_DATA_DIR)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where every JSON, report and plot goes.")] = Path(
+        "docs/benchmarks"
+    ),
+    benchmarks_md: Annotated[
+        Path, typer.Option(help="The Markdown file whose generated sections are rewritten.")
+    ] = Path("BENCHMARKS.md"),
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run (or render) only these sections (repeat): evaluate, train, stream, "
+            "freshness, api, replay."
+        ),
+    ] = None,
+    render_only: Annotated[
+        bool, typer.Option(help="Re-render BENCHMARKS.md from the saved JSON; run nothing.")
+    ] = False,
+) -> None:
+    """Run the batch, stream, freshness, API and replay benchmarks one after the other (about
+    45 minutes on 2 cores; each starts throwaway services of its own), then rewrite the
+    generated sections of BENCHMARKS.md: the exact commands, the machine, tables and plots."""
+    from recsys.bench_all import SECTIONS, BenchAllError, plan, render, run_step
+    from recsys.settings import Settings
+
+    sections = list(only or SECTIONS)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise typer.BadParameter(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    steps = plan(data_dir or Settings().data_dir, out)
+    try:
+        if not render_only:
+            for step in (s for s in steps if s.section in sections):
+                run_step(step, console.print)
+        render(benchmarks_md, steps, out, sections)
+    except BenchAllError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"rewrote {', '.join(sections)} in {benchmarks_md}")
