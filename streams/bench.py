@@ -10,6 +10,8 @@ the worker's cost does not depend on what the vectors mean.
    user; Redis keyspace notifications tell when each user's state is written. Freshness is
    that moment minus the moment just before the event was sent.
 3. Memory: MEMORY USAGE of the per-user keys of a sample of the users from step 1.
+4. Throughput vs offered rate: short fixed-rate runs like step 2 at rising rates; the applied
+   rate is the events observed over the time from the first send to the last state write.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import contextlib
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,9 @@ class StreamBenchConfig:
     items: int = 10_000
     freshness_rate: int = 1_000
     freshness_seconds: float = 30.0
+    # Throughput vs offered rate: short fixed-rate runs, each event for a new user.
+    sweep_rates: tuple[int, ...] = (1_000, 2_000, 4_000, 6_000, 8_000, 10_000)
+    sweep_seconds: float = 8.0
     memory_sample: int = 2_000
     seed: int = 0
 
@@ -194,7 +199,9 @@ async def _freshness(
         await pubsub.punsubscribe()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     latencies = [seen_at[u] - sent_at[u] for u in sent_at if u in seen_at]
+    span_s = max(seen_at.values(), default=started) - started
     return {
+        "applied_rate": len(latencies) / span_s if span_s > 0 else 0.0,
         "offered_rate": config.freshness_rate,
         "achieved_rate": achieved,
         "events": total,
@@ -247,6 +254,16 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         throughput = await _drain(worker, config.events, timeout_s=600)
         memory = await _memory(redis, config)
         freshness = await _freshness(settings, redis, config)
+        sweep = [
+            await _freshness(
+                settings,
+                redis,
+                replace(config, freshness_rate=rate, freshness_seconds=config.sweep_seconds),
+            )
+            for rate in config.sweep_rates
+        ]
+        for run in sweep:
+            run.pop("samples")
     finally:
         worker.stop()
         await redis.aclose()
@@ -256,6 +273,7 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         "producer_events_per_s": producer_rate,
         "throughput": throughput,
         "freshness": freshness,
+        "sweep": sweep,
         "memory": memory,
     }
 

@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt
 
 
 def plot(result: dict[str, Any], samples: list[float], path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    sweep = result.get("sweep") or []
+    fig, axes = plt.subplots(1, 3 if sweep else 2, figsize=(16 if sweep else 11, 4))
+    left, right = axes[0], axes[1]
     series = result["throughput"]["series"]
     left.plot([t for t, _ in series], [n for _, n in series])
     left.set_title(f"Backlog drained: {result['throughput']['events_per_s']:,.0f} events/s")
@@ -25,6 +27,24 @@ def plot(result: dict[str, Any], samples: list[float], path: Path) -> None:
     right.set_xlabel("publish -> state written in Redis (ms)")
     right.set_ylabel("events")
     right.legend()
+    if sweep:
+        offered = [run["offered_rate"] for run in sweep]
+        axis = axes[2]
+        axis.plot(offered, [run["applied_rate"] for run in sweep], "o-", label="applied")
+        axis.plot(offered, offered, ":", color="grey", label="offered")
+        axis.set_title("Throughput vs offered rate")
+        axis.set_xlabel("offered events/s")
+        axis.set_ylabel("applied events/s")
+        p99_axis = axis.twinx()
+        p99_axis.plot(
+            offered,
+            [run["seconds"].get("p99", 0) * 1000 for run in sweep],
+            "s--",
+            color="red",
+            label="freshness p99",
+        )
+        p99_axis.set_ylabel("freshness p99 (ms)", color="red")
+        axis.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -71,6 +91,16 @@ def figures_table(result: dict[str, Any]) -> str:
             "",
         ),
     ]
+    for run in result.get("sweep") or []:
+        p99 = run["seconds"].get("p99", float("nan")) * 1000
+        rows.append(
+            (
+                f"offered {run['offered_rate']:,} events/s ({run['events']:,} events)",
+                f"{run['applied_rate']:,.0f} applied/s, freshness p99 {p99:,.0f} ms, "
+                f"{run['observed']:,} of {run['events']:,} observed",
+                "",
+            )
+        )
     lines = ["| figure | value | target |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
