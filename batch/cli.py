@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recsys.progress import progress_bars
 from recsys.settings import Settings, mask_url_password
 
 console = Console()
@@ -141,13 +141,7 @@ async def _publish(settings: Settings, artifacts: Any, keep_versions: int) -> st
     redis = redis_client(settings)
     labels = {"index": "Qdrant vectors", "seal": "Qdrant index", "redis": "Redis"}
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bars:
+        with progress_bars(console) as bars:
             tasks: dict[str, Any] = {}
 
             def report(stage: str, done: int, total: int) -> None:

@@ -36,7 +36,7 @@ from streams.update_rules import (
     add_to_windows,
     decay_affinity,
     ema_update,
-    fold_in,
+    fold_in_recent,
     normalize,
     trending_increment,
     window_start,
@@ -213,22 +213,16 @@ class BatchApplier:
     ) -> np.ndarray | None:
         recent = [(e.item_id, e.event_type) for e in reversed(item.state.history)]
         recent += [(s.event.item_id, s.event.event_type) for s in item.fresh]
-        confidence: dict[int, float] = defaultdict(float)
-        for item_id, event_type in recent[-self.config.fold_in_history :]:
-            row = model.item_row.get(item_id)
-            if row is not None:
-                confidence[row] += model.alpha * EVENT_WEIGHTS[event_type]
         outcome.unknown_items += sum(model.vector(s.event.item_id) is None for s in item.fresh)
-        if not confidence:
-            return item.batch_vector
-        rows = np.fromiter(confidence, dtype=np.int64)
-        return fold_in(
+        return fold_in_recent(
+            recent[-self.config.fold_in_history :],
+            model.item_row,
+            model.item_vectors,
             model.gram,
-            model.item_vectors[rows],
-            np.fromiter(confidence.values(), dtype=np.float64),
+            model.alpha,
             model.regularization,
             prior=item.batch_vector,
-            prior_weight=self.config.fold_in_prior if item.batch_vector is not None else 0.0,
+            prior_weight=self.config.fold_in_prior,
         )
 
     def _plan(

@@ -5,9 +5,13 @@ No I/O here; `streams.applier` reads state from Redis, calls these, and writes t
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from batch.data import EVENT_WEIGHTS
 
 EPS = 1e-12
 
@@ -81,6 +85,37 @@ def fold_in(
     if prior is not None and prior_weight > 0:
         rhs += prior_weight * np.asarray(prior, dtype=np.float64)
     return np.linalg.solve(lhs, rhs).astype(np.float32)
+
+
+def fold_in_recent(
+    recent: Iterable[tuple[str, str]],
+    item_row: Mapping[str, int],
+    item_vectors: np.ndarray,
+    gram: np.ndarray,
+    alpha: float,
+    regularization: float,
+    prior: np.ndarray | None,
+    prior_weight: float,
+) -> np.ndarray | None:
+    """The fold-in of a user's recent (item id, event type) pairs: confidences are alpha times
+    the summed event weights per item; items the model does not know are skipped. With no
+    known item the prior (the batch vector, or None) stands."""
+    confidence: dict[int, float] = defaultdict(float)
+    for item_id, event_type in recent:
+        row = item_row.get(item_id)
+        if row is not None:
+            confidence[row] += alpha * EVENT_WEIGHTS[event_type]
+    if not confidence:
+        return prior
+    rows = np.fromiter(confidence, dtype=np.int64)
+    return fold_in(
+        gram,
+        item_vectors[rows],
+        np.fromiter(confidence.values(), dtype=np.float64),
+        regularization,
+        prior=prior,
+        prior_weight=prior_weight if prior is not None else 0.0,
+    )
 
 
 WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600}

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from batch.evaluation.names import Protocol
+from recsys.progress import progress_bars
 from recsys.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -80,13 +80,7 @@ def evaluate(
 
     data = load_dataset(dataset, data_dir or settings.data_dir)
     steps = sum(len(param_grid(name)) + 2 for name in names)  # tuning fits, refit, scoring
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with progress_bars(console) as progress:
         task = progress.add_task("loading", total=steps)
         started: list[str] = []
 

@@ -20,7 +20,6 @@ from typing import Literal
 
 import numpy as np
 
-from batch.data import EVENT_WEIGHTS
 from batch.evaluation.prequential import (
     OnlinePopularity,
     PrequentialScores,
@@ -30,7 +29,7 @@ from batch.evaluation.prequential import (
 )
 from batch.publish import ModelArtifacts
 from schemas.events import EventType, stream_event_type
-from streams.update_rules import ema_update, fold_in, normalize
+from streams.update_rules import ema_update, fold_in_recent, normalize
 
 UpdateMode = Literal["ema", "fold-in"]
 
@@ -118,7 +117,16 @@ def simulate(
                     vectors[user], model.items[row], params.ema_weights[event_type]
                 )
         else:
-            vectors[user] = _fold_in(model, history[user], model.batch_vector(user), params)
+            vectors[user] = fold_in_recent(
+                history[user],
+                model.item_row,
+                model.items,
+                model.gram,
+                model.alpha,
+                model.regularization,
+                prior=model.batch_vector(user),
+                prior_weight=params.fold_in_prior,
+            )
     return scores
 
 
@@ -137,30 +145,6 @@ def _rank(
         return len(model.item_ids) + 1
     excluded = np.fromiter((model.item_row[i] for i in seen if i in model.item_row), np.int64)
     return rank_of(model.items @ vector, target_row, excluded)
-
-
-def _fold_in(
-    model: _Model,
-    recent: Iterable[tuple[str, EventType]],
-    batch: np.ndarray | None,
-    params: OnlineUpdateParams,
-) -> np.ndarray | None:
-    confidence: dict[int, float] = defaultdict(float)
-    for item, event_type in recent:
-        row = model.item_row.get(item)
-        if row is not None:
-            confidence[row] += model.alpha * EVENT_WEIGHTS[event_type]
-    if not confidence:
-        return batch
-    rows = np.fromiter(confidence, dtype=np.int64)
-    return fold_in(
-        model.gram,
-        model.items[rows],
-        np.fromiter(confidence.values(), dtype=np.float64),
-        model.regularization,
-        prior=batch,
-        prior_weight=params.fold_in_prior if batch is not None else 0.0,
-    )
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recsys.progress import progress_bars
 from recsys.settings import Settings
 
 console = Console()
@@ -65,13 +65,7 @@ def replay_command(
         async_rate=async_rate,
         live=tuple(live or LIVE_CONFIGURATIONS),
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bars:
+    with progress_bars(console) as bars:
 
         def start(label: str, total: int) -> Callable[[int], None]:
             task = bars.add_task(f"replaying ({label})", total=total)
