@@ -23,6 +23,7 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
+from api.routes.filters import MAX_EXCLUDED_IDS
 from batch.evaluation.online_updates import OnlineUpdateParams
 from batch.evaluation.prequential import (
     PrequentialScores,
@@ -39,7 +40,6 @@ from recsys.settings import Settings
 from schemas import encode_event, event_key, new_event, topic_for
 from schemas.events import stream_event_type
 
-MAX_EXCLUDED = 1000  # the API's cap on exclude_ids (api.routes.filters.MAX_EXCLUDED_IDS)
 POLL_S = 0.0005  # watermark polling while waiting for one event (sync mode)
 
 Progress = Callable[[int], None]  # called with the number of events replayed so far
@@ -91,7 +91,7 @@ async def ask(
     client: httpx.AsyncClient, event: ReplayEvent, diversity: float, depth: int
 ) -> tuple[list[str], str]:
     """The user's ranking from the API, seen(u) left out: item ids and the answer's source."""
-    excluded = sorted(event.seen)[:MAX_EXCLUDED]
+    excluded = sorted(event.seen)[:MAX_EXCLUDED_IDS]
     params: dict[str, Any] = {"k": depth, "diversity": diversity}
     if excluded:
         params["exclude_ids"] = ",".join(excluded)
@@ -99,7 +99,7 @@ async def ask(
     if response.status_code != 200:
         raise ReplayError(f"GET /recommend/{event.user_id}: {response.status_code} {response.text}")
     body = response.json()
-    # A user with more than MAX_EXCLUDED seen items: the rest are dropped here.
+    # A user with more than MAX_EXCLUDED_IDS seen items: the rest are dropped here.
     ranked = [item["item_id"] for item in body["items"] if item["item_id"] not in event.seen]
     return ranked, str(body["source"])
 

@@ -155,10 +155,13 @@ async def test_profile_shows_history_windows_genres_and_vector_freshness(
 
 
 async def test_invalid_parameters_are_422_naming_the_parameter(api: httpx.AsyncClient) -> None:
-    cases: list[tuple[dict[str, float], str]] = [
+    cases: list[tuple[dict[str, float | str], str]] = [
         ({"k": 0}, "k"),
         ({"k": 101}, "k"),
         ({"diversity": 1.5}, "diversity"),
+        # Comma-separated values count one by one, not as one parameter.
+        ({"exclude_ids": ",".join(f"i{n}" for n in range(1001))}, "exclude_ids"),
+        ({"genres": ",".join(f"g{n}" for n in range(101))}, "genres"),
     ]
     for params, field in cases:
         response = await api.get("/recommend/u1", params=params)
