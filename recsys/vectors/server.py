@@ -110,35 +110,39 @@ class ServerVectorIndex(VectorIndex):
         with_vectors: bool = False,
         payload_fields: Sequence[str] | None = None,
     ) -> list[SearchHit]:
+        points = await self._query(
+            version, vector, k, item_filter, payload_selection(payload_fields), with_vectors
+        )
+        return [hit_from_point(p, with_vectors) for p in points]
+
+    async def _query(
+        self,
+        version: str,
+        vector: np.ndarray,
+        k: int,
+        item_filter: ItemFilter | None,
+        with_payload: Any,
+        with_vectors: bool,
+    ) -> list[Any]:
         try:
             response = await self.client.query_points(
                 self.collection(version),
                 query=np.asarray(vector, dtype=np.float32).tolist(),
                 query_filter=_server_filter(item_filter),
                 limit=k,
-                with_payload=payload_selection(payload_fields),
+                with_payload=with_payload,
                 with_vectors=with_vectors,
             )
         except (UnexpectedResponse, ValueError) as exc:
             raise VectorIndexError(f"search in version {version!r} failed: {exc}") from exc
-        return [hit_from_point(p, with_vectors) for p in response.points]
+        return list(response.points)
 
     async def search_points(
         self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
     ) -> list[PointScore]:
-        try:
-            response = await self.client.query_points(
-                self.collection(version),
-                query=np.asarray(vector, dtype=np.float32).tolist(),
-                query_filter=_server_filter(item_filter),
-                limit=k,
-                with_payload=False,
-                with_vectors=False,
-            )
-        except (UnexpectedResponse, ValueError) as exc:
-            raise VectorIndexError(f"search in version {version!r} failed: {exc}") from exc
+        points = await self._query(version, vector, k, item_filter, False, False)
         # The client gives UUID point ids as strings.
-        return [PointScore(uuid.UUID(str(p.id)).int, p.score) for p in response.points]
+        return [PointScore(uuid.UUID(str(p.id)).int, p.score) for p in points]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True
