@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -65,6 +66,12 @@ async def load_item_table(redis: aioredis.Redis, version: str) -> ItemTable | No
         raw_vectors, raw_items = await pipe.execute()
     if not raw_vectors:
         return None
+    # Decoding is CPU work proportional to the catalog: off the event loop, so that a large
+    # catalog does not stall the requests in flight when a new version is first asked for.
+    return await asyncio.to_thread(_build_table, version, raw_vectors, raw_items)
+
+
+def _build_table(version: str, raw_vectors: dict[Any, Any], raw_items: dict[Any, Any]) -> ItemTable:
     item_ids = [as_bytes(k).decode() for k in raw_vectors]
     payloads = {as_bytes(k).decode(): orjson.loads(v) for k, v in raw_items.items()}
     found = [payloads.get(i, {}) for i in item_ids]
