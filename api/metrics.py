@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+# Set for `recsys serve --workers N`: each worker writes its metrics to files in this directory
+# (prometheus_client reads the variable when it is imported) and /metrics sums them.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 REQUESTS = Counter(

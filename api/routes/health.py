@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from fastapi import APIRouter, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from api.deps import ServicesDep
+from api.metrics import MULTIPROCESS_ENV
 from api.models import HealthStatus
 from api.publisher import KafkaUnavailableError
 from recsys.model_registry import active_version
@@ -56,5 +58,10 @@ async def ready(services: ServicesDep, response: Response) -> HealthStatus:
 
 @router.get("/metrics", response_class=Response)
 async def metrics() -> Response:
-    """Prometheus text exposition (this process's metrics)."""
+    """Prometheus text exposition: every worker process's metrics summed when the server runs
+    several (prometheus_client's multiprocess mode, set up by `recsys serve --workers N`)."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

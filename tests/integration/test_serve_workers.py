@@ -1,0 +1,38 @@
+"""`recsys serve --workers 2`: one scrape of /metrics counts the requests of every worker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.bench import serving
+from recsys.benchmarks import service_env
+from recsys.settings import Settings
+from tests.integration.conftest import Published
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = 40
+RECOMMEND_200 = re.compile(
+    r"^recsys_api_requests_total"
+    r'\{method="GET",route="/recommend/\{user_id\}",status="200"\} (\S+)$',
+    re.M,
+)
+
+
+def test_metrics_sum_over_worker_processes(
+    service_settings: Settings, published: Published, tmp_path: Path
+) -> None:
+    settings = service_settings.model_copy(update={"qdrant_path": published.qdrant_path})
+    with serving(service_env(settings), 2, tmp_path) as server:
+        for n in range(REQUESTS):
+            # A new connection each time, so that both workers get requests.
+            response = httpx.get(f"{server.base_url}/recommend/u{n % 60}", timeout=10)
+            assert response.status_code == 200
+        for _ in range(4):  # whichever worker answers the scrape
+            text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+            counts = RECOMMEND_200.findall(text)
+            assert [float(c) for c in counts] == [REQUESTS], text[:2000]
