@@ -129,7 +129,9 @@ def train_command(
     )
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary, indent=2, default=str))
+        from recsys.benchmarks import provenance
+
+        json_path.write_text(json.dumps(summary | provenance(), indent=2, default=str))
 
 
 async def _publish(settings: Settings, artifacts: Any, keep_versions: int) -> str:

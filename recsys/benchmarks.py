@@ -40,14 +40,18 @@ def command_line() -> str:
     return shlex.join(["recsys", *sys.argv[1:]])
 
 
-def save(result: dict[str, Any], markdown: str, json_path: Path, report_path: Path) -> None:
-    """Write the figures as JSON and the report as Markdown (with the machine and command)."""
-    result = {
-        **result,
+def provenance() -> dict[str, Any]:
+    """Where, when and by which command a figure was measured (stored with every result)."""
+    return {
         "machine": machine(),
         "command": command_line(),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def save(result: dict[str, Any], markdown: str, json_path: Path, report_path: Path) -> None:
+    """Write the figures as JSON and the report as Markdown (with the machine and command)."""
+    result = {**result, **provenance()}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2, default=str))
     info = result["machine"]

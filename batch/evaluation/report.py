@@ -57,7 +57,9 @@ def result_json(result: EvaluationResult) -> dict[str, Any]:
 
 def write_json(result: EvaluationResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result_json(result), indent=2) + "\n")
+    from recsys.benchmarks import provenance
+
+    path.write_text(json.dumps({**result_json(result), **provenance()}, indent=2) + "\n")
 
 
 def write_report(result: EvaluationResult, path: Path) -> list[Path]:

@@ -86,6 +86,9 @@ def test_runner_writes_json_report_and_plots(tmp_path: Path, protocol: Protocol)
         assert len(figures["curves"]["ndcg"]) == 30  # K = 1..min(50, catalog)
     if protocol is Protocol.LEAVE_LAST_OUT:
         assert saved["n_evaluated_users"] == 40
+    # Where and how it was measured travels with the figures (BENCHMARKS.md shows it).
+    assert saved["command"].startswith("recsys")
+    assert saved["machine"]["cores"] >= 1
     report = (tmp_path / "eval.md").read_text()
     assert all(name in report for name in FAST_MODELS)
     assert [plot.name for plot in plots] == [
