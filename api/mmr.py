@@ -32,16 +32,21 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> l
     scaled = (relevance - relevance.min()) / spread if spread > 0 else np.ones(n)
     norms = np.linalg.norm(vectors, axis=1)
     unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+    # All pairwise similarities in one product: the loop then only does cheap row operations,
+    # which matters at the API's per-request budget (a few numpy calls per pick).
+    similarity = unit @ unit.T
+    relevance_term = lambda_ * scaled
+    redundancy_weight = 1.0 - lambda_
     picked = [int(order[0])]
-    available = np.ones(n, dtype=bool)
-    available[picked[0]] = False
-    redundancy = unit @ unit[picked[0]]
+    taken = np.zeros(n)  # -inf once picked
+    taken[picked[0]] = -np.inf
+    redundancy = similarity[picked[0]].copy()
     while len(picked) < k:
-        gain = np.where(available, lambda_ * scaled - (1.0 - lambda_) * redundancy, -np.inf)
+        gain = relevance_term - redundancy_weight * redundancy + taken
         best = int(np.argmax(gain))
         picked.append(best)
-        available[best] = False
-        redundancy = np.maximum(redundancy, unit @ unit[best])
+        taken[best] = -np.inf
+        np.maximum(redundancy, similarity[best], out=redundancy)
     return picked
 
 
