@@ -46,7 +46,11 @@ def Genres(description: str) -> Any:  # noqa: N802 - reads like the Query(...) i
     )
 
 
-GenresLimit = _at_most(MAX_GENRES, "genres")
+_GENRES_LIMIT = _at_most(MAX_GENRES, "genres")
+OnlyGenres = Annotated[
+    list[str] | None, Genres("Only items of any of these genres."), _GENRES_LIMIT
+]
+ExcludedGenres = Annotated[list[str] | None, Genres("No items of these genres."), _GENRES_LIMIT]
 
 
 def split_values(values: Iterable[str] | None) -> tuple[str, ...]:

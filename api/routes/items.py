@@ -9,7 +9,13 @@ from fastapi import APIRouter, HTTPException, Query, status
 from api.breaker import Budget
 from api.deps import ServicesDep
 from api.models import ErrorBody, RecommendationItem, SimilarItemsResponse
-from api.routes.filters import ExcludedIds, Genres, GenresLimit, IdPath, split_values
+from api.routes.filters import (
+    ExcludedGenres,
+    ExcludedIds,
+    IdPath,
+    OnlyGenres,
+    split_values,
+)
 from recsys.model_registry import active_version
 from recsys.vectors import ItemFilter
 
@@ -25,12 +31,8 @@ async def similar_items(
     item_id: Annotated[str, IdPath],
     services: ServicesDep,
     k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,
-    genres: Annotated[
-        list[str] | None, Genres("Only items of any of these genres."), GenresLimit
-    ] = None,
-    exclude_genres: Annotated[
-        list[str] | None, Genres("No items of these genres."), GenresLimit
-    ] = None,
+    genres: OnlyGenres = None,
+    exclude_genres: ExcludedGenres = None,
     exclude_ids: ExcludedIds = None,
 ) -> SimilarItemsResponse:
     """Items whose vectors score highest against this item's (503 while a backend is down:

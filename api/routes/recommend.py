@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query
 from api.deps import RecommenderDep
 from api.models import RecommendationResponse
 from api.recommender import RecommendQuery
-from api.routes.filters import ExcludedIds, Genres, GenresLimit, IdPath, split_values
+from api.routes.filters import (
+    ExcludedGenres,
+    ExcludedIds,
+    IdPath,
+    OnlyGenres,
+    split_values,
+)
 
 router = APIRouter(tags=["recommendations"])
 
@@ -23,12 +29,8 @@ async def recommend(
         float,
         Query(ge=0.0, le=1.0, description="MMR lambda: 1.0 is pure relevance, lower is diverse."),
     ] = 0.8,
-    genres: Annotated[
-        list[str] | None, Genres("Only items of any of these genres."), GenresLimit
-    ] = None,
-    exclude_genres: Annotated[
-        list[str] | None, Genres("No items of these genres."), GenresLimit
-    ] = None,
+    genres: OnlyGenres = None,
+    exclude_genres: ExcludedGenres = None,
     exclude_ids: ExcludedIds = None,
     explain: Annotated[
         bool, Query(description="Add the user's recent items that led to each item.")
