@@ -58,6 +58,12 @@ def replay_command(
     from recsys.replay.report import markdown, plot
     from recsys.replay.run import ReplayOptions, run_replay
 
+    unknown = sorted(set(live or ()) - set(LIVE_CONFIGURATIONS))
+    if unknown:  # before minutes of training, not after
+        raise typer.BadParameter(
+            f"unknown configurations {unknown}; choose from {', '.join(LIVE_CONFIGURATIONS)}",
+            param_hint="--live",
+        )
     options = ReplayOptions(
         dataset=dataset,
         data_dir=data_dir or Settings().data_dir,
