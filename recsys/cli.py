@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from typing import Annotated
 
 import typer
@@ -90,5 +91,13 @@ def up(
     raise typer.Exit(run_up(Settings(), options))
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # As for Ctrl-C: unwind, so that the throwaway services a benchmark or a replay started
+    # are stopped by their context managers instead of being left running.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    # Long-running commands with their own handling (serve, worker, up) replace this one.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()
