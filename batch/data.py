@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from batch.errors import DatasetError as DatasetError  # re-exported: where callers look for it
+
 if TYPE_CHECKING:  # pandas is imported where frames are made; keeps light importers fast
     import pandas as pd
 
@@ -23,10 +25,6 @@ ITEM_COLUMNS = ("item_id", "title", "genres", "year")
 # Default implicit-feedback weight of one row by event type (a MovieLens rating is one positive
 # interaction whatever its value, as the evaluation protocols require).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "purchase": 4.0, "rating": 1.0}
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be used: empty, malformed, or missing; the message says what to do."""
 
 
 @dataclass

@@ -1,18 +1,35 @@
 """Datasets for the batch side: MovieLens, any CSV/Parquet event log, and a synthetic generator.
 
 `load_dataset` is the one entry point: it takes a dataset name or a file path and returns a
-`batch.data.Dataset`.
+`batch.data.Dataset`. The names below are imported on first use (PEP 562), so that importing
+one light submodule (the CLI, the downloader) does not pull in pandas.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from batch.data import Dataset, DatasetError
-from batch.datasets.download import ARCHIVES, GROUPLENS_BASE_URL, download_dataset
-from batch.datasets.importer import import_interactions
-from batch.datasets.movielens import LOADERS, load_ml_1m, load_ml_100k, load_ml_latest_small
-from batch.datasets.synthetic import SyntheticConfig, generate_synthetic
+if TYPE_CHECKING:
+    from batch.datasets.download import ARCHIVES, GROUPLENS_BASE_URL, download_dataset
+    from batch.datasets.importer import import_interactions
+    from batch.datasets.loading import DATASET_NAMES, load_dataset
+    from batch.datasets.movielens import load_ml_1m, load_ml_100k, load_ml_latest_small
+    from batch.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+_HOME = {
+    "ARCHIVES": "download",
+    "GROUPLENS_BASE_URL": "download",
+    "download_dataset": "download",
+    "import_interactions": "importer",
+    "DATASET_NAMES": "loading",
+    "load_dataset": "loading",
+    "load_ml_1m": "movielens",
+    "load_ml_100k": "movielens",
+    "load_ml_latest_small": "movielens",
+    "SyntheticConfig": "synthetic",
+    "generate_synthetic": "synthetic",
+}
 
 __all__ = [
     "ARCHIVES",
@@ -28,53 +45,9 @@ __all__ = [
     "load_ml_latest_small",
 ]
 
-DATASET_NAMES = (*LOADERS, "synthetic")
 
-
-def load_dataset(
-    name_or_path: str | Path,
-    data_dir: str | Path,
-    *,
-    skip_malformed: bool = False,
-    download: bool = False,
-) -> Dataset:
-    """Load a dataset by name or from a file.
-
-    Parameters
-    ----------
-    name_or_path
-        "ml-100k", "ml-1m", "ml-latest-small" (read from `<data_dir>/<name>/`); "synthetic"
-        (2,000 users x 500 items x 50,000 events) or "synthetic:users=...,items=...,
-        events=...,seed=..." (any `SyntheticConfig` field); or a path to a .csv/.parquet
-        interaction log (see `import_interactions`).
-    data_dir
-        Where MovieLens folders are read from and downloaded to (Settings.data_dir).
-    skip_malformed
-        Skip and count malformed rows (`Dataset.skipped_rows`) instead of raising.
-    download
-        Download a missing MovieLens dataset from GroupLens first; never done unless asked.
-
-    Returns
-    -------
-    Dataset
-
-    Raises
-    ------
-    DatasetError
-        Unknown name, missing files (the message says how to get them), malformed rows,
-        or no interactions.
-    """
-    text = str(name_or_path)
-    if text in LOADERS:
-        if download:
-            download_dataset(text, Path(data_dir))
-        return LOADERS[text](Path(data_dir), skip_malformed=skip_malformed)
-    if text == "synthetic" or text.startswith("synthetic:"):
-        return generate_synthetic(SyntheticConfig.from_spec(text.partition(":")[2]))
-    path = Path(text).expanduser()
-    if path.suffix.lower() in (".csv", ".parquet"):
-        return import_interactions(path, skip_malformed=skip_malformed)
-    raise DatasetError(
-        f"unknown dataset {text!r}: expected one of {', '.join(DATASET_NAMES)}, "
-        "'synthetic:users=...,items=...,events=...,seed=...', or a .csv/.parquet file"
-    )
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batch.datasets' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"batch.datasets.{module}"), name)

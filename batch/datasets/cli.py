@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from batch.data import Dataset, DatasetError
 from batch.datasets.download import ARCHIVES, GROUPLENS_BASE_URL, download_dataset
+from batch.errors import DatasetError
 from recsys.settings import Settings
+
+if TYPE_CHECKING:
+    from batch.data import Dataset
 
 app = typer.Typer(
     help=(

@@ -23,7 +23,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from batch.data import DatasetError
+from batch.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
