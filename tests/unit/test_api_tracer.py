@@ -1,0 +1,36 @@
+"""Without an OTLP endpoint the API records no spans of its own, yet still propagates a
+real trace context (POST /events hands it to Kafka), and honours a sampled caller."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.propagate import extract, inject
+
+from api.telemetry import api_tracer
+from recsys.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_root_spans_are_not_recorded_but_carry_a_real_trace_id() -> None:
+    tracer = api_tracer(Settings(otlp_endpoint=None))
+    with tracer.start_as_current_span("GET /recommend/{user_id}") as span:
+        assert not span.is_recording()
+        carrier: dict[str, str] = {}
+        inject(carrier)
+    _version, trace_id, span_id, flags = carrier["traceparent"].split("-")
+    assert int(trace_id, 16) != 0
+    assert int(span_id, 16) != 0
+    assert int(flags, 16) & 0x01 == 0  # not sampled (other bits, e.g. "random id", may be set)
+
+
+def test_a_sampled_caller_is_recorded_and_passed_on_as_sampled() -> None:
+    tracer = api_tracer(Settings(otlp_endpoint=None))
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    context = extract({"traceparent": incoming})
+    with tracer.start_as_current_span("POST /events", context=context) as span:
+        assert span.is_recording()
+        carrier: dict[str, str] = {}
+        inject(carrier)
+    assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert carrier["traceparent"].endswith("-01")
