@@ -186,7 +186,7 @@ def all_benchmarks(
     ] = False,
 ) -> None:
     """Run the batch, stream, freshness, API and replay benchmarks one after the other (about
-    45 minutes on 2 cores; each starts throwaway services of its own), then rewrite the
+    25 minutes on 2 cores; each starts throwaway services of its own), then rewrite the
     generated sections of BENCHMARKS.md: the exact commands, the machine, tables and plots."""
     from recsys.bench_all import SECTIONS, BenchAllError, plan, render, run_step
     from recsys.settings import Settings

@@ -50,7 +50,7 @@ def replay_command(
     popularity baselines; overall and for warm and cold users.
 
     Starts its own throwaway Kafka and Redis for each configuration (nothing configured is
-    touched). ml-100k takes about 15 minutes on 2 cores; --limit makes a quick run.
+    touched). ml-100k takes 11 to 15 minutes on 2 cores; --limit makes a quick run.
     """
     from batch.data import DatasetError
     from recsys.benchmarks import save
