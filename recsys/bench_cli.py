@@ -14,16 +14,14 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
+JsonPath = Annotated[Path, typer.Option("--json", help="Where to save the figures.")]
+ReportPath = Annotated[Path, typer.Option(help="Where to save the Markdown report.")]
 
 
 @app.command("stream")
 def stream(
-    json_path: Annotated[Path, typer.Option("--json", help="Where to save the figures.")] = Path(
-        "reports/bench-stream.json"
-    ),
-    report: Annotated[Path, typer.Option(help="Where to save the Markdown report.")] = Path(
-        "reports/bench-stream.md"
-    ),
+    json_path: JsonPath = Path("reports/bench-stream.json"),
+    report: ReportPath = Path("reports/bench-stream.md"),
     events: Annotated[
         int, typer.Option(min=1000, help="Backlog for the throughput run.")
     ] = 200_000,
@@ -60,12 +58,8 @@ def stream(
 
 @app.command("api")
 def api(
-    json_path: Annotated[Path, typer.Option("--json", help="Where to save the figures.")] = Path(
-        "reports/bench-api.json"
-    ),
-    report: Annotated[Path, typer.Option(help="Where to save the Markdown report.")] = Path(
-        "reports/bench-api.md"
-    ),
+    json_path: JsonPath = Path("reports/bench-api.json"),
+    report: ReportPath = Path("reports/bench-api.md"),
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Where ml-100k is read from (default: RECSYS_DATA_DIR)."),
@@ -134,12 +128,8 @@ def api(
 
 @app.command("freshness")
 def freshness(
-    json_path: Annotated[Path, typer.Option("--json", help="Where to save the figures.")] = Path(
-        "reports/bench-freshness.json"
-    ),
-    report: Annotated[Path, typer.Option(help="Where to save the Markdown report.")] = Path(
-        "reports/bench-freshness.md"
-    ),
+    json_path: JsonPath = Path("reports/bench-freshness.json"),
+    report: ReportPath = Path("reports/bench-freshness.md"),
     rate: Annotated[
         int, typer.Option(min=1, help="Background load: `recsys simulate --rate`.")
     ] = 1_000,
