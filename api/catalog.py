@@ -33,7 +33,12 @@ class Candidate:
 
     @classmethod
     def from_payload(
-        cls, item_id: str, score: float, source: str, payload: dict[str, Any] | None
+        cls,
+        item_id: str,
+        score: float,
+        source: str,
+        payload: dict[str, Any] | None,
+        vector: np.ndarray | None = None,
     ) -> Candidate:
         payload = payload or {}
         return cls(
@@ -42,6 +47,7 @@ class Candidate:
             source=source,
             title=payload.get("title"),
             genres=tuple(payload.get("genres") or ()),
+            vector=vector,
         )
 
 

@@ -226,13 +226,8 @@ class Recommender:
 
         def describe(i: int) -> Candidate:
             hit = hits[i]
-            return Candidate(
-                item_id=hit.item_id,
-                score=hit.score,
-                source="personalized",
-                title=hit.payload.get("title"),
-                genres=tuple(hit.payload.get("genres") or ()),
-                vector=hit.vector,
+            return Candidate.from_payload(
+                hit.item_id, hit.score, "personalized", hit.payload, hit.vector
             )
 
         vectors = np.stack([cast(np.ndarray, h.vector) for h in hits]) if hits else np.empty(0)

@@ -135,30 +135,17 @@ def train_command(
 
 
 async def _publish(settings: Settings, artifacts: Any, keep_versions: int) -> str:
-    from batch.publish import publish
-    from recsys.clients import redis_client
-    from recsys.vectors import open_vector_index
+    from batch.publish import publish_configured
 
-    index = open_vector_index(settings)
-    redis = redis_client(settings)
     labels = {"index": "Qdrant vectors", "seal": "Qdrant index", "redis": "Redis"}
-    try:
-        with progress_bars(console) as bars:
-            tasks: dict[str, Any] = {}
+    with progress_bars(console) as bars:
+        tasks: dict[str, Any] = {}
 
-            def report(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
-                bars.update(tasks[stage], completed=done, total=total)
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
+            bars.update(tasks[stage], completed=done, total=total)
 
-            return await publish(
-                artifacts,
-                index,
-                redis,
-                settings.state_dir / "models",
-                keep_versions=keep_versions,
-                progress=report,
-            )
-    finally:
-        await index.close()
-        await redis.aclose()
+        return await publish_configured(
+            artifacts, settings, keep_versions=keep_versions, progress=report
+        )

@@ -23,6 +23,7 @@ from redis.typing import EncodableT, FieldT
 
 from recsys import keys
 from recsys.model_registry import ModelMeta, active_version, as_bytes, vector_to_bytes
+from recsys.settings import Settings
 from recsys.vectors import ItemPoint, VectorIndex
 
 _REDIS_CHUNK = 5000
@@ -104,6 +105,34 @@ async def publish(
         await pipe.execute()
     await remove_old_versions(index, redis, models_dir, keep_versions)
     return version
+
+
+async def publish_configured(
+    artifacts: ModelArtifacts,
+    settings: Settings,
+    *,
+    keep_versions: int = 3,
+    progress: Progress = _no_progress,
+) -> str:
+    """`publish` to the Qdrant and Redis that `settings` name (artifacts saved under the state
+    directory); the clients are opened for it and closed after."""
+    from recsys.clients import redis_client
+    from recsys.vectors import open_vector_index
+
+    index = open_vector_index(settings)
+    redis = redis_client(settings)
+    try:
+        return await publish(
+            artifacts,
+            index,
+            redis,
+            settings.state_dir / "models",
+            keep_versions=keep_versions,
+            progress=progress,
+        )
+    finally:
+        await index.close()
+        await redis.aclose()
 
 
 async def _write_index(

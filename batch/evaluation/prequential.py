@@ -185,10 +185,10 @@ class OnlinePopularity:
             self.apply(item, ts)
 
     def rank(self, target: str, seen: Iterable[str], now_ts: int) -> int:
-        self._expire(now_ts)
-        excluded = np.fromiter((self.index[i] for i in seen if i in self.index), dtype=np.int64)
         if target not in self.index:
             return len(self.index) + 1
+        self._expire(now_ts)
+        excluded = np.fromiter((self.index[i] for i in seen if i in self.index), dtype=np.int64)
         return rank_of(self.counts, self.index[target], excluded)
 
     def apply(self, item: str, ts: int) -> None:

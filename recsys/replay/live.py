@@ -11,12 +11,12 @@ Each configuration gets fresh Kafka and Redis, so no state leaks from one into t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +32,6 @@ from batch.evaluation.prequential import (
     rank_in_list,
     replay_events,
 )
-from batch.publish import ModelArtifacts, publish
 from recsys import keys
 from recsys.clients import kafka_producer, redis_client
 from recsys.model_registry import as_bytes
@@ -87,14 +86,18 @@ class _Watermark:
         )
 
 
-async def ask(
-    client: httpx.AsyncClient, event: ReplayEvent, diversity: float, depth: int
+def _exclusion(event: ReplayEvent) -> str:
+    """seen(u) as the API's `exclude_ids` value, capped at the API's limit."""
+    return ",".join(itertools.islice(event.seen, MAX_EXCLUDED_IDS))
+
+
+async def _ask(
+    client: httpx.AsyncClient, event: ReplayEvent, excluded: str, diversity: float, depth: int
 ) -> tuple[list[str], str]:
     """The user's ranking from the API, seen(u) left out: item ids and the answer's source."""
-    excluded = sorted(event.seen)[:MAX_EXCLUDED_IDS]
     params: dict[str, Any] = {"k": depth, "diversity": diversity}
     if excluded:
-        params["exclude_ids"] = ",".join(excluded)
+        params["exclude_ids"] = excluded
     response = await client.get(f"/recommend/{event.user_id}", params=params)
     if response.status_code != 200:
         raise ReplayError(f"GET /recommend/{event.user_id}: {response.status_code} {response.text}")
@@ -167,8 +170,9 @@ class _LiveReplay:
     async def score(self, event: ReplayEvent, diversities: Sequence[float]) -> None:
         if not event.scored:
             return
+        excluded = _exclusion(event)  # once per event, not per diversity asked
         for diversity in diversities:
-            ranked, source = await ask(self.client, event, diversity, self.depth)
+            ranked, source = await _ask(self.client, event, excluded, diversity, self.depth)
             self.outcome.scores[diversity].add(rank_in_list(ranked, event.item_id), event.warm)
             self.outcome.sources[diversity][source] += 1
 
@@ -290,15 +294,3 @@ async def _drain(sent: dict[tuple[str, int], float], timeout_s: float) -> None:
         await asyncio.sleep(0.01)
     if sent:
         raise ReplayError(f"{len(sent)} events were still not applied after {timeout_s:.0f} s")
-
-
-async def publish_model(artifacts: ModelArtifacts, settings: Settings, models_dir: Path) -> str:
-    from recsys.vectors import open_vector_index
-
-    index = open_vector_index(settings)
-    redis = redis_client(settings)
-    try:
-        return await publish(artifacts, index, redis, models_dir)
-    finally:
-        await index.close()
-        await redis.aclose()

@@ -27,8 +27,8 @@ from batch.evaluation.prequential import (
     p3_split,
     popularity_baselines,
 )
-from batch.publish import ModelArtifacts
-from recsys.replay.live import LiveConfig, LiveOutcome, publish_model, replay_live
+from batch.publish import ModelArtifacts, publish_configured
+from recsys.replay.live import LiveConfig, LiveOutcome, replay_live
 from recsys.settings import Settings
 from schemas.events import EventType
 
@@ -99,7 +99,7 @@ def _stack(config: LiveConfig, artifacts: ModelArtifacts) -> Iterator[tuple[Sett
     from streams.worker_process import WorkerProcess
 
     with bench_services(False, f"recsys-replay-{config.name}-") as (settings, work_dir):
-        asyncio.run(publish_model(artifacts, settings, work_dir / "models"))
+        asyncio.run(publish_configured(artifacts, settings))
         worker = None
         if config.updates is not None:
             extra = config.updates.settings_env() | {"RECSYS_STREAM_BATCH_WAIT_MS": "1"}
