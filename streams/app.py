@@ -35,10 +35,15 @@ def create_app(
 ) -> faust.App:
     """Build the worker app. `processor` replaces the Redis-backed one (tests of the agent)."""
     options = options or WorkerOptions()
+    # Faust keeps table metadata in a directory that defaults to one relative to the current
+    # directory; keep it with the rest of the runtime state instead.
+    faust_dir = settings.state_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         options.group_id or settings.stream_group_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
+        datadir=faust_dir / "{conf.name}",
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.kafka_partitions,
