@@ -34,6 +34,7 @@ def train_and_publish(
     data_dir: Path | None = None,
     params: dict[str, Any] | None = None,
     keep_versions: int = 3,
+    skip_malformed: bool = False,
 ) -> dict[str, Any]:
     """Load `dataset`, fit `model`, publish it; returns timings and the new version."""
     # Imported here so that `recsys --help` and the other commands start fast.
@@ -46,14 +47,23 @@ def train_and_publish(
     started = time.perf_counter()
     try:
         with console.status(f"Loading {dataset}…"):
-            loaded = load_dataset(dataset, data_dir or settings.data_dir)
+            loaded = load_dataset(
+                dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed
+            )
         load_seconds = time.perf_counter() - started
         console.print(
             f"{loaded.name}: {loaded.n_interactions:,} interactions, "
             f"{loaded.interactions['user_id'].nunique():,} users, {len(loaded.items):,} items"
+            + (f", {loaded.skipped_rows:,} malformed rows skipped" if loaded.skipped_rows else "")
         )
-        with console.status(f"Training {model}…"):
-            trained = train(loaded, model, params)
+        with progress_bars(console) as bars:
+            task = bars.add_task(f"Training {model}", total=None)
+            trained = train(
+                loaded,
+                model,
+                params,
+                lambda done, total: bars.update(task, completed=done, total=total),
+            )
     except (DatasetError, ValueError, TypeError) as exc:
         raise TrainError(str(exc)) from exc
     console.print(f"Trained {model} in {trained.fit_seconds:.1f} s")
@@ -72,6 +82,7 @@ def train_and_publish(
         "model": model,
         "version": version,
         "interactions": loaded.n_interactions,
+        "skipped_rows": loaded.skipped_rows,
         "users": len(artifacts.user_ids),
         "items": len(artifacts.item_ids),
         "load_seconds": round(load_seconds, 2),
@@ -105,6 +116,12 @@ def train_command(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also save the timings as JSON here.")
     ] = None,
+    skip_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
+        ),
+    ] = False,
 ) -> None:
     """Train a model on a dataset and publish it as the active model version.
 
@@ -118,7 +135,9 @@ def train_command(
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--params is not JSON: {exc}") from None
     try:
-        summary = train_and_publish(Settings(), dataset, model, data_dir, hyper, keep_versions)
+        summary = train_and_publish(
+            Settings(), dataset, model, data_dir, hyper, keep_versions, skip_malformed
+        )
     except TrainError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from batch.data import Dataset
-from batch.models.base import EmbeddingRecommender, TrainData, build_train_data
+from batch.models.base import EmbeddingRecommender, FitProgress, TrainData, build_train_data
+from batch.models.registry import SERVED_ALS_PARAMS
 from batch.publish import ModelArtifacts
 
 
@@ -34,13 +35,8 @@ SERVABLE_MODELS: dict[str, Callable[..., EmbeddingRecommender]] = {
 }
 
 
-# Served hyperparameters. ALS: the winner on the validation split of P1, the time-safe protocol
-# that matches serving (train on the past, serve the future); see BENCHMARKS.md.
-# `--params` overrides any of them.
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "als": {"factors": 32, "regularization": 5.0, "alpha": 2.0, "iterations": 15},
-    "two-tower": {},
-}
+# Served hyperparameters; `--params` overrides any of them.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"als": SERVED_ALS_PARAMS, "two-tower": {}}
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,13 @@ def catalog_of(dataset: Dataset) -> np.ndarray:
     return np.asarray(pd.unique(ids.astype(str)), dtype=object)
 
 
-def train(dataset: Dataset, model_name: str, params: dict[str, Any] | None = None) -> TrainedModel:
-    """Fit `model_name` on every interaction of `dataset`."""
+def train(
+    dataset: Dataset,
+    model_name: str,
+    params: dict[str, Any] | None = None,
+    progress: FitProgress | None = None,
+) -> TrainedModel:
+    """Fit `model_name` on every interaction of `dataset`, reporting iterations to `progress`."""
     try:
         factory = SERVABLE_MODELS[model_name]
     except KeyError:
@@ -67,7 +68,7 @@ def train(dataset: Dataset, model_name: str, params: dict[str, Any] | None = Non
     data = build_train_data(dataset.interactions, catalog_of(dataset), dataset.items, dataset.users)
     model = factory(**(DEFAULT_PARAMS[model_name] | (params or {})))
     started = time.perf_counter()
-    model.fit(data)
+    model.fit(data, progress)
     return TrainedModel(model, data, time.perf_counter() - started)
 
 

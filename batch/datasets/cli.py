@@ -55,7 +55,9 @@ def download(
     when the download fails or the checksum does not match.
     """
     directory = data_dir or Settings().data_dir
-    result = _run(lambda: download_dataset(name, directory, base_url=base_url, force=force))
+    result = exit_on_dataset_error(
+        lambda: download_dataset(name, directory, base_url=base_url, force=force)
+    )
     if result.downloaded:
         console.print(f"{name} downloaded to {result.path} (MD5 {result.md5})", markup=False)
     else:
@@ -80,9 +82,11 @@ def generate(
 
     if out.suffix.lower() != ".parquet":
         _fail(f"--out must end in .parquet, got {out}")
-    config = _run(lambda: SyntheticConfig(n_users=users, n_items=items, n_events=events, seed=seed))
+    config = exit_on_dataset_error(
+        lambda: SyntheticConfig(n_users=users, n_items=items, n_events=events, seed=seed)
+    )
     with console.status(f"Generating {events:,} events…"):
-        dataset = _run(lambda: generate_synthetic(config))
+        dataset = exit_on_dataset_error(lambda: generate_synthetic(config))
     stem = out.name.split(".")[0]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,9 @@ def info(
     from batch.datasets import load_dataset
 
     directory = data_dir or Settings().data_dir
-    dataset = _run(lambda: load_dataset(name, directory, skip_malformed=skip_malformed))
+    dataset = exit_on_dataset_error(
+        lambda: load_dataset(name, directory, skip_malformed=skip_malformed)
+    )
     table = Table(title=dataset.name, show_header=False)
     for key, value in describe(dataset).items():
         table.add_row(key, value)
@@ -142,8 +148,9 @@ def describe(dataset: Dataset) -> dict[str, str]:
     }
 
 
-def _run(action: Callable[[], T]) -> T:
-    """Run `action`; a `DatasetError` becomes a one-line message and exit code 1."""
+def exit_on_dataset_error(action: Callable[[], T]) -> T:
+    """Run `action`; a `DatasetError` becomes a one-line message and exit code 1 (for every
+    command that loads a dataset)."""
     try:
         return action()
     except DatasetError as exc:

@@ -52,6 +52,12 @@ def evaluate(
         typer.Option("--report", help="Markdown report; plots go next to it."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the models and the bootstrap.")] = 0,
+    skip_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
+        ),
+    ] = False,
 ) -> None:
     """Compare models offline under protocol P1 (temporal) or P2 (leave-last-out).
 
@@ -60,6 +66,7 @@ def evaluate(
     """
     # Imported here so that `recsys --help` and the other commands start fast.
     from batch.datasets import load_dataset
+    from batch.datasets.cli import exit_on_dataset_error
     from batch.evaluation.report import write_json, write_report
     from batch.evaluation.runner import evaluate_models
     from batch.evaluation.tuning import param_grid
@@ -78,7 +85,11 @@ def evaluate(
     json_path = json_path or settings.state_dir / "reports" / f"{stem}.json"
     report_path = report_path or json_path.with_suffix(".md")
 
-    data = load_dataset(dataset, data_dir or settings.data_dir)
+    data = exit_on_dataset_error(
+        lambda: load_dataset(dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed)
+    )
+    if data.skipped_rows:
+        console.print(f"[yellow]{data.skipped_rows:,} malformed rows skipped[/yellow]")
     steps = sum(len(param_grid(name)) + 2 for name in names)  # tuning fits, refit, scoring
     with progress_bars(console) as progress:
         task = progress.add_task("loading", total=steps)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from itertools import product
 from typing import Any
 
+from batch.models.registry import SERVED_ALS_PARAMS
+
 SELECTION_K = 10
 
 # name -> {hyperparameter: candidate values}; the grid is their Cartesian product.
@@ -26,15 +28,25 @@ _GRIDS: dict[str, dict[str, list[Any]]] = {
         "iterations": [15],
         "weighting": ["none", "bm25"],
     },
+    # The served configuration as it is, not tuned here.
+    "als-served": {name: [value] for name, value in SERVED_ALS_PARAMS.items()},
     "bpr": {
         "factors": [64],
         "learning_rate": [0.01, 0.05],
         "regularization": [0.001, 0.01],
         "iterations": [100],
     },
+    # The defaults (recency-weighted history, temperature 0.1) came from exploring ml-100k
+    # P2 validation; the grid checks them against a plain mean and a sharper softmax.
+    "two-tower": {"recency_decay": [0.8, 1.0], "temperature": [0.05, 0.1]},
 }
 # Models whose constructor takes a seed, and under which name.
-_SEED_PARAMETER = {"als": "random_state", "bpr": "random_state", "two-tower": "seed"}
+_SEED_PARAMETER = {
+    "als": "random_state",
+    "als-served": "random_state",
+    "bpr": "random_state",
+    "two-tower": "seed",
+}
 
 
 def param_grid(name: str, seed: int = 0) -> list[dict[str, Any]]:

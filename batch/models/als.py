@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from batch.models.base import EmbeddingRecommender, TrainData
+from batch.models.base import EmbeddingRecommender, FitProgress, TrainData, implicit_callback
 
 WEIGHTINGS = ("none", "bm25")
 # BM25 constants of implicit's own examples: saturation K1 and length normalisation B.
@@ -74,7 +74,7 @@ class ALSRecommender(EmbeddingRecommender):
         self._user_vectors = np.zeros((0, factors), dtype=np.float32)
         self._item_vectors = np.zeros((0, factors), dtype=np.float32)
 
-    def fit(self, data: TrainData) -> Self:
+    def fit(self, data: TrainData, progress: FitProgress | None = None) -> Self:
         confidence = self.alpha * weighted_interactions(data.matrix, self.weighting)
         # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
         with threadpool_limits(1, "blas"):
@@ -86,7 +86,11 @@ class ALSRecommender(EmbeddingRecommender):
                 random_state=self.random_state,
                 num_threads=self.num_threads,
             )
-            model.fit(sp.csr_matrix(confidence, dtype=np.float32), show_progress=False)
+            model.fit(
+                sp.csr_matrix(confidence, dtype=np.float32),
+                show_progress=False,
+                callback=implicit_callback(progress, self.iterations),
+            )
         user_vectors = np.asarray(model.user_factors, dtype=np.float32)
         # A user without interactions keeps its random start under the CG solver; the exact
         # solution (and `als_fold_in` of an empty history) is the zero vector.

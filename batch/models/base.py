@@ -8,6 +8,7 @@ the user and item vectors that serving uses, and their `score` must equal
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -17,6 +18,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from batch.data import IdIndex
+
+# Called as fitting advances with (steps done, total steps), e.g. to drive a progress bar.
+FitProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -69,6 +73,10 @@ class Recommender(ABC):
 
 class EmbeddingRecommender(Recommender):
     """A model whose scores are dot products of user and item vectors."""
+
+    @abstractmethod
+    def fit(self, data: TrainData, progress: FitProgress | None = None) -> Self:
+        """Learn from `data`, reporting iterations or epochs to `progress`; returns self."""
 
     @abstractmethod
     def user_vectors(self) -> np.ndarray:
@@ -132,3 +140,12 @@ def build_train_data(
         user_features=user_features,
         now=int(ordered["ts"].max()),
     )
+
+
+def implicit_callback(progress: FitProgress | None, iterations: int) -> Any:
+    """`progress` as the per-iteration callback of an `implicit` model's fit, which it calls
+    with the iteration counted from 0, then figures that differ by model (elapsed seconds,
+    loss or sampling counts)."""
+    if progress is None:
+        return None
+    return lambda iteration, *_figures: progress(iteration + 1, iterations)

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from batch.models.base import EmbeddingRecommender, TrainData
+from batch.models.base import EmbeddingRecommender, FitProgress, TrainData, implicit_callback
 
 
 class BPRRecommender(EmbeddingRecommender):
@@ -55,7 +55,7 @@ class BPRRecommender(EmbeddingRecommender):
         self._user_vectors = np.zeros((0, factors + 1), dtype=np.float32)
         self._item_vectors = np.zeros((0, factors + 1), dtype=np.float32)
 
-    def fit(self, data: TrainData) -> Self:
+    def fit(self, data: TrainData, progress: FitProgress | None = None) -> Self:
         with threadpool_limits(1, "blas"):
             model = BayesianPersonalizedRanking(
                 factors=self.factors,
@@ -65,7 +65,11 @@ class BPRRecommender(EmbeddingRecommender):
                 random_state=self.random_state,
                 num_threads=self.num_threads,
             )
-            model.fit(sp.csr_matrix(data.matrix, dtype=np.float32), show_progress=False)
+            model.fit(
+                sp.csr_matrix(data.matrix, dtype=np.float32),
+                show_progress=False,
+                callback=implicit_callback(progress, self.iterations),
+            )
         self._user_vectors = np.asarray(model.user_factors, dtype=np.float32)
         self._item_vectors = np.asarray(model.item_factors, dtype=np.float32)
         return self

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import batch.datasets
 from batch.data import Dataset
 from batch.evaluation.cli import app, parse_models
 from batch.evaluation.names import Protocol
@@ -113,13 +112,11 @@ def test_models_option_accepts_commas_and_repeats() -> None:
 def test_cli_evaluate_writes_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loaded: list[tuple[str, Path]] = []
 
-    def load_dataset(name: str, data_dir: Path) -> Dataset:
+    def load_dataset(name: str, data_dir: Path, *, skip_malformed: bool) -> Dataset:
         loaded.append((name, data_dir))
         return tiny_dataset()
 
-    fake_module = types.ModuleType("batch.datasets")
-    fake_module.load_dataset = load_dataset  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "batch.datasets", fake_module)
+    monkeypatch.setattr(batch.datasets, "load_dataset", load_dataset)
     args = [
         "--dataset",
         "tiny",
@@ -147,3 +144,30 @@ def test_cli_rejects_unknown_models(tmp_path: Path) -> None:
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code != 0
     assert "unknown model" in outcome.output
+
+
+def test_cli_stops_at_a_malformed_row_unless_told_to_skip(tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    tiny_dataset().interactions.to_csv(csv, index=False)
+    with csv.open("a") as rows:
+        rows.write("u1,i1,not-a-time,rating,1\n")
+    bad_line = len(csv.read_text().splitlines())
+    args = ["--dataset", str(csv), "--models", "most-popular", "--json", str(tmp_path / "o.json")]
+
+    stopped = CliRunner().invoke(app, args)
+    assert stopped.exit_code == 1
+    assert f"events.csv:{bad_line}: ts 'not-a-time'" in stopped.output
+    assert not (tmp_path / "o.json").exists()
+
+    skipped = CliRunner().invoke(app, [*args, "--skip-malformed"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "1 malformed rows skipped" in skipped.output
+    assert json.loads((tmp_path / "o.json").read_text())["models"]["most-popular"]["hr@10"] >= 0
+
+
+def test_als_served_is_evaluated_with_exactly_the_served_configuration() -> None:
+    from batch.evaluation.tuning import param_grid
+    from batch.train import DEFAULT_PARAMS
+
+    assert param_grid("als-served", seed=5) == [DEFAULT_PARAMS["als"] | {"random_state": 5}]
+    assert len(param_grid("als", seed=5)) > 1  # `als` itself is tuned

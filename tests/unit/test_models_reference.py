@@ -153,6 +153,20 @@ def test_als_score_is_the_dot_product_of_its_vectors() -> None:
     assert model.item_vectors().dtype == np.float32
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        ALSRecommender(factors=8, iterations=5, num_threads=1),
+        BPRRecommender(factors=8, iterations=5, num_threads=1),
+    ],
+    ids=["als", "bpr"],
+)
+def test_fit_reports_each_iteration(model: ALSRecommender | BPRRecommender) -> None:
+    reported: list[tuple[int, int]] = []
+    model.fit(planted_data(), lambda done, total: reported.append((done, total)))
+    assert reported == [(n, 5) for n in range(1, 6)]
+
+
 @pytest.mark.parametrize("alpha", [1.0, 4.0])
 def test_fold_in_equals_implicit_recalculate_user(alpha: float) -> None:
     data = planted_data()

@@ -154,6 +154,12 @@ def test_same_seed_same_vectors_other_seed_differs(
     assert not np.array_equal(first.item_vectors(), other.item_vectors())
 
 
+def test_fit_reports_each_epoch(synthetic: tuple[TrainData, pd.DataFrame, pd.DataFrame]) -> None:
+    reported: list[tuple[int, int]] = []
+    _small_model(epochs=2).fit(synthetic[0], lambda done, total: reported.append((done, total)))
+    assert reported == [(1, 2), (2, 2)]
+
+
 def test_save_load_round_trip(model: TwoTowerRecommender, tmp_path: Path) -> None:
     path = tmp_path / "two_tower.npz"
     model.save(path)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from batch.models.base import EmbeddingRecommender, TrainData
+from batch.models.base import EmbeddingRecommender, FitProgress, TrainData
 from batch.models.two_tower.features import ItemFeatureEncoder, ItemInputs, UserFeatureEncoder
 from batch.models.two_tower.network import ItemTower, UserTower, pooling_matrix
 from batch.models.two_tower.training import (
@@ -50,8 +50,6 @@ class TwoTowerRecommender(EmbeddingRecommender):
         Hash buckets for title tokens (crc32, stable across processes).
     seed : int
         Seeds initialisation, shuffling and id-dropout; a fit is deterministic given it.
-    verbose : bool
-        Show a progress bar over epochs.
     """
 
     name = "two-tower"
@@ -70,7 +68,6 @@ class TwoTowerRecommender(EmbeddingRecommender):
         recency_decay: float = 0.8,
         hash_buckets: int = 2048,
         seed: int = 0,
-        verbose: bool = False,
     ) -> None:
         self.config = TwoTowerConfig(
             dim=dim,
@@ -86,7 +83,6 @@ class TwoTowerRecommender(EmbeddingRecommender):
             hash_buckets=hash_buckets,
             seed=seed,
         )
-        self.verbose = verbose
         self.losses: list[float] = []
         self._fitted = False
 
@@ -96,7 +92,7 @@ class TwoTowerRecommender(EmbeddingRecommender):
 
     # -- fitting -----------------------------------------------------------------------------
 
-    def fit(self, data: TrainData) -> Self:
+    def fit(self, data: TrainData, progress: FitProgress | None = None) -> Self:
         """Train both towers on `data` and compute the served user and item vectors.
 
         Parameters
@@ -132,7 +128,7 @@ class TwoTowerRecommender(EmbeddingRecommender):
                 sequences,
                 user_codes,
                 config,
-                self.verbose,
+                progress,
             )
         self._fitted = True
         self._item_vectors = self._embed_catalog()

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
-from rich.progress import Progress
 
+from batch.models.base import FitProgress
 from batch.models.two_tower.network import ItemTower, UserTower, pooling_matrix
 
 
@@ -101,9 +101,10 @@ def train(
     sequences: Sequences,
     user_codes: torch.Tensor,
     config: TwoTowerConfig,
-    verbose: bool = False,
+    progress: FitProgress | None = None,
 ) -> list[float]:
-    """Fit both towers in place; returns the mean loss of each epoch."""
+    """Fit both towers in place; returns the mean loss of each epoch (reported to `progress`
+    as epochs done of `config.epochs`)."""
     generator = torch.Generator().manual_seed(config.seed)
     n_items = len(catalog.ids)
     counts = np.bincount(sequences.items, minlength=n_items).astype(np.float64)
@@ -115,33 +116,32 @@ def train(
     item_tower.train()
     user_tower.train()
     losses: list[float] = []
-    with Progress(disable=not verbose, transient=False) as progress:
-        task = progress.add_task("two-tower", total=config.epochs)
-        for _ in range(config.epochs):
-            order = torch.randperm(len(sequences.items), generator=generator).numpy()
-            epoch_loss, steps = 0.0, 0
-            for start in range(0, len(order), config.batch_size):
-                positions = order[start : start + config.batch_size]
-                if len(positions) < 2:
-                    continue  # in-batch softmax needs at least one negative
-                loss = _batch_loss(
-                    item_tower,
-                    user_tower,
-                    catalog,
-                    sequences,
-                    user_codes,
-                    log_q,
-                    positions,
-                    config,
-                    generator,
-                )
-                optimizer.zero_grad()
-                torch.autograd.backward(loss)
-                optimizer.step()
-                epoch_loss += float(loss.detach())
-                steps += 1
-            losses.append(epoch_loss / max(steps, 1))
-            progress.update(task, advance=1, description=f"two-tower loss {losses[-1]:.3f}")
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(sequences.items), generator=generator).numpy()
+        epoch_loss, steps = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            positions = order[start : start + config.batch_size]
+            if len(positions) < 2:
+                continue  # in-batch softmax needs at least one negative
+            loss = _batch_loss(
+                item_tower,
+                user_tower,
+                catalog,
+                sequences,
+                user_codes,
+                log_q,
+                positions,
+                config,
+                generator,
+            )
+            optimizer.zero_grad()
+            torch.autograd.backward(loss)
+            optimizer.step()
+            epoch_loss += float(loss.detach())
+            steps += 1
+        losses.append(epoch_loss / max(steps, 1))
+        if progress is not None:
+            progress(epoch + 1, config.epochs)
     item_tower.eval()
     user_tower.eval()
     return losses
