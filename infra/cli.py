@@ -54,12 +54,19 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Show whether each local service runs and answers (Kafka metadata, Redis PING)."""
+    """Show whether each local service runs, where, and answers (Kafka metadata, Redis PING);
+    exits 1 unless both answer where the settings point."""
     services = LocalServices.from_settings(Settings())
     table = Table("service", "address", "pid", "healthy")
     rows = services.status()
     for row in rows:
         table.add_row(row.name, row.address, str(row.pid or "-"), "yes" if row.healthy else "no")
     console.print(table)
-    if not all(row.healthy for row in rows):
+    for row in rows:
+        if row.elsewhere:
+            console.print(
+                f"[yellow]warning:[/yellow] {row.name} runs on {row.address}, but the settings "
+                f"point at {row.configured}: run `recsys services down`, then `up` again."
+            )
+    if not all(row.healthy and not row.elsewhere for row in rows):
         raise typer.Exit(1)

@@ -1,6 +1,6 @@
 """Shared fixtures. Real services (Kafka, Redis) start once per session on free ports with the
 same code as `recsys services up`, and stop at the end. A test that needs them fails, loudly,
-if they cannot start: it is never skipped."""
+if they cannot start: it is never skipped. Every test must carry exactly one tier marker."""
 
 from __future__ import annotations
 
@@ -16,7 +16,25 @@ from infra.local.redis import RedisServer
 from recsys.clients import redis_client
 from recsys.settings import Settings
 
-CACHE_DIR = Path.home() / ".cache" / "recsys"
+# The CLI's cache (RECSYS_CACHE_DIR, else the default): Kafka's jars are resolved once for both.
+CACHE_DIR = Settings().cache_dir
+TIERS = ("unit", "integration", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a run that has a test in no tier or in several: `make unit` (-m unit) and its
+    siblings would silently leave it out, or run it in two tiers."""
+    wrong = [
+        item.nodeid
+        for item in items
+        if sum(item.get_closest_marker(tier) is not None for tier in TIERS) != 1
+    ]
+    if wrong:
+        raise pytest.UsageError(
+            f"{len(wrong)} test(s) need exactly one tier marker ({', '.join(TIERS)}), for "
+            "example `pytestmark = pytest.mark.unit` in the module: " + ", ".join(wrong[:10])
+        )
 
 
 @pytest.fixture(scope="session")

@@ -58,10 +58,11 @@ class JaegerServer:
     @property
     def process(self) -> ManagedProcess:
         return ManagedProcess(
-            name=f"Jaeger on 127.0.0.1:{self.query_http_port}",
+            name="Jaeger",
             pid_file=self.home / "jaeger.pid",
             log_file=self.home / "jaeger.log",
             marker=str(self.binary),
+            address=f"127.0.0.1:{self.query_http_port}",
         )
 
     @property

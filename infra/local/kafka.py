@@ -39,7 +39,8 @@ def resolve_jars(cache_dir: Path) -> Path:
     done = libs / ".complete"
     if done.exists():
         return libs
-    mvn = require_binary("mvn", "apt-get install -y maven (and a JDK: openjdk-17-jdk-headless)")
+    # The same packages as .ci/run installs: copying dependencies needs no compiler, a JRE will do.
+    mvn = require_binary("mvn", "apt-get install -y maven openjdk-17-jre-headless")
     libs.mkdir(parents=True, exist_ok=True)
     cmd = [
         mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
@@ -73,10 +74,11 @@ class KafkaServer:
     @property
     def process(self) -> ManagedProcess:
         return ManagedProcess(
-            name=f"Kafka on 127.0.0.1:{self.port}",
+            name="Kafka",
             pid_file=self.home / "kafka.pid",
             log_file=self.home / "kafka.log",
             marker=f"-Drecsys.kafka.home={self.home}",
+            address=self.bootstrap_servers,
         )
 
     @property
@@ -134,8 +136,11 @@ class KafkaServer:
             )
 
     def start(self, timeout_s: float = 60.0) -> bool:
-        """Start the broker unless ours already runs; False if it was already running."""
-        if self.process.pid() is not None:
+        """Start the broker unless ours already runs; False if it was already running (on this
+        port: on another one it is a ServiceError)."""
+        if self.process.already_running(
+            lambda address: f"RECSYS_KAFKA_BOOTSTRAP_SERVERS={address}"
+        ):
             return False
         for port in (self.port, self.controller_port):
             if port_is_open(port):

@@ -2,7 +2,9 @@
 
 `recsys services down` must stop only what `recsys services up` started, even from another
 shell, so ownership is recorded on disk (pid plus a marker that must appear in the process's
-command line, which guards against a recycled pid).
+command line, which guards against a recycled pid). The pid file's second line is the address
+the process was started on: the pid file's place does not depend on the port, so without it a
+changed port would go unnoticed and `up` would print settings where nothing listens.
 """
 
 from __future__ import annotations
@@ -60,27 +62,62 @@ def _alive(pid: int) -> bool:
 
 
 @dataclass(frozen=True)
+class Running:
+    """Our process as its pid file records it."""
+
+    pid: int
+    address: str | None  # None: a pid file written before addresses were recorded
+
+
+@dataclass(frozen=True)
 class ManagedProcess:
-    """One server process: its name, pid file, log file and the marker in its command line."""
+    """One server process: its name ("Kafka"), pid file, log file, the marker in its command
+    line and the address (host:port) it is configured to listen on."""
 
     name: str
     pid_file: Path
     log_file: Path
     marker: str
+    address: str | None = None
 
-    def pid(self) -> int | None:
-        """The pid of our running process, or None (a stale pid file is removed)."""
+    def running(self) -> Running | None:
+        """Our running process, or None (a stale pid file is removed)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
+            fields = self.pid_file.read_text().split()
+            pid = int(fields[0])
+        except (OSError, ValueError, IndexError):
             return None
         cmdline = _cmdline(pid)
         # An empty command line is a process between fork and exec (or a launcher re-exec):
         # still ours. A different non-empty one means the pid was recycled.
         if _alive(pid) and (not cmdline or self.marker in cmdline):
-            return pid
+            return Running(pid, fields[1] if len(fields) > 1 else None)
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def pid(self) -> int | None:
+        """The pid of our running process, or None (a stale pid file is removed)."""
+        running = self.running()
+        return None if running is None else running.pid
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} on {self.address}" if self.address else self.name
+
+    def already_running(self, keep_setting: Callable[[str], str]) -> bool:
+        """True when ours runs on the configured address. When it runs on another one, a
+        ServiceError names that address; `keep_setting(address)` is the setting that would
+        select it (for example `RECSYS_REDIS_URL=redis://127.0.0.1:6390/0`)."""
+        running = self.running()
+        if running is None:
+            return False
+        if running.address is not None and running.address != self.address:
+            raise ServiceError(
+                f"{self.name} started by recsys already runs on {running.address} "
+                f"(pid {running.pid}), not on the configured {self.address}. Stop it first with "
+                f"`recsys services down`, or keep using it: export {keep_setting(running.address)}"
+            )
+        return True
 
     def start(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -96,24 +133,33 @@ class ManagedProcess:
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(proc.pid))
+        self.pid_file.write_text(f"{proc.pid}\n{self.address or ''}\n")
         return proc.pid
 
-    def wait_ready(self, check: Callable[[], bool], timeout_s: float) -> None:
-        """Poll `check` until it passes; fail early if the process died, with its log tail."""
+    def wait_ready(
+        self, check: Callable[[], bool], timeout_s: float, stop_timeout_s: float = 10.0
+    ) -> None:
+        """Poll `check` until it passes; fail early if the process died, with its log tail.
+
+        On a time-out the process is stopped (SIGTERM, SIGKILL after `stop_timeout_s`) before
+        the error is raised: a half-started server must not hold the port and the pid file, or
+        the next `up` would take it for a running one.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise ServiceError(
-                    f"{self.name} exited during start-up. Last log lines "
+                    f"{self.title} exited during start-up. Last log lines "
                     f"({self.log_file}):\n{self.log_tail()}"
                 )
             if check():
                 return
             time.sleep(0.2)
+        self.stop(timeout_s=stop_timeout_s)
         raise ServiceError(
-            f"{self.name} did not become ready within {timeout_s:.0f} s. Last log lines "
-            f"({self.log_file}):\n{self.log_tail()}"
+            f"{self.title} did not become ready within {timeout_s:.0f} s and was stopped. "
+            f"See its log for why ({self.log_file}), fix that and start it again; last lines:"
+            f"\n{self.log_tail()}"
         )
 
     def stop(self, timeout_s: float = 20.0) -> bool:
@@ -121,16 +167,15 @@ class ManagedProcess:
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.pid() is not None:
-            _reap(pid)
-            time.sleep(0.1)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-            while self.pid() is not None:
+        if _signal(pid, signal.SIGTERM):
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.pid() is not None:
                 _reap(pid)
-                time.sleep(0.05)
+                time.sleep(0.1)
+            if self.pid() is not None and _signal(pid, signal.SIGKILL):
+                while self.pid() is not None:
+                    _reap(pid)
+                    time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -139,6 +184,16 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _signal(pid: int, signum: signal.Signals) -> bool:
+    """Send `signum`; False when the process is already gone (it exited after our check)."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        _reap(pid)
+        return False
+    return True
 
 
 def _reap(pid: int) -> None:

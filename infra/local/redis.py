@@ -19,21 +19,23 @@ class RedisServer:
     @property
     def process(self) -> ManagedProcess:
         return ManagedProcess(
-            name=f"Redis on 127.0.0.1:{self.port}",
+            name="Redis",
             pid_file=self.home / "redis.pid",
             log_file=self.home / "redis.log",
             # redis-server rewrites its process title after start-up, so only the binary's
             # name is in its command line throughout; the pid file does the rest.
             marker="redis-server",
+            address=f"127.0.0.1:{self.port}",
         )
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return url_of(f"127.0.0.1:{self.port}")
 
     def start(self, timeout_s: float = 20.0) -> bool:
-        """Start redis-server unless ours already runs; False if it was already running."""
-        if self.process.pid() is not None:
+        """Start redis-server unless ours already runs; False if it was already running (on this
+        port: on another one it is a ServiceError)."""
+        if self.process.already_running(lambda address: f"RECSYS_REDIS_URL={url_of(address)}"):
             return False
         binary = require_binary("redis-server", "apt-get install -y redis-server")
         if port_is_open(self.port):
@@ -58,6 +60,11 @@ class RedisServer:
 
     def stop(self) -> bool:
         return self.process.stop(timeout_s=10.0)
+
+
+def url_of(address: str) -> str:
+    """The RECSYS_REDIS_URL of a server on `address` (host:port)."""
+    return f"redis://{address}/0"
 
 
 def ping_ok(url: str) -> bool:

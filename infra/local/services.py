@@ -5,16 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.local.kafka import KafkaServer, metadata_ok
-from infra.local.redis import RedisServer, ping_ok
+from infra.local.process import ManagedProcess
+from infra.local.redis import RedisServer, ping_ok, url_of
 from recsys.settings import Settings
 
 
 @dataclass(frozen=True)
 class ServiceStatus:
+    """`address` is where the service runs (as recorded when it started), else where the
+    settings say it should; `configured` is always the latter."""
+
     name: str
     address: str
     pid: int | None
     healthy: bool
+    configured: str
+
+    @property
+    def elsewhere(self) -> bool:
+        """Runs, but not where the settings point: clients using them find nothing."""
+        return self.pid is not None and self.address != self.configured
 
 
 @dataclass(frozen=True)
@@ -52,19 +62,20 @@ class LocalServices:
         return {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
 
     def status(self) -> list[ServiceStatus]:
-        kafka_pid, redis_pid = self.kafka.process.pid(), self.redis.process.pid()
+        kafka_pid, kafka_at = _running_at(self.kafka.process)
+        kafka = kafka_at or self.kafka.bootstrap_servers
+        redis_pid, redis_at = _running_at(self.redis.process)
+        redis = url_of(redis_at) if redis_at else self.redis.url
         return [
             ServiceStatus(
                 "kafka",
-                self.kafka.bootstrap_servers,
+                kafka,
                 kafka_pid,
-                kafka_pid is not None and metadata_ok(self.kafka.bootstrap_servers),
+                kafka_pid is not None and metadata_ok(kafka),
+                self.kafka.bootstrap_servers,
             ),
             ServiceStatus(
-                "redis",
-                self.redis.url,
-                redis_pid,
-                redis_pid is not None and ping_ok(self.redis.url),
+                "redis", redis, redis_pid, redis_pid is not None and ping_ok(redis), self.redis.url
             ),
         ]
 
@@ -74,3 +85,8 @@ class LocalServices:
             "RECSYS_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
             "RECSYS_REDIS_URL": self.redis.url,
         }
+
+
+def _running_at(process: ManagedProcess) -> tuple[int | None, str | None]:
+    running = process.running()
+    return (None, None) if running is None else (running.pid, running.address)

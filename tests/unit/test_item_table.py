@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from api.item_table import ItemTable
 from recsys.vectors import PointScore, point_uuid
+
+pytestmark = pytest.mark.unit
 
 
 def table(item_ids: list[str]) -> ItemTable:
