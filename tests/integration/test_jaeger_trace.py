@@ -255,12 +255,12 @@ async def test_one_event_is_one_trace_across_api_kafka_and_worker(
     assert apply is not None
     assert set(found.services.values()) >= {"recsys-api", "recsys-worker"}
 
-    # The Kafka hop: the worker's span continues the context the API put in the message's
-    # headers when it published. Its parent is the API span that was current at publish time
-    # (a producer span, the endpoint span or the request span itself), and walking up from it
-    # reaches the request's server span. (FastAPI 0.16x adds its own server span and endpoint
-    # spans beside the API's middleware span, so there may be two "POST /events" spans: the
-    # walk accepts either.)
+    # The Kafka hop: the worker's consumer span continues the context the API put in the
+    # message's headers, which is that of the API's producer span around the send
+    # (api/publisher.py), so the producer span is its parent. Walking up from the producer span
+    # reaches the request's server span (through FastAPI's `fastapi.endpoint` span). (FastAPI
+    # 0.16x also adds a server span of its own beside the API's middleware span, so there may be
+    # two "POST /events" spans: the walk accepts whichever it reaches.)
     publisher = found.by_id(parent_id(process))
     assert publisher is not None, f"the worker's span has no parent in the API: {found.outline()}"
     assert found.service(publisher) == "recsys-api"
