@@ -4,16 +4,25 @@ images, no inline secrets, and only real settings."""
 
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
+from starlette.routing import Match
 
+from api.cli import serve_command
+from api.main import create_app
 from recsys.settings import Settings
+from streams.cli import worker_command
+from tests.unit.test_docs import deployment_variables, environment_reads, settings_variables
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +37,9 @@ ONE_SHOTS = {"kafka-init", "train"}
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|API_KEY|TOKEN|CREDENTIAL)", re.I)
 # A value that only interpolates a variable, with an optional default: ${NAME} or ${NAME:-x}.
 FROM_VARIABLE = re.compile(r"^\$\{[A-Z0-9_]+(:?-[^}]*)?\}$")
+# What Compose substitutes in a value: ${NAME}, ${NAME:-default}, ${NAME?err}, ... or $NAME.
+INTERPOLATION = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
+PROBED_URL = re.compile(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/[^'\"\s]*)")
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +113,7 @@ def test_dependencies_wait_for_health_or_completion(services: dict[str, Any]) ->
             condition = spec["condition"]
             if dependency in ONE_SHOTS:
                 assert condition == "service_completed_successfully", (name, dependency)
-            elif dependency != "jaeger":  # tracing is best effort: the exporter retries
+            else:
                 assert condition == "service_healthy", (name, dependency)
                 assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
     for name in ("api", "worker"):
@@ -109,8 +121,117 @@ def test_dependencies_wait_for_health_or_completion(services: dict[str, Any]) ->
 
 
 def test_long_running_services_have_healthchecks(services: dict[str, Any]) -> None:
-    for name in ("kafka", "redis", "qdrant", "api", "worker", "prometheus", "grafana"):
+    for name in ("kafka", "redis", "qdrant", "jaeger", "api", "worker", "prometheus", "grafana"):
         assert "healthcheck" in services[name], name
+        assert not services[name]["healthcheck"].get("disable"), name
+
+
+def test_jaeger_is_probed_where_its_config_serves_health(services: dict[str, Any]) -> None:
+    """The healthcheck asks the healthcheckv2 extension of infra/jaeger/config.yaml, on the
+    port it listens on by default (compose sets no JAEGER_HEALTH_PORT)."""
+    config = yaml.safe_load((ROOT / "infra" / "jaeger" / "config.yaml").read_text())
+    assert "healthcheckv2" in config["service"]["extensions"]
+    extension = config["extensions"]["healthcheckv2"]
+    assert extension["use_v2"] is True
+    default_port = re.search(r"JAEGER_HEALTH_PORT:-(\d+)", extension["http"]["endpoint"])
+    assert default_port is not None
+    path = extension["http"].get("status", {}).get("path", "/status")  # the extension's default
+    jaeger = services["jaeger"]
+    assert "JAEGER_HEALTH_PORT" not in jaeger.get("environment", {})
+    probe = PROBED_URL.search(" ".join(jaeger["healthcheck"]["test"]))
+    assert probe is not None
+    assert probe.groups() == (default_port.group(1), path)
+
+
+def own_services(services: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The services built from the project's Dockerfile, so inheriting its HEALTHCHECK."""
+    for name, service in services.items():
+        if "build" in service:
+            yield name, service
+
+
+def dockerfile_instruction(keyword: str) -> str:
+    """The last such instruction of the Dockerfile, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    found = re.findall(rf"^{keyword} (.*)$", text, re.M)
+    assert found, f"the Dockerfile has no {keyword}"
+    return str(found[-1])
+
+
+def probe(service: dict[str, Any]) -> tuple[int, str] | None:
+    """(port, path) the container's effective healthcheck requests; None when disabled. A
+    service without its own test inherits the Dockerfile's HEALTHCHECK."""
+    healthcheck = service.get("healthcheck") or {}
+    if healthcheck.get("disable") or healthcheck.get("test") in (["NONE"], "NONE"):
+        return None
+    test = healthcheck.get("test") or dockerfile_instruction("HEALTHCHECK")
+    test = test if isinstance(test, str) else " ".join(map(str, test))
+    url = PROBED_URL.search(test)
+    assert url is not None, f"no http://127.0.0.1:PORT/PATH in the healthcheck {test!r}"
+    return int(url.group(1)), url.group(2)
+
+
+def api_answers_get(path: str) -> bool:
+    """Whether one of the API's routes answers GET on this path (the app is only built)."""
+    app = create_app(Settings())
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
+    return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
+
+# The project's commands that serve HTTP: the command function (for its default port), its
+# port parameter, and what answers GET there. The worker's only page is /metrics
+# (streams/app.py).
+SERVERS: dict[str, tuple[Callable[..., Any], str, Callable[[str], bool]]] = {
+    "serve": (serve_command, "port", api_answers_get),
+    "worker": (worker_command, "web_port", lambda path: path == "/metrics"),
+}
+
+
+def served(command: list[str]) -> tuple[int, Callable[[str], bool]] | None:
+    """(port, whether a path is answered there) if the command serves HTTP, else None."""
+    if command[:1] != ["recsys"] or len(command) < 2 or command[1] not in SERVERS:
+        return None
+    function, parameter, answers = SERVERS[command[1]]
+    option = "--" + parameter.replace("_", "-")
+    port = inspect.signature(function).parameters[parameter].default
+    if option in command:
+        port = command[command.index(option) + 1]
+    return int(port), answers
+
+
+def healthcheck_problems(services: dict[str, Any]) -> list[str]:
+    """A container built from the project's image probes what its command serves, or has its
+    healthcheck disabled if it serves nothing; a server never goes unchecked."""
+    default_command = json.loads(dockerfile_instruction("CMD"))
+    problems = []
+    for name, service in own_services(services):
+        command = [str(part) for part in service.get("command") or default_command]
+        probed, serving = probe(service), served(command)
+        if probed is None and serving is not None:
+            problems.append(f"{name}: serves HTTP on {serving[0]} but its healthcheck is off")
+        elif probed is not None and serving is None:
+            problems.append(f"{name}: probes {probed} but `{' '.join(command)}` serves no HTTP")
+        elif probed is not None and serving is not None:
+            port, answers = serving
+            if probed[0] != port or not answers(probed[1]):
+                problems.append(f"{name}: probes {probed}, not a path it serves on port {port}")
+    return problems
+
+
+def test_project_containers_probe_what_they_serve(services: dict[str, Any]) -> None:
+    assert {name for name, _ in own_services(services)} == OWN_SERVICES
+    assert healthcheck_problems(services) == []
+
+
+def test_the_probe_check_catches_an_inherited_healthcheck(services: dict[str, Any]) -> None:
+    broken = copy.deepcopy(services)
+    del broken["train"]["healthcheck"]  # would inherit the API's probe on :8000
+    broken["api"]["healthcheck"] = {"disable": True}
+    broken["worker"]["healthcheck"]["test"] = [
+        "CMD", "python", "-c", "urlopen('http://127.0.0.1:6066/health/live')"
+    ]  # fmt: skip
+    problems = healthcheck_problems(broken)
+    assert [problem.split(":")[0] for problem in problems] == ["api", "worker", "train"], problems
 
 
 def test_the_worker_scales(services: dict[str, Any]) -> None:
@@ -181,6 +302,50 @@ def test_every_setting_is_set_in_compose_or_documented(services: dict[str, Any])
         if variable not in in_compose and variable not in README
     ]
     assert missing == []
+
+
+def interpolated(value: Any) -> set[str]:
+    """Every variable Compose substitutes somewhere in a loaded compose file (`$$` is a literal
+    dollar sign, not a substitution)."""
+    if isinstance(value, dict):
+        return set().union(*map(interpolated, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(interpolated, value)) if value else set()
+    if isinstance(value, str):
+        return {a or b for a, b in INTERPOLATION.findall(value.replace("$$", ""))}
+    return set()
+
+
+def undocumented_variables(compose: dict[str, Any]) -> list[str]:
+    """Variables the file interpolates or sets for the project's containers that are neither
+    a setting nor in the README's table of deployment variables."""
+    used = interpolated(compose)
+    for _, service in own_services(compose["services"]):
+        used |= set(service.get("environment") or {})
+    return sorted(used - settings_variables() - deployment_variables())
+
+
+def test_every_variable_compose_uses_is_documented(compose: dict[str, Any]) -> None:
+    assert {"RECSYS_IMAGE_TAG", "GRAFANA_ADMIN_USER", "RECSYS_API_KEY"} <= interpolated(compose)
+    assert "topic" not in interpolated(compose)  # $$topic is the shell's, not Compose's
+    assert undocumented_variables(compose) == []
+
+
+def test_the_documentation_check_catches_an_undocumented_variable(
+    compose: dict[str, Any],
+) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["worker"]["environment"]["WORKER_EXTRA"] = "1"
+    broken["services"]["grafana"]["environment"]["GF_X"] = "$UNDOCUMENTED_A"
+    broken["services"]["train"]["command"].append("${UNDOCUMENTED_B:-x}")
+    assert undocumented_variables(broken) == ["UNDOCUMENTED_A", "UNDOCUMENTED_B", "WORKER_EXTRA"]
+
+
+def test_every_deployment_variable_is_used(compose: dict[str, Any]) -> None:
+    """The README's table lists nothing stale: each variable is interpolated by the compose
+    file or read by the app's code."""
+    stale = deployment_variables() - interpolated(compose) - environment_reads().keys()
+    assert stale == set()
 
 
 def test_the_settings_the_containers_need_are_set_and_parse(
