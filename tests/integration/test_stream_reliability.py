@@ -21,6 +21,7 @@ from infra.local.redis import RedisServer
 from recsys.clients import ensure_topics, redis_client
 from recsys.settings import Settings
 from streams.worker_process import WorkerProcess, wait_until
+from tests.conftest import CACHE_DIR
 from tests.integration.test_stream_worker import (
     FULL_HISTORY,
     all_applied,
@@ -90,7 +91,7 @@ def own_services(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[KafkaServer, RedisServer]]:
     home = tmp_path_factory.mktemp("own-services")
-    kafka = KafkaServer(home / "kafka", free_port(), free_port(), Path.home() / ".cache" / "recsys")
+    kafka = KafkaServer(home / "kafka", free_port(), free_port(), CACHE_DIR)
     redis_server = RedisServer(home / "redis", free_port(), appendonly=True)
     kafka.start()
     redis_server.start()
