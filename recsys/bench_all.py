@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("evaluate", "train", "stream", "freshness", "api", "replay")
+SECTIONS = ("evaluate", "evaluate-synthetic", "train", "stream", "freshness", "api", "replay")
 SYNTHETIC_10M = "synthetic:users=1000000,items=50000,events=10000000,seed=7"
+# Small enough for every model, two-tower and its grid included, in a few minutes per protocol.
+SYNTHETIC_EVALUATION = "synthetic:users=5000,items=1000,events=100000,seed=7"
 
 
 class BenchAllError(RuntimeError):
@@ -51,6 +53,13 @@ def plan(data_dir: Path, out: Path) -> list[Step]:
                           *data, *files("evaluate-ml-100k-p2")), out / "evaluate-ml-100k-p2.json"),
         Step("evaluate", ("evaluate", "--dataset", "ml-100k", "--protocol", "temporal", *data,
                           *files("evaluate-ml-100k-p1")), out / "evaluate-ml-100k-p1.json"),
+        *(
+            Step("evaluate-synthetic",
+                 ("evaluate", "--dataset", SYNTHETIC_EVALUATION, "--protocol", protocol,
+                  *files(f"evaluate-synthetic-{short}")),
+                 out / f"evaluate-synthetic-{short}.json")
+            for protocol, short in (("leave-last-out", "p2"), ("temporal", "p1"))
+        ),
         Step("train", ("train", "--dataset", "ml-100k", *data, "--json",
                        str(out / "train-ml-100k.json")), out / "train-ml-100k.json", True),
         Step("train", ("train", "--dataset", SYNTHETIC_10M, "--json",
@@ -158,7 +167,7 @@ def render_section(section: str, steps: list[Step], out: Path, root: Path) -> st
             f"({machine['cpu']}), {machine['memory_gib']} GiB, Python {machine['python']}.",
             "",
         ]
-    if section == "evaluate":
+    if section.startswith("evaluate"):
         parts += [_evaluate_table(r) + "\n" for r in results]
     elif section == "train":
         parts.append(_train_table(results))

@@ -167,8 +167,8 @@ def all_benchmarks(
     only: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run (or render) only these sections (repeat): evaluate, train, stream, "
-            "freshness, api, replay."
+            help="Run (or render) only these sections (repeat): evaluate, evaluate-synthetic, "
+            "train, stream, freshness, api, replay."
         ),
     ] = None,
     render_only: Annotated[
