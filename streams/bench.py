@@ -10,7 +10,9 @@ the worker's cost does not depend on what the vectors mean.
    user; Redis keyspace notifications tell when each user's state is written. Freshness is
    that moment minus the moment just before the event was sent.
 3. Memory: MEMORY USAGE of the per-user keys of a sample of the users from step 1.
-4. Throughput vs offered rate: short fixed-rate runs like step 2 at rising rates; the applied
+4. Faust's own ceiling: the same backlog drained by the worker's agent with a processor that
+   applies nothing (`streams.noop_drain`), in a consumer group of its own.
+5. Throughput vs offered rate: short fixed-rate runs like step 2 at rising rates; the applied
    rate is the events observed over the time from the first send to the last state write.
 """
 
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -32,7 +37,7 @@ import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
 from recsys import keys
-from recsys.benchmarks import bench_services
+from recsys.benchmarks import bench_services, service_env
 from recsys.clients import ensure_topics, kafka_producer, redis_client
 from recsys.model_registry import as_bytes
 from recsys.settings import Settings
@@ -151,6 +156,24 @@ async def _drain(worker: WorkerProcess, total: int, timeout_s: float) -> dict[st
     return {"events_per_s": rate, "seconds": elapsed, "series": series}
 
 
+async def _faust_ceiling(settings: Settings, events: int, work_dir: Path) -> dict[str, Any]:
+    """The same backlog drained by the worker's agent with a no-op processor (its own consumer
+    group): Faust's own ceiling on this machine. See `streams.noop_drain`."""
+    out = work_dir / "noop-drain.json"
+    log = work_dir / "noop-drain.log"
+    argv = [sys.executable, "-m", "streams.noop_drain", "--events", str(events), "--out", str(out),
+            "--group-id", f"noop-{uuid.uuid4().hex[:8]}"]  # fmt: skip
+    with log.open("wb") as sink:
+        completed = await asyncio.to_thread(
+            subprocess.run, argv, env=service_env(settings), stdout=sink,
+            stderr=subprocess.STDOUT, timeout=600, check=False,
+        )  # fmt: skip
+    if completed.returncode != 0 or not out.exists():
+        raise RuntimeError(f"the no-op drain failed (exit {completed.returncode}); see {log}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
 async def _freshness(
     settings: Settings, redis: aioredis.Redis, config: StreamBenchConfig
 ) -> dict[str, Any]:
@@ -253,6 +276,7 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
     try:
         throughput = await _drain(worker, config.events, timeout_s=600)
         memory = await _memory(redis, config)
+        ceiling = await _faust_ceiling(settings, config.events, work_dir)
         freshness = await _freshness(settings, redis, config)
         sweep = [
             await _freshness(
@@ -272,6 +296,7 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         "config": config.__dict__,
         "producer_events_per_s": producer_rate,
         "throughput": throughput,
+        "faust_noop_drain": ceiling,
         "freshness": freshness,
         "sweep": sweep,
         "memory": memory,

@@ -1,0 +1,69 @@
+"""`python -m streams.noop_drain`: how fast Faust alone drains a backlog on this machine.
+
+`recsys bench stream` runs this after the real worker has drained its backlog, with a consumer
+group of its own over the same events. The app and agent are the worker's own (same topics,
+batching and acknowledgements); only the processor is replaced by one that counts and applies
+nothing. Its rate is the ceiling that any processing can reach in one worker process here, so
+the benchmark can say how much of the worker's time is Faust's and how much is ours.
+
+Settings come from the environment, as for `recsys worker`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.local.process import free_port
+from recsys.settings import Settings
+from streams.app import WorkerOptions, create_app
+
+
+class CountingProcessor:
+    """Counts messages; writes the rate to `out` and ends the process after `total`."""
+
+    def __init__(self, total: int, out: Path) -> None:
+        self.total = total
+        self.out = out
+        self.done = 0
+        self.first_at: float | None = None
+        self.first_batch = 0
+
+    async def process(self, messages: list[Any]) -> None:
+        now = time.perf_counter()
+        if self.first_at is None:
+            # Timed from the first batch, like the worker's own drain: its events do not count.
+            self.first_at, self.first_batch = now, len(messages)
+        self.done += len(messages)
+        if self.done >= self.total:
+            seconds = now - self.first_at
+            rate = (self.done - self.first_batch) / seconds if seconds > 0 else float("nan")
+            self.out.write_text(json.dumps({"events": self.done, "seconds": seconds,
+                                            "events_per_s": rate}))  # fmt: skip
+            # A throwaway consumer group needs no clean leave, and exiting at once keeps
+            # Faust's shutdown out of the measurement.
+            os._exit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group-id", required=True)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    app = create_app(
+        Settings(),
+        WorkerOptions(group_id=args.group_id, web_port=free_port()),
+        processor=CountingProcessor(args.events, args.out),
+    )
+    from faust import Worker
+
+    Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
