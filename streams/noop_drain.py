@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,23 @@ from streams.app import WorkerOptions, create_app
 class CountingProcessor:
     """Counts messages; writes the rate to `out` and ends the process after `total`."""
 
-    def __init__(self, total: int, out: Path) -> None:
+    def __init__(
+        self,
+        total: int,
+        out: Path,
+        clock: Callable[[], float] = time.perf_counter,
+        exit_process: Callable[[int], Any] = os._exit,
+    ) -> None:
         self.total = total
         self.out = out
+        self.clock = clock
+        self.exit_process = exit_process
         self.done = 0
         self.first_at: float | None = None
         self.first_batch = 0
 
     async def process(self, messages: list[Any]) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         if self.first_at is None:
             # Timed from the first batch, like the worker's own drain: its events do not count.
             self.first_at, self.first_batch = now, len(messages)
@@ -46,7 +55,7 @@ class CountingProcessor:
                                             "events_per_s": rate}))  # fmt: skip
             # A throwaway consumer group needs no clean leave, and exiting at once keeps
             # Faust's shutdown out of the measurement.
-            os._exit(0)
+            self.exit_process(0)
 
 
 def main() -> None:

@@ -21,14 +21,12 @@ def _raise_exited(code: int) -> None:
     raise ExitCalledError(code)
 
 
-async def test_counts_to_the_total_then_writes_the_rate_and_exits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(noop_drain.os, "_exit", _raise_exited)
+async def test_counts_to_the_total_then_writes_the_rate_and_exits(tmp_path: Path) -> None:
     clock = iter([10.0, 10.5, 12.0])
-    monkeypatch.setattr(noop_drain.time, "perf_counter", lambda: next(clock))
     out = tmp_path / "drain.json"
-    processor = noop_drain.CountingProcessor(total=250, out=out)
+    processor = noop_drain.CountingProcessor(
+        total=250, out=out, clock=lambda: next(clock), exit_process=_raise_exited
+    )
 
     await processor.process([object()] * 100)
     await processor.process([object()] * 100)
