@@ -52,7 +52,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True for a running process; False for a gone one or a zombie awaiting its parent."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -90,7 +90,7 @@ class ManagedProcess:
         cmdline = _cmdline(pid)
         # An empty command line is a process between fork and exec (or a launcher re-exec):
         # still ours. A different non-empty one means the pid was recycled.
-        if _alive(pid) and (not cmdline or self.marker in cmdline):
+        if pid_alive(pid) and (not cmdline or self.marker in cmdline):
             return Running(pid, fields[1] if len(fields) > 1 else None)
         self.pid_file.unlink(missing_ok=True)
         return None

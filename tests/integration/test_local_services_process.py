@@ -9,20 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.process import ManagedProcess, ServiceError
+from infra.local.process import ManagedProcess, ServiceError, pid_alive
 
 pytestmark = pytest.mark.integration
 
 SLEEPER = "import time; time.sleep(60)"
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in {"Z", "X"}
 
 
 @pytest.mark.parametrize("code", [SLEEPER, STUBBORN], ids=["obeys-sigterm", "ignores-sigterm"])
@@ -42,12 +34,12 @@ def test_a_server_that_never_becomes_ready_is_stopped(tmp_path: Path, code: str)
         with pytest.raises(ServiceError) as error:
             process.wait_ready(lambda: False, timeout_s=0.5, stop_timeout_s=0.5)
         assert time.monotonic() - started < 5
-        assert not _alive(pid)
+        assert not pid_alive(pid)
         assert not process.pid_file.exists()
         message = str(error.value)
         assert "did not become ready" in message
         assert "was stopped" in message
         assert str(process.log_file) in message
     finally:
-        if _alive(pid):  # only when the assertions above failed
+        if pid_alive(pid):  # only when the assertions above failed
             process.stop(timeout_s=1.0)

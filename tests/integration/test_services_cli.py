@@ -9,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.process import free_port, port_is_open
+from infra.local.process import free_port, pid_alive, port_is_open
 from infra.local.services import LocalServices
 from recsys.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 RECSYS = [sys.executable, "-m", "recsys"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in {"Z", "X"}
 
 
 def test_services_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -55,7 +47,7 @@ def test_services_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
             f"127.0.0.1:{kafka_port}",
             f"127.0.0.1:{redis_port}",
         ]
-        assert all(_alive(pid) for pid in pids)
+        assert all(pid_alive(pid) for pid in pids)
 
         again = run("up")  # harmless the second time
         assert again.returncode == 0, again.stdout + again.stderr
@@ -68,7 +60,7 @@ def test_services_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
         down = run("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "kafka: stopped" in down.stdout
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert run("status").returncode == 1  # nothing healthy any more
 
     # Re-using the formatted data dir works: a second life of the same services.
@@ -143,6 +135,6 @@ def test_up_after_a_port_change_names_the_port_in_use(tmp_path: Path) -> None:
         down = run("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "redis: stopped" in down.stdout
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert not old.redis.process.pid_file.exists()
     assert not port_is_open(old_port)

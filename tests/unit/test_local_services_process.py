@@ -66,7 +66,7 @@ def test_a_process_gone_between_the_check_and_the_signal_counts_as_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The pid check sees it alive; by the time of os.kill it has exited (ProcessLookupError).
-    monkeypatch.setattr(process_module, "_alive", lambda pid: True)
+    monkeypatch.setattr(process_module, "pid_alive", lambda pid: True)
     process = managed(tmp_path)
     process.pid_file.write_text(f"{NO_SUCH_PID}\n127.0.0.1:6390\n")
     assert process.stop(timeout_s=0.2)
