@@ -63,18 +63,6 @@ def figures_table(result: dict[str, Any]) -> str:
             f"**{throughput['events_per_s']:,.0f} events/s**",
             ">= 10,000",
         ),
-        *(
-            [
-                (
-                    "Faust's own ceiling: the same backlog drained by the worker's agent with a "
-                    "processor that applies nothing",
-                    f"{ceiling['events_per_s']:,.0f} events/s",
-                    "",
-                )
-            ]
-            if (ceiling := result.get("faust_noop_drain"))
-            else []
-        ),
         (
             f"freshness p50 / p95 / p99 / max, {fresh['offered_rate']:,} events/s offered "
             f"({fresh['achieved_rate']:,.0f} achieved)",
@@ -113,6 +101,13 @@ def figures_table(result: dict[str, Any]) -> str:
                 "",
             )
         )
+    if ceiling := result.get("faust_noop_drain"):  # absent from runs before it was measured
+        rows.insert(1, (
+            "Faust's own ceiling: the same backlog drained by the worker's agent with a "
+            "processor that applies nothing",
+            f"{ceiling['events_per_s']:,.0f} events/s",
+            "",
+        ))  # fmt: skip
     lines = ["| figure | value | target |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
