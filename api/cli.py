@@ -26,7 +26,7 @@ def serve_command(
     settings = Settings()
     with _metrics_shared_by(workers):
         uvicorn.run(
-            "api.main:create_app",
+            "api.main:create_served_app",
             factory=True,
             host=host,
             port=port,

@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from recsys import keys
+from recsys.heap import freeze_long_lived
 from recsys.model_registry import as_bytes, vector_from_bytes
 from recsys.vectors import PointScore, point_uuid
 
@@ -142,6 +143,7 @@ class ItemTables:
         self._tables[version] = table
         while len(self._tables) > self._keep:
             del self._tables[next(iter(self._tables))]
+        freeze_long_lived()  # the table lives as long as its version is served
         log.info(
             "item table of version %s loaded: %d items in %.0f ms",
             version,

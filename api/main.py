@@ -17,6 +17,7 @@ from api.openapi import install_openapi
 from api.routes import events, health, items, recommend, users
 from api.services import VectorIndexFactory, open_services
 from api.telemetry import BodyLimitMiddleware, ObservabilityMiddleware, api_tracer
+from recsys.heap import freeze_long_lived, tune_for_long_running_process
 from recsys.settings import Settings
 from recsys.vectors import open_vector_index
 
@@ -39,6 +40,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings, tracer, vector_index_factory) as services:
             app.state.services = services
+            freeze_long_lived()
             yield
 
     app = FastAPI(title="recsys API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
@@ -58,6 +60,13 @@ def create_app(
     app.add_middleware(ObservabilityMiddleware, tracer=tracer)
     install_openapi(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app as `recsys serve` runs it, in each uvicorn worker process: with the garbage
+    collector tuned for a long-running process (see `recsys.heap`)."""
+    tune_for_long_running_process(raise_young_threshold=False)
+    return create_app()
 
 
 async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:

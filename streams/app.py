@@ -15,6 +15,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recsys.clients import redis_client
+from recsys.heap import tune_for_long_running_process
 from recsys.settings import Settings
 from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
 from streams.applier import UpdateConfig
@@ -28,6 +29,13 @@ class WorkerOptions:
     web_host: str = "127.0.0.1"
     session_timeout_s: float = 10.0
     model_refresh_s: float = 5.0
+
+
+def run_worker(app: faust.App, loglevel: str) -> None:
+    """Run `app` in this process until it is stopped, as `recsys worker` does."""
+    # A worker drains events for hours: keep its long-lived heap out of the collector's scans.
+    tune_for_long_running_process(raise_young_threshold=True)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 def create_app(

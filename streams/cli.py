@@ -47,9 +47,7 @@ def worker_command(
     (ema or fold-in).
     """
     # Imported here so that `recsys --help` and the other commands start fast.
-    from faust import Worker
-
-    from streams.app import WorkerOptions, create_app
+    from streams.app import WorkerOptions, create_app, run_worker
 
     settings = Settings()
     try:
@@ -71,8 +69,7 @@ def worker_command(
     )
     app = create_app(settings, options)
 
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
-    worker.execute_from_commandline()
+    run_worker(app, loglevel=settings.log_level.lower())
 
 
 def simulate_command(

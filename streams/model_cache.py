@@ -14,6 +14,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from recsys import keys
+from recsys.heap import freeze_long_lived
 from recsys.model_registry import (
     ModelMeta,
     active_version,
@@ -95,4 +96,5 @@ class ModelCache:
                 self._model = None
             elif self._model is None or self._model.version != version:
                 self._model = await load_model(self.redis, version) or self._model
+                freeze_long_lived()  # the model lives until the next version
         return self._model

@@ -21,7 +21,7 @@ from typing import Any
 
 from infra.local.process import free_port
 from recsys.settings import Settings
-from streams.app import WorkerOptions, create_app
+from streams.app import WorkerOptions, create_app, run_worker
 
 
 class CountingProcessor:
@@ -69,9 +69,7 @@ def main() -> None:
         WorkerOptions(group_id=args.group_id, web_port=free_port()),
         processor=CountingProcessor(args.events, args.out),
     )
-    from faust import Worker
-
-    Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    run_worker(app, loglevel="warning")
 
 
 if __name__ == "__main__":
