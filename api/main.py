@@ -43,7 +43,17 @@ def create_app(
             freeze_long_lived()
             yield
 
-    app = FastAPI(title="recsys API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="recsys API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # ObservabilityMiddleware owns request spans and metrics (documented names, route
+        # templates as labels). FastAPI's native telemetry, on whenever a tracer provider is
+        # installed, would add a second server span per request, in a trace of its own for a
+        # request without `traceparent`, plus spans around dependency resolution.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     for module in (recommend, items, users, events, health):
         app.include_router(module.router)
     app.add_exception_handler(BackendUnavailableError, _backend_unavailable)
