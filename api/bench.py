@@ -42,6 +42,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from infra.local.process import process_cpu_seconds
+from recsys.benchmarks import redis_cpu_seconds
+
 WRK_INSTALL_HINT = (
     "`wrk` was not found on PATH; the saturation runs need it. Install it with "
     "`sudo apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)."
@@ -51,7 +54,6 @@ ML100K_USERS = 943  # ml-100k's user ids are "1".."943"
 READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 15.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -464,15 +466,6 @@ def run_wrk(
 # --- The server under test ------------------------------------------------------------------
 
 
-def _proc_cpu_s(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
 def _descendants(root: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -537,7 +530,7 @@ class ServerProcess:
         """CPU seconds of the server and its worker processes so far."""
         if self.proc is None:
             return 0.0
-        return sum(_proc_cpu_s(pid) for pid in _descendants(self.proc.pid))
+        return sum(process_cpu_seconds(pid) for pid in _descendants(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -567,27 +560,16 @@ def serving(env: dict[str, str], workers: int, log_dir: Path) -> Iterator[Server
 # --- The whole run --------------------------------------------------------------------------
 
 
-def _redis_cpu_s(redis_url: str) -> float:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        info = client.info("cpu")
-    finally:
-        client.close()
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-
 @contextlib.contextmanager
 def _cpu_meter(server: ServerProcess, redis_url: str) -> Iterator[dict[str, float]]:
     """CPU seconds the server and Redis used inside the block, and the wall time."""
     figures: dict[str, float] = {}
-    server_before, redis_before = server.cpu_s(), _redis_cpu_s(redis_url)
+    server_before, redis_before = server.cpu_s(), redis_cpu_seconds(redis_url)
     started = time.perf_counter()
     yield figures
     figures["wall_s"] = time.perf_counter() - started
     figures["server_cpu_s"] = server.cpu_s() - server_before
-    figures["redis_cpu_s"] = _redis_cpu_s(redis_url) - redis_before
+    figures["redis_cpu_s"] = redis_cpu_seconds(redis_url) - redis_before
 
 
 def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -> dict[str, Any]:

@@ -89,6 +89,18 @@ def bench_services(use_running: bool, prefix: str) -> Iterator[tuple[Settings, P
             services.down()
 
 
+def redis_cpu_seconds(redis_url: str) -> float:
+    """CPU seconds the Redis server has used so far (INFO cpu: works for a remote one too)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a `recsys serve` / `recsys worker` child that must use exactly the
     services of `settings` (the parent's own RECSYS_ variables are dropped)."""

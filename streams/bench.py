@@ -10,8 +10,11 @@ the worker's cost does not depend on what the vectors mean.
    user; Redis keyspace notifications tell when each user's state is written. Freshness is
    that moment minus the moment just before the event was sent.
 3. Memory: MEMORY USAGE of the per-user keys of a sample of the users from step 1.
+   Meanwhile the CPU time of the worker, Redis and Kafka is read (/proc, INFO cpu), per
+   applied event: all three share the machine's cores.
 4. Faust's own ceiling: the same backlog drained by the worker's agent with a processor that
-   applies nothing (`streams.noop_drain`), in a consumer group of its own.
+   applies nothing (`streams.noop_drain`), in a consumer group of its own; with its CPU time
+   per event.
 5. Throughput vs offered rate: short fixed-rate runs like step 2 at rising rates; the applied
    rate is the events observed over the time from the first send to the last state write.
 """
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +40,9 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
+from infra.local.process import process_cpu_seconds
 from recsys import keys
-from recsys.benchmarks import bench_services, service_env
+from recsys.benchmarks import bench_services, redis_cpu_seconds, service_env
 from recsys.clients import ensure_topics, kafka_producer, redis_client
 from recsys.model_registry import as_bytes
 from recsys.settings import Settings
@@ -130,16 +135,39 @@ def _applied(worker: WorkerProcess) -> float:
         return 0.0
 
 
-async def _drain(worker: WorkerProcess, total: int, timeout_s: float) -> dict[str, Any]:
-    """Watch the worker drain the backlog; returns the rate and a time series."""
+def _cpu_counters(settings: Settings, worker: WorkerProcess) -> dict[str, Callable[[], float]]:
+    """CPU-seconds counters of the processes that share the machine while the worker drains:
+    the worker, Redis and (when it is a local one whose pid we know) Kafka."""
+    from infra.local.services import LocalServices
+
+    assert worker.proc is not None
+    worker_pid = worker.proc.pid
+    counters = {
+        "worker": lambda: process_cpu_seconds(worker_pid),
+        "redis": lambda: redis_cpu_seconds(settings.redis_url),
+    }
+    kafka_pid = LocalServices.from_settings(settings).kafka.process.pid()
+    if kafka_pid is not None:
+        counters["kafka"] = lambda: process_cpu_seconds(kafka_pid)
+    return counters
+
+
+async def _drain(
+    worker: WorkerProcess, total: int, timeout_s: float, cpu: dict[str, Callable[[], float]]
+) -> dict[str, Any]:
+    """Watch the worker drain the backlog; returns the rate, a time series and the CPU time
+    each process of `cpu` spent per event meanwhile."""
     series: list[tuple[float, float]] = []
     first_at: float | None = None
+    cpu_at_first: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = _applied(worker)
         now = time.monotonic()
         if done > 0 and first_at is None:
             first_at = now
+            # From the first applied events on: the worker's start-up is not its per-event cost.
+            cpu_at_first = {name: read() for name, read in cpu.items()}
         if first_at is not None:
             series.append((now - first_at, done))
         if done >= total:
@@ -153,7 +181,11 @@ async def _drain(worker: WorkerProcess, total: int, timeout_s: float) -> dict[st
     # events, over the time after it, so the rate is not flattered.
     first_done = series[0][1]
     rate = (total - first_done) / elapsed if elapsed > 0 else float("nan")
-    return {"events_per_s": rate, "seconds": elapsed, "series": series}
+    cpu_us = {
+        name: (read() - cpu_at_first[name]) / (total - first_done) * 1e6
+        for name, read in cpu.items()
+    }
+    return {"events_per_s": rate, "seconds": elapsed, "series": series, "cpu_us_per_event": cpu_us}
 
 
 async def _faust_ceiling(settings: Settings, events: int, work_dir: Path) -> dict[str, Any]:
@@ -274,7 +306,8 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
     producer_rate = await _produce_backlog(settings, config)
     worker = WorkerProcess(settings, work_dir, f"bench-{uuid.uuid4().hex[:8]}").start()
     try:
-        throughput = await _drain(worker, config.events, timeout_s=600)
+        cpu = _cpu_counters(settings, worker)
+        throughput = await _drain(worker, config.events, timeout_s=600, cpu=cpu)
         memory = await _memory(redis, config)
         ceiling = await _faust_ceiling(settings, config.events, work_dir)
         freshness = await _freshness(settings, redis, config)

@@ -102,14 +102,27 @@ def figures_table(result: dict[str, Any]) -> str:
             )
         )
     if ceiling := result.get("faust_noop_drain"):  # absent from runs before it was measured
+        noop_cpu = ceiling.get("cpu_us_per_event")
         rows.insert(1, (
             "Faust's own ceiling: the same backlog drained by the worker's agent with a "
             "processor that applies nothing",
-            f"{ceiling['events_per_s']:,.0f} events/s",
+            f"{ceiling['events_per_s']:,.0f} events/s"
+            + (f", {noop_cpu:,.0f} µs of CPU per event" if noop_cpu is not None else ""),
+            "",
+        ))  # fmt: skip
+    if cpu := throughput.get("cpu_us_per_event"):
+        rows.insert(1, (
+            "CPU per applied event while draining: " + " / ".join(cpu),
+            " / ".join(f"{us:,.0f}" for us in cpu.values())
+            + f" µs: {_cores_needed(cpu, 10_000):.2f} cores at 10,000 events/s",
             "",
         ))  # fmt: skip
     lines = ["| figure | value | target |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def _cores_needed(cpu_us_per_event: dict[str, float], events_per_s: int) -> float:
+    return sum(cpu_us_per_event.values()) * events_per_s / 1e6
 
 
 def markdown(result: dict[str, Any], plot_name: str) -> str:

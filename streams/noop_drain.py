@@ -33,26 +33,32 @@ class CountingProcessor:
         out: Path,
         clock: Callable[[], float] = time.perf_counter,
         exit_process: Callable[[int], Any] = os._exit,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.total = total
         self.out = out
         self.clock = clock
+        self.cpu_clock = cpu_clock
+        self.first_cpu = 0.0
         self.exit_process = exit_process
         self.done = 0
         self.first_at: float | None = None
         self.first_batch = 0
 
     async def process(self, messages: list[Any]) -> None:
-        now = self.clock()
+        now, cpu = self.clock(), self.cpu_clock()
         if self.first_at is None:
             # Timed from the first batch, like the worker's own drain: its events do not count.
-            self.first_at, self.first_batch = now, len(messages)
+            self.first_at, self.first_batch, self.first_cpu = now, len(messages), cpu
         self.done += len(messages)
         if self.done >= self.total:
             seconds = now - self.first_at
-            rate = (self.done - self.first_batch) / seconds if seconds > 0 else float("nan")
+            counted = self.done - self.first_batch
+            rate = counted / seconds if seconds > 0 else float("nan")
+            cpu_us = (cpu - self.first_cpu) / counted * 1e6 if counted else float("nan")
             self.out.write_text(json.dumps({"events": self.done, "seconds": seconds,
-                                            "events_per_s": rate}))  # fmt: skip
+                                            "events_per_s": rate,
+                                            "cpu_us_per_event": cpu_us}))  # fmt: skip
             # A throwaway consumer group needs no clean leave, and exiting at once keeps
             # Faust's shutdown out of the measurement.
             self.exit_process(0)

@@ -61,6 +61,16 @@ def pid_alive(pid: int) -> bool:
     return state not in {"Z", "X"}
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (0.0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @dataclass(frozen=True)
 class Running:
     """Our process as its pid file records it."""
