@@ -17,7 +17,7 @@ from infra.cli import app as services_app
 from recsys.bench_cli import app as bench_app
 from recsys.replay.cli import replay_command
 from recsys.settings import Settings
-from streams.cli import simulate_command, worker_command
+from streams.cli import forget_offsets_command, simulate_command, worker_command
 
 app = typer.Typer(
     help=(
@@ -34,6 +34,7 @@ app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)
+app.command("forget-offsets")(forget_offsets_command)
 app.command("serve")(serve_command)
 app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)

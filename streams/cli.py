@@ -8,11 +8,13 @@ from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from recsys.clients import ensure_topics
 from recsys.settings import Settings
 from recsys.tracing import setup_tracing
+from schemas.topics import EVENT_TOPICS
 
 console = Console(stderr=True)  # errors
 output = Console()  # progress and results
@@ -70,6 +72,63 @@ def worker_command(
     app = create_app(settings, options)
 
     run_worker(app, loglevel=settings.log_level.lower())
+
+
+def forget_offsets_command(
+    topics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic", help=f"Only this topic (repeatable): one of {', '.join(EVENT_TOPICS)}."
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+) -> None:
+    """Forget the offsets the stream workers have applied (the recsys:stream:applied hash)
+    after the event topics were deleted and created again: a recreated topic starts its
+    offsets at 0, and the workers would skip every event at an offset they have already
+    passed, taking it for a redelivery. Stop the workers, run this, start them again. It is
+    not a way to replay old events into existing state: duplicates are recognised by event id
+    only among each user's recent events, so older ones would be counted again (replay into
+    an empty Redis instead)."""
+    from recsys.clients import redis_client
+    from streams.applied_offsets import applied_offsets, forget_applied_offsets
+
+    unknown = sorted(set(topics or ()) - set(EVENT_TOPICS))
+    if unknown:
+        raise typer.BadParameter(
+            f"{', '.join(unknown)} is not an event topic; choose from {', '.join(EVENT_TOPICS)}",
+            param_hint="--topic",
+        )
+    chosen = list(topics or EVENT_TOPICS)
+    settings = Settings()
+
+    async def forget(confirmed: bool) -> dict[str, int]:
+        redis = redis_client(settings)
+        try:
+            if confirmed:
+                return await forget_applied_offsets(redis, chosen)
+            recorded = await applied_offsets(redis)
+            return {s: o for s, o in recorded.items() if s.rsplit(":", 1)[0] in chosen}
+        finally:
+            await redis.aclose()
+
+    try:
+        recorded = asyncio.run(forget(confirmed=False))
+        if not recorded:
+            output.print(f"no applied offsets recorded for {', '.join(chosen)}")
+            return
+        for slot, offset in sorted(recorded.items()):
+            output.print(f"{slot}  applied up to offset {offset:,}")
+        if not yes and not typer.confirm(f"Forget these {len(recorded)} records?"):
+            raise typer.Exit(1)
+        forgotten = asyncio.run(forget(confirmed=True))
+    except (RedisError, OSError) as exc:
+        console.print(
+            f"[red]error:[/red] Redis at {settings.redis_url} is not reachable ({exc}). "
+            "Start it with `recsys services up` or set RECSYS_REDIS_URL."
+        )
+        raise typer.Exit(1) from None
+    output.print(f"forgot {len(forgotten)} applied-offset records")
 
 
 def simulate_command(

@@ -34,10 +34,10 @@ from batch.evaluation.prequential import (
 )
 from recsys import keys
 from recsys.clients import kafka_producer, redis_client
-from recsys.model_registry import as_bytes
 from recsys.settings import Settings
 from schemas import encode_event, event_key, new_event, topic_for
 from schemas.events import stream_event_type
+from streams.applied_offsets import applied_offsets
 
 POLL_S = 0.0005  # watermark polling while waiting for one event (sync mode)
 
@@ -71,8 +71,7 @@ class _Watermark:
         self.redis = redis
 
     async def read(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(keys.STREAM_APPLIED)
-        return {as_bytes(k).decode(): int(v) for k, v in raw.items()}
+        return await applied_offsets(self.redis)
 
     async def wait_for(self, slot: str, offset: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -182,3 +185,31 @@ async def test_fold_in_mode_solves_against_the_item_factors(
     np.testing.assert_allclose(state.vector, expected, rtol=1e-3, atol=1e-4)
     payload = json.loads(as_bytes(await redis.hget(keys.item_payloads(model.version), "i5")))  # type: ignore[union-attr]
     assert payload["genres"] == ["Comedy"]
+
+
+async def test_forgetting_a_recreated_topics_offsets_lets_its_new_events_apply(
+    redis: aioredis.Redis, tmp_path: Path, service_settings: Settings
+) -> None:
+    await publish_model(redis, tmp_path)
+    applier = BatchApplier(redis, config())
+    model = await ModelCache(redis).get()
+    await applier.apply(
+        [sourced("view", "u", "i1", 10), sourced("click", "u", "i2", 11, minutes=1)], model
+    )
+    # events.view deleted and created again: its offsets start from 0 again.
+    recreated = [sourced("view", "u", "i3", 3, minutes=2)]
+    assert (await applier.apply(recreated, model)).redelivered == 1
+
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recsys", "forget-offsets", "--topic", "events.view", "--yes",
+        env={**os.environ, "RECSYS_REDIS_URL": service_settings.redis_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    printed, _ = await asyncio.wait_for(command.communicate(), timeout=60)
+    assert command.returncode == 0, printed.decode()
+    assert b"events.view:0  applied up to offset 10" in printed
+
+    assert await redis.hgetall(keys.STREAM_APPLIED) == {b"events.click:0": b"11"}
+    outcome = await applier.apply(recreated, model)
+    assert (outcome.redelivered, sum(outcome.applied.values())) == (0, 1)
+    assert [e.item_id for e in (await user_state(redis, "u")).history] == ["i3", "i2", "i1"]
