@@ -560,6 +560,39 @@ def serving(env: dict[str, str], workers: int, log_dir: Path) -> Iterator[Server
 # --- The whole run --------------------------------------------------------------------------
 
 
+def seed_histories(redis_url: str, interactions: Any, keep: int) -> float:
+    """Write for every user the state the stream worker would hold after their newest `keep`
+    events (their recent history), so that every personalized request excludes the items the
+    user has seen, as it does in production. Returns the mean history length."""
+    import redis
+
+    from recsys import keys
+    from streams.user_state import HistoryEntry, UserState, push_history
+
+    newest_first = interactions.sort_values("ts", ascending=False, kind="stable")
+    lengths: list[int] = []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for user, rows in newest_first.groupby("user_id", sort=False):
+            recent = rows.head(keep)
+            entries = [
+                HistoryEntry(int(ts) * 1000, "view", str(item))
+                for ts, item in zip(recent["ts"], recent["item_id"], strict=True)
+            ]
+            state = UserState(events=len(entries), last_event_ms=entries[0].ts_ms)
+            state.history_raw = push_history(b"", entries, keep)
+            fields = state.to_hash(int(time.time() * 1000))
+            pipe.hset(
+                keys.user_state(str(user)), items=[x for pair in fields.items() for x in pair]
+            )
+            lengths.append(len(entries))
+        pipe.execute()
+    finally:
+        client.close()
+    return float(np.mean(lengths)) if lengths else 0.0
+
+
 @contextlib.contextmanager
 def _cpu_meter(server: ServerProcess, redis_url: str) -> Iterator[dict[str, float]]:
     """CPU seconds the server and Redis used inside the block, and the wall time."""
@@ -574,11 +607,17 @@ def _cpu_meter(server: ServerProcess, redis_url: str) -> Iterator[dict[str, floa
 
 def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -> dict[str, Any]:
     from batch.cli import train_and_publish
+    from batch.datasets import load_dataset
     from recsys.benchmarks import service_env
 
     require_wrk()  # fail before minutes of set-up, not after
     load_before = os.getloadavg()
     published = train_and_publish(settings, "ml-100k", data_dir=data_dir)
+    history_items = seed_histories(
+        settings.redis_url,
+        load_dataset("ml-100k", data_dir).interactions,
+        settings.stream_history_length,
+    )
     env = service_env(settings)
     users = [str(u) for u in range(1, ML100K_USERS + 1)]
     count = int(config.rate * config.seconds)
@@ -621,6 +660,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
         "config": asdict(config),
         "model": {k: published.get(k) for k in ("version", "fit_seconds", "publish_seconds")},
         "users": len(users),
+        "history_items_per_user": history_items,
         "mmr_candidates": settings.api_mmr_candidates,
         # Other work on the machine skews every figure: the 1/5/15-minute load averages.
         "load_average_before": load_before,

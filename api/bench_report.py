@@ -135,6 +135,17 @@ def figures_table(result: dict[str, Any]) -> str:
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 
+def _history_line(result: dict[str, Any]) -> str:
+    """Runs before histories were seeded asked for users with no online state."""
+    mean = result.get("history_items_per_user")
+    if mean is None:
+        return ""
+    return (
+        f" Each user has the online state of their newest ml-100k ratings ({mean:.1f} items on"
+        " average), whose items every personalized request excludes, as in production."
+    )
+
+
 def markdown(result: dict[str, Any], plot_name: str) -> str:
     config = result["config"]
     rf, rs = result["recommend"]["fixed_rate"], result["recommend"]["saturation"]
@@ -177,7 +188,7 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
 engine, a real Redis (and Kafka, idle here) on the same machine, and an ALS model trained on
 ml-100k and published (`{result["model"]["version"]}`). Requests ask for k={config["k"]},
 diversity={config["diversity"]} (MMR over {result["mmr_candidates"]} candidates) for the
-{result["users"]} ml-100k users in shuffled rounds.
+{result["users"]} ml-100k users in shuffled rounds.{_history_line(result)}
 
 - **Fixed rate**: an open-loop asyncio HTTP/1.1 client (keep-alive, up to
   {config["max_connections"]} connections) sends each request at its scheduled time whether

@@ -7,6 +7,7 @@ Readers always name the version they query, so they never see a half-written one
 
 from __future__ import annotations
 
+import functools
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -20,10 +21,16 @@ import numpy as np
 _ITEM_NAMESPACE = uuid.UUID("6f1c3a52-3c1e-4a8e-9d56-0f9e5b1f7a10")
 
 
+# A request's seen-items filter names up to ~100 items, and a UUID5 (a SHA-1 and a UUID
+# object) costs about 3.6 µs: 0.36 ms per request, more than the ANN search itself. Item ids
+# repeat across requests, so both forms are remembered; bounded caches (a few tens of MB when
+# full).
+@functools.lru_cache(maxsize=1 << 17)
 def point_uuid(item_id: str) -> uuid.UUID:
     return uuid.uuid5(_ITEM_NAMESPACE, item_id)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def point_id(item_id: str) -> str:
     return str(point_uuid(item_id))
 
