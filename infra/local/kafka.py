@@ -57,9 +57,14 @@ def resolve_jars(cache_dir: Path) -> Path:
     return libs
 
 
-def _cluster_id() -> str:
-    # What `kafka-storage random-uuid` prints: a UUID as unpadded URL-safe base64.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id() -> str:
+    """What `kafka-storage random-uuid` prints: a UUID as unpadded URL-safe base64, never
+    starting with "-" (Kafka's `Uuid.randomUuid` draws again too): the command line would
+    take such an id for an option, and formatting failed about once in 64 starts."""
+    while True:
+        encoded = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not encoded.startswith("-"):
+            return encoded
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ class KafkaServer:
             return
         cmd = self._java_cmd(
             libs, "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", _cluster_id(), "-c", str(config),
+            "-t", cluster_id(), "-c", str(config),
         )  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
