@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from infra.local.process import process_cpu_seconds
+from infra.local.process import process_cpu_seconds, process_tree
 from recsys.benchmarks import redis_cpu_seconds
 
 WRK_INSTALL_HINT = (
@@ -466,21 +466,6 @@ def run_wrk(
 # --- The server under test ------------------------------------------------------------------
 
 
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        found.append(pid)
-        frontier.extend(child for child, parent in parents.items() if parent == pid)
-    return found
-
-
 class ServerProcess:
     """`recsys serve` on 127.0.0.1 and a free port, in its own session; bounded waits."""
 
@@ -530,7 +515,7 @@ class ServerProcess:
         """CPU seconds of the server and its worker processes so far."""
         if self.proc is None:
             return 0.0
-        return sum(process_cpu_seconds(pid) for pid in _descendants(self.proc.pid))
+        return sum(process_cpu_seconds(pid) for pid in process_tree(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     stream_batch_wait_ms: int = Field(
         20, ge=1, description="Longest wait to fill a batch (bounds the added latency)."
     )
+    stream_batches_in_flight: int = Field(
+        4, ge=1, description="Batches handed to the worker's apply process before one is done."
+    )
 
     # --- Files -----------------------------------------------------------------------------
     data_dir: Path = Field(

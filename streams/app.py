@@ -1,25 +1,34 @@
-"""The Faust application: one agent that applies interaction events to Redis in batches.
+"""The Faust application: one agent that hands batches of events to the worker's apply process.
 
-Events are taken with `noack_take` and acknowledged only after `EventProcessor.process` has
-returned, i.e. after their effect is written to Redis (or, for invalid messages, delivered to
-the dead-letter topic). Faust commits acknowledged offsets only, so a crash at any point leads
-to redelivery, which the applier recognises and skips.
+Events are taken with `noack_take` and handed, undecoded, to an apply process
+(`streams.apply_process`), several batches in flight; each batch is acknowledged, in order,
+only once its effect is written to Redis (and its invalid messages delivered to the
+dead-letter topic). Faust commits acknowledged offsets only, so a crash at any point leads to
+redelivery, which the applier recognises and skips.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from recsys.clients import redis_client
 from recsys.heap import tune_for_long_running_process
 from recsys.settings import Settings
 from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
-from streams.applier import UpdateConfig
-from streams.processor import EventProcessor
+from streams.apply_process import ApplyProcess
+from streams.processor import RawMessage
+
+
+class BatchSubmitter(Protocol):
+    """Takes a batch of consumed messages; the awaitable it returns completes once the batch
+    is applied (`ApplyProcess`, or a stand-in in tests and in `streams.noop_drain`)."""
+
+    async def submit(self, messages: Sequence[RawMessage]) -> Awaitable[None]: ...
 
 
 @dataclass
@@ -41,7 +50,8 @@ def run_worker(app: faust.App, loglevel: str) -> None:
 def create_app(
     settings: Settings, options: WorkerOptions | None = None, processor: Any = None
 ) -> faust.App:
-    """Build the worker app. `processor` replaces the Redis-backed one (tests of the agent)."""
+    """Build the worker app. `processor` (a `BatchSubmitter`) replaces the apply process
+    (tests of the agent, the no-op drain)."""
     options = options or WorkerOptions()
     # Faust keeps table metadata in a directory that defaults to one relative to the current
     # directory; keep it with the rest of the runtime state instead.
@@ -73,28 +83,44 @@ def create_app(
         delivered = await dead_letters.send(key=key, value=value)
         await delivered  # on the broker before the source message is acknowledged
 
-    state: dict[str, EventProcessor] = {}
+    state: dict[str, BatchSubmitter] = {}
 
-    def current_processor() -> Any:
+    def current_processor() -> BatchSubmitter:
         if processor is not None:
-            return processor
+            return cast(BatchSubmitter, processor)
         if "p" not in state:  # created on the worker's own event loop, at first use
-            state["p"] = EventProcessor(
-                redis_client(settings),
-                UpdateConfig.from_settings(settings),
+            state["p"] = ApplyProcess(
                 send_dead_letter,
+                in_flight=settings.stream_batches_in_flight,
                 model_refresh_s=options.model_refresh_s,
             )
         return state["p"]
 
     @app.agent(events, name="apply_events")
     async def apply_events(stream: Any) -> None:  # a faust.Stream (noack_take is untyped)
-        async for batch in stream.noack_take(
-            settings.stream_batch_size, within=settings.stream_batch_wait_ms / 1000
-        ):
-            await current_processor().process([event.message for event in batch])
-            for event in batch:
-                await stream.ack(event)
+        applied_in_order: asyncio.Queue[tuple[Awaitable[None], list[Any]] | None] = asyncio.Queue()
+
+        async def acknowledge() -> None:
+            while (item := await applied_in_order.get()) is not None:
+                done, batch = item
+                await done
+                for event in batch:
+                    await stream.ack(event)
+
+        submitter = current_processor()
+        try:
+            async with asyncio.TaskGroup() as group:  # an acknowledging failure stops the agent
+                group.create_task(acknowledge())
+                async for batch in stream.noack_take(
+                    settings.stream_batch_size, within=settings.stream_batch_wait_ms / 1000
+                ):
+                    done = await submitter.submit([event.message for event in batch])
+                    applied_in_order.put_nowait((done, batch))
+                applied_in_order.put_nowait(None)
+        finally:
+            if isinstance(submitter, ApplyProcess):
+                state.pop("p", None)
+                await submitter.close()
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -40,7 +40,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
-from infra.local.process import process_cpu_seconds
+from infra.local.process import process_cpu_seconds, process_tree
 from recsys import keys
 from recsys.benchmarks import bench_services, redis_cpu_seconds, service_env
 from recsys.clients import ensure_topics, kafka_producer, redis_client
@@ -137,13 +137,19 @@ def _applied(worker: WorkerProcess) -> float:
 
 def _cpu_counters(settings: Settings, worker: WorkerProcess) -> dict[str, Callable[[], float]]:
     """CPU-seconds counters of the processes that share the machine while the worker drains:
-    the worker, Redis and (when it is a local one whose pid we know) Kafka."""
+    the worker (Faust), its apply process, Redis and (when it is a local one whose pid we
+    know) Kafka."""
     from infra.local.services import LocalServices
 
     assert worker.proc is not None
     worker_pid = worker.proc.pid
+
+    def apply_process() -> float:  # started with the first batch, and restarted if it dies
+        return sum(process_cpu_seconds(pid) for pid in process_tree(worker_pid)[1:])
+
     counters = {
         "worker": lambda: process_cpu_seconds(worker_pid),
+        "apply process": apply_process,
         "redis": lambda: redis_cpu_seconds(settings.redis_url),
     }
     kafka_pid = LocalServices.from_settings(settings).kafka.process.pid()

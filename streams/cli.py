@@ -41,13 +41,12 @@ def worker_command(
         float, typer.Option(help="Kafka session timeout (s): how fast a dead worker is noticed.")
     ] = 10.0,
 ) -> None:
-    """Consume events.view/click/purchase and keep every user's state current in Redis.
-
-    Invalid messages go to events.dlq with the reason; offsets are committed only after an
-    event's effect is in Redis, and redelivered or duplicate events are skipped. Metrics at
-    http://127.0.0.1:WEB_PORT/metrics. User-vector updates follow RECSYS_STREAM_USER_UPDATE
-    (ema or fold-in).
-    """
+    """Consume events.view/click/purchase and keep every user's state current in Redis:
+    the worker consumes with Faust and hands batches to a child process that applies them
+    (each gets a core). Invalid messages go to events.dlq with the reason; offsets are
+    committed only after an event's effect is in Redis, and redelivered or duplicate events
+    are skipped. Metrics at http://127.0.0.1:WEB_PORT/metrics. User-vector updates follow
+    RECSYS_STREAM_USER_UPDATE (ema or fold-in)."""
     # Imported here so that `recsys --help` and the other commands start fast.
     from streams.app import WorkerOptions, create_app, run_worker
 

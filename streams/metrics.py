@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from prometheus_client import Counter, Histogram
 
 EVENTS = Counter(
@@ -42,3 +44,111 @@ FRESHNESS_SECONDS = Histogram(
     "From the event's timestamp to its effect being written to Redis.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+
+class BatchRecorder(Protocol):
+    """What the event processor reports about each batch (see `PrometheusRecorder`)."""
+
+    def batch(self, size: int, seconds: float) -> None: ...
+    def dead_letter(self, field: str, event_type: str, outcome: str) -> None: ...
+    def redis_apply(self, seconds: float) -> None: ...
+    def redis_error(self) -> None: ...
+    def outcome(
+        self,
+        applied: dict[str, int],
+        duplicates: int,
+        redelivered: int,
+        unknown_items: int,
+        conflicts: int,
+        freshness_s: list[float],
+    ) -> None: ...
+
+
+class PrometheusRecorder:
+    """Records into this process's metrics, which the worker's /metrics page serves."""
+
+    def batch(self, size: int, seconds: float) -> None:
+        BATCH_SIZE.observe(size)
+        PROCESSING_SECONDS.observe(seconds)
+
+    def dead_letter(self, field: str, event_type: str, outcome: str) -> None:
+        DLQ.labels(field=field).inc()
+        EVENTS.labels(event_type=event_type, outcome=outcome).inc()
+
+    def redis_apply(self, seconds: float) -> None:
+        REDIS_SECONDS.observe(seconds)
+
+    def redis_error(self) -> None:
+        REDIS_ERRORS.inc()
+
+    def outcome(
+        self,
+        applied: dict[str, int],
+        duplicates: int,
+        redelivered: int,
+        unknown_items: int,
+        conflicts: int,
+        freshness_s: list[float],
+    ) -> None:
+        for event_type, count in applied.items():
+            EVENTS.labels(event_type=event_type, outcome="applied").inc(count)
+        if duplicates:
+            DEDUP_HITS.labels(reason="event_id").inc(duplicates)
+        if redelivered:
+            DEDUP_HITS.labels(reason="offset").inc(redelivered)
+        if unknown_items:
+            UNKNOWN_ITEMS.inc(unknown_items)
+        if conflicts:
+            WRITE_CONFLICTS.inc(conflicts)
+        for seconds in freshness_s:
+            FRESHNESS_SECONDS.observe(seconds)
+
+
+class JournalRecorder:
+    """Keeps the calls instead of recording them: the apply process (`streams.apply_child`)
+    sends them with each batch's report, and the worker process replays them into its own
+    metrics, so that one /metrics page shows everything."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, list[Any]]] = []
+
+    def batch(self, size: int, seconds: float) -> None:
+        self.entries.append(("batch", [size, seconds]))
+
+    def dead_letter(self, field: str, event_type: str, outcome: str) -> None:
+        self.entries.append(("dead_letter", [field, event_type, outcome]))
+
+    def redis_apply(self, seconds: float) -> None:
+        self.entries.append(("redis_apply", [seconds]))
+
+    def redis_error(self) -> None:
+        self.entries.append(("redis_error", []))
+
+    def outcome(
+        self,
+        applied: dict[str, int],
+        duplicates: int,
+        redelivered: int,
+        unknown_items: int,
+        conflicts: int,
+        freshness_s: list[float],
+    ) -> None:
+        self.entries.append(
+            ("outcome", [applied, duplicates, redelivered, unknown_items, conflicts, freshness_s])
+        )
+
+    def take(self) -> list[tuple[str, list[Any]]]:
+        """The calls so far, forgotten here."""
+        entries, self.entries = self.entries, []
+        return entries
+
+
+REPLAYABLE = frozenset({"batch", "dead_letter", "redis_apply", "redis_error", "outcome"})
+
+
+def replay(entries: list[Any], recorder: BatchRecorder) -> None:
+    """Make the calls a `JournalRecorder` kept on `recorder`."""
+    for name, args in entries:
+        if name not in REPLAYABLE:
+            raise ValueError(f"not a recorder call: {name!r}")
+        getattr(recorder, name)(*args)

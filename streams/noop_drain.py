@@ -12,10 +12,11 @@ Settings come from the environment, as for `recsys worker`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,12 @@ class CountingProcessor:
         self.first_at: float | None = None
         self.first_batch = 0
 
-    async def process(self, messages: list[Any]) -> None:
+    async def submit(self, messages: Sequence[Any]) -> Awaitable[None]:
+        """Counts the batch; it is "applied" at once."""
+        self._count(messages)
+        return asyncio.sleep(0)
+
+    def _count(self, messages: Sequence[Any]) -> None:
         now, cpu = self.clock(), self.cpu_clock()
         if self.first_at is None:
             # Timed from the first batch, like the worker's own drain: its events do not count.

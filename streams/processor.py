@@ -56,14 +56,15 @@ class EventProcessor:
         send_dead_letter: DeadLetterSender,
         *,
         model_refresh_s: float = 5.0,
+        recorder: metrics.BatchRecorder | None = None,
     ) -> None:
         self.applier = BatchApplier(redis, config)
         self.models = ModelCache(redis, refresh_s=model_refresh_s)
         self.send_dead_letter = send_dead_letter
+        self.recorder = recorder or metrics.PrometheusRecorder()
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         started = time.perf_counter()
-        metrics.BATCH_SIZE.observe(len(messages))
         valid: list[SourcedEvent] = []
         spans: list[trace.Span] = []
         for message in messages:
@@ -73,14 +74,14 @@ class EventProcessor:
                 await self._dead_letter(message, exc)
                 continue
             valid.append(SourcedEvent(event, message.topic, message.partition, message.offset))
-            parent = context_from_headers(_header_pairs(message.headers))
+            parent = context_from_headers(header_pairs(message.headers))
             if parent is not None:
                 spans.append(_event_span(message, event.event_type, parent))
         outcome = await self._apply_until_done(valid, spans)
         self._record(outcome)
         for span in spans:
             span.end()
-        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+        self.recorder.batch(len(messages), time.perf_counter() - started)
         return outcome
 
     async def _dead_letter(self, message: RawMessage, exc: EventDecodeError) -> None:
@@ -89,8 +90,7 @@ class EventProcessor:
             message.offset,
         )  # fmt: skip
         await self.send_dead_letter(message.key, letter.model_dump_json().encode())
-        metrics.DLQ.labels(field=exc.field).inc()
-        metrics.EVENTS.labels(event_type="unknown", outcome="invalid").inc()
+        self.recorder.dead_letter(exc.field, "unknown", "invalid")
 
     async def _apply_until_done(
         self, valid: list[SourcedEvent], spans: list[trace.Span]
@@ -128,8 +128,7 @@ class EventProcessor:
         await self.send_dead_letter(
             sourced.event.user_id.encode(), letter.model_dump_json().encode()
         )
-        metrics.DLQ.labels(field="processing").inc()
-        metrics.EVENTS.labels(event_type=sourced.event.event_type, outcome="failed").inc()
+        self.recorder.dead_letter("processing", sourced.event.event_type, "failed")
 
     async def _apply_with_retries(
         self, valid: list[SourcedEvent], spans: list[trace.Span]
@@ -146,11 +145,11 @@ class EventProcessor:
                     redis_started = time.perf_counter()
                     model = await self.models.get()
                     outcome = await self.applier.apply(valid, model)
-                    metrics.REDIS_SECONDS.observe(time.perf_counter() - redis_started)
+                    self.recorder.redis_apply(time.perf_counter() - redis_started)
                     return outcome
             except RETRYABLE as exc:
                 attempt += 1
-                metrics.REDIS_ERRORS.inc()
+                self.recorder.redis_error()
                 delay = min(MAX_BACKOFF_S, 0.05 * 2**attempt)
                 log.warning(
                     "Redis unavailable (%s); retrying %d events in %.2f s (attempt %d)",
@@ -158,23 +157,15 @@ class EventProcessor:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
 
-    @staticmethod
-    def _record(outcome: BatchOutcome) -> None:
-        for event_type, count in outcome.applied.items():
-            metrics.EVENTS.labels(event_type=event_type, outcome="applied").inc(count)
-        if outcome.duplicates:
-            metrics.DEDUP_HITS.labels(reason="event_id").inc(outcome.duplicates)
-        if outcome.redelivered:
-            metrics.DEDUP_HITS.labels(reason="offset").inc(outcome.redelivered)
-        if outcome.unknown_items:
-            metrics.UNKNOWN_ITEMS.inc(outcome.unknown_items)
-        if outcome.conflicts:
-            metrics.WRITE_CONFLICTS.inc(outcome.conflicts)
-        for seconds in outcome.freshness_s:
-            metrics.FRESHNESS_SECONDS.observe(seconds)
+    def _record(self, outcome: BatchOutcome) -> None:
+        self.recorder.outcome(
+            dict(outcome.applied), outcome.duplicates, outcome.redelivered,
+            outcome.unknown_items, outcome.conflicts, outcome.freshness_s,
+        )  # fmt: skip
 
 
-def _header_pairs(headers: Any) -> list[tuple[str, bytes]]:
+def header_pairs(headers: Any) -> list[tuple[str, bytes]]:
+    """A message's headers as (name, bytes) pairs, whether given as a dict or as pairs."""
     if not headers:
         return []
     items = headers.items() if isinstance(headers, dict) else headers

@@ -34,11 +34,11 @@ async def test_counts_to_the_total_then_writes_the_rate_and_exits(tmp_path: Path
         cpu_clock=lambda: next(cpu_clock),
     )
 
-    await processor.process([object()] * 100)
-    await processor.process([object()] * 100)
+    await (await processor.submit([object()] * 100))
+    await (await processor.submit([object()] * 100))
     assert not out.exists()
     with pytest.raises(ExitCalledError):
-        await processor.process([object()] * 50)
+        await processor.submit([object()] * 50)
 
     # The first batch starts the clocks and is not counted: 150 events in 2 s and 0.3 s of CPU.
     written = json.loads(out.read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -29,8 +29,9 @@ class RecordingProcessor:
     def __init__(self) -> None:
         self.batches: list[list[bytes | None]] = []
 
-    async def process(self, messages: Sequence[RawMessage]) -> None:
+    async def submit(self, messages: Sequence[RawMessage]) -> Awaitable[None]:
         self.batches.append([m.value for m in messages])
+        return asyncio.sleep(0)
 
 
 async def test_agent_hands_batches_of_raw_messages_to_the_processor_in_order() -> None:

@@ -1,0 +1,89 @@
+"""The worker's apply process against a real Redis: batches applied in order, dead letters
+handed back, and a crashed apply process replaced without losing or repeating an event."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from recsys import keys
+from recsys.settings import Settings
+from schemas import encode_event, new_event
+from schemas.dead_letter import DeadLetter
+from streams.apply_process import ApplyProcess
+from streams.apply_protocol import Record
+from streams.user_state import UserState
+
+pytestmark = pytest.mark.integration
+
+
+class DeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[DeadLetter] = []
+
+    async def send(self, key: bytes | None, value: bytes) -> None:
+        self.sent.append(DeadLetter.model_validate_json(value))
+
+
+@pytest.fixture
+async def dead_letters() -> DeadLetters:
+    return DeadLetters()
+
+
+@pytest.fixture
+async def apply_process(
+    service_settings: Settings, dead_letters: DeadLetters
+) -> AsyncIterator[ApplyProcess]:
+    process = ApplyProcess(
+        dead_letters.send,
+        in_flight=2,
+        env={**os.environ, "RECSYS_REDIS_URL": service_settings.redis_url},
+    )
+    yield process
+    await process.close()
+
+
+def views(user: str, first_offset: int, count: int) -> list[Record]:
+    return [
+        Record("events.view", 0, first_offset + n, user.encode(),
+               encode_event(new_event("view", user, f"i{first_offset + n}")))
+        for n in range(count)
+    ]  # fmt: skip
+
+
+async def events_applied(redis: aioredis.Redis, user: str) -> int:
+    return UserState.from_hash(await redis.hgetall(keys.user_state(user))).events
+
+
+async def test_a_batch_is_applied_and_its_invalid_messages_come_back_as_dead_letters(
+    redis: aioredis.Redis, apply_process: ApplyProcess, dead_letters: DeadLetters
+) -> None:
+    batch = [*views("ap-user", 0, 3), Record("events.view", 0, 3, b"ap-user", b"{not json")]
+
+    done = await apply_process.submit(batch)
+    await done
+
+    assert await events_applied(redis, "ap-user") == 3
+    assert [(d.source_offset, d.field) for d in dead_letters.sent] == [(3, "body")]
+    assert dead_letters.sent[0].original == b"{not json"
+
+
+async def test_a_killed_apply_process_is_replaced_and_nothing_is_lost_or_doubled(
+    redis: aioredis.Redis, apply_process: ApplyProcess
+) -> None:
+    await (await apply_process.submit(views("crash-user", 0, 5)))
+    assert apply_process.pid is not None
+    in_flight = [await apply_process.submit(views("crash-user", 5, 5))]
+    os.kill(apply_process.pid, signal.SIGKILL)  # with a batch in flight, perhaps half applied
+    in_flight.append(await apply_process.submit(views("crash-user", 10, 5)))
+    for done in in_flight:
+        await done
+
+    assert apply_process.restarts == 1
+    assert await events_applied(redis, "crash-user") == 15
+    history = UserState.from_hash(await redis.hgetall(keys.user_state("crash-user"))).history
+    assert [h.item_id for h in history] == [f"i{n}" for n in reversed(range(15))]
