@@ -75,6 +75,10 @@ def create_app(
         web_port=options.web_port,
         web_bind=options.web_host,
         web_in_thread=False,
+        # Room for the batches in flight and several more: with Faust's default (4,096) the
+        # buffer filled while the apply process worked, Faust paused fetching, and each resume
+        # cost a fetch round trip (about 8% of the throughput in ad-hoc drains).
+        stream_buffer_maxsize=4 * settings.stream_batch_size * settings.stream_batches_in_flight,
     )
     events = app.topic(*EVENT_TOPICS, key_type=bytes, value_type=bytes)
     dead_letters = app.topic(DLQ_TOPIC, key_type=bytes, value_type=bytes)
