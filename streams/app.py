@@ -122,6 +122,10 @@ def create_app(
                     applied_in_order.put_nowait((done, batch))
                 applied_in_order.put_nowait(None)
         finally:
+            while not applied_in_order.empty():  # stopping: these will never be acknowledged
+                item = applied_in_order.get_nowait()
+                if item is not None and asyncio.iscoroutine(item[0]):
+                    item[0].close()
             if isinstance(submitter, ApplyProcess):
                 state.pop("p", None)
                 await submitter.close()
