@@ -102,7 +102,10 @@ def create_app(
 
     @app.agent(events, name="apply_events")
     async def apply_events(stream: Any) -> None:  # a faust.Stream (noack_take is untyped)
-        applied_in_order: asyncio.Queue[tuple[Awaitable[None], list[Any]] | None] = asyncio.Queue()
+        # Bounded: while acknowledging lags (a dead letter waiting for Kafka), stop taking.
+        applied_in_order: asyncio.Queue[tuple[Awaitable[None], list[Any]] | None] = asyncio.Queue(
+            maxsize=settings.stream_batches_in_flight
+        )
 
         async def acknowledge() -> None:
             while (item := await applied_in_order.get()) is not None:
@@ -119,8 +122,8 @@ def create_app(
                     settings.stream_batch_size, within=settings.stream_batch_wait_ms / 1000
                 ):
                     done = await submitter.submit([event.message for event in batch])
-                    applied_in_order.put_nowait((done, batch))
-                applied_in_order.put_nowait(None)
+                    await applied_in_order.put((done, batch))
+                await applied_in_order.put(None)
         finally:
             while not applied_in_order.empty():  # stopping: these will never be acknowledged
                 item = applied_in_order.get_nowait()

@@ -27,7 +27,7 @@ from streams.processor import DeadLetterSender, RawMessage
 
 log = logging.getLogger(__name__)
 
-RESTART_DELAY_S = 1.0  # between restarts, so that a child that cannot start does not spin
+RESTART_DELAY_S = 1.0  # before each restart, so that a child that cannot start does not spin
 STOP_TIMEOUT_S = 30.0
 
 
@@ -85,10 +85,7 @@ class ApplyProcess:
         return self._finish(pending)
 
     async def _finish(self, pending: _Pending) -> None:
-        try:
-            report = await pending.report
-        finally:
-            self._slots.release()
+        report = await pending.report
         for key, value in report.dead_letters:
             await self.send_dead_letter(key, value)
         replay(report.recorded, self.recorder)
@@ -121,6 +118,7 @@ class ApplyProcess:
                     expected = self._pending[0].seq if self._pending else None
                     raise ProtocolError(f"report for batch {report.seq}, expected {expected}")
                 self._pending.popleft().report.set_result(report)
+                self._slots.release()  # reported: the next batch may go
         except ProtocolError:
             log.exception("the apply process broke the protocol; restarting it")
             with contextlib.suppress(ProcessLookupError):
@@ -135,11 +133,16 @@ class ApplyProcess:
             "the apply process exited (code %s); restarting it and sending its %d "
             "unfinished batches again", code, len(self._pending),
         )  # fmt: skip
-        await asyncio.sleep(RESTART_DELAY_S)
-        async with self._sending:
-            await self._start()
-            for pending in self._pending:
-                await self._send(pending.frame)
+        while not self._closing:  # until one starts: meanwhile nothing is acknowledged
+            await asyncio.sleep(RESTART_DELAY_S)
+            try:
+                async with self._sending:
+                    await self._start()
+                    for pending in self._pending:
+                        await self._send(pending.frame)
+                return
+            except OSError as exc:
+                log.error("the apply process could not be started (%r); trying again", exc)
 
     async def close(self) -> None:
         """Let the apply process finish what it has, then stop it."""
