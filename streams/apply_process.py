@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from streams.apply_protocol import ProtocolError, Report, decode_report, encode_batch, read_frame
-from streams.metrics import BatchRecorder, PrometheusRecorder, replay
+from streams.metrics import PrometheusRecorder, replay
 from streams.processor import DeadLetterSender, RawMessage
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class ApplyProcess:
         *,
         in_flight: int,
         model_refresh_s: float = 5.0,
-        recorder: BatchRecorder | None = None,
+        recorder: PrometheusRecorder | None = None,
         command: Callable[[], list[str]] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:

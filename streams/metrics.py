@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -44,24 +44,6 @@ FRESHNESS_SECONDS = Histogram(
     "From the event's timestamp to its effect being written to Redis.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-
-
-class BatchRecorder(Protocol):
-    """What the event processor reports about each batch (see `PrometheusRecorder`)."""
-
-    def batch(self, size: int, seconds: float) -> None: ...
-    def dead_letter(self, field: str, event_type: str, outcome: str) -> None: ...
-    def redis_apply(self, seconds: float) -> None: ...
-    def redis_error(self) -> None: ...
-    def outcome(
-        self,
-        applied: dict[str, int],
-        duplicates: int,
-        redelivered: int,
-        unknown_items: int,
-        conflicts: int,
-        freshness_s: list[float],
-    ) -> None: ...
 
 
 class PrometheusRecorder:
@@ -146,7 +128,7 @@ class JournalRecorder:
 REPLAYABLE = frozenset({"batch", "dead_letter", "redis_apply", "redis_error", "outcome"})
 
 
-def replay(entries: list[Any], recorder: BatchRecorder) -> None:
+def replay(entries: list[Any], recorder: PrometheusRecorder) -> None:
     """Make the calls a `JournalRecorder` kept on `recorder`."""
     for name, args in entries:
         if name not in REPLAYABLE:

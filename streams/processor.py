@@ -56,7 +56,7 @@ class EventProcessor:
         send_dead_letter: DeadLetterSender,
         *,
         model_refresh_s: float = 5.0,
-        recorder: metrics.BatchRecorder | None = None,
+        recorder: metrics.PrometheusRecorder | metrics.JournalRecorder | None = None,
     ) -> None:
         self.applier = BatchApplier(redis, config)
         self.models = ModelCache(redis, refresh_s=model_refresh_s)
