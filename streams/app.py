@@ -21,6 +21,7 @@ from recsys.heap import tune_for_long_running_process
 from recsys.settings import Settings
 from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
 from streams.apply_process import ApplyProcess
+from streams.eager_consumer import EagerCallbackApp
 from streams.processor import RawMessage
 
 
@@ -57,7 +58,7 @@ def create_app(
     # directory; keep it with the rest of the runtime state instead.
     faust_dir = settings.state_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = EagerCallbackApp(
         options.group_id or settings.stream_group_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",

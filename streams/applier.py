@@ -19,6 +19,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from streams.update_rules import (
     trending_increment,
     window_start,
 )
-from streams.user_state import HistoryEntry, RecentIds, UserState, push_history
+from streams.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,14 @@ class SourcedEvent:
     partition: int
     offset: int
 
-    @property
+    # Cached: a batch reads each event's time several times, and datetime.timestamp() is slow.
+    @cached_property
+    def ts_s(self) -> float:
+        return self.event.ts.timestamp()
+
+    @cached_property
     def ts_ms(self) -> int:
-        return int(self.event.ts.timestamp() * 1000)
+        return int(self.ts_s * 1000)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ class BatchApplier:
         for item in work.values():
             for sourced in item.fresh:
                 outcome.applied[sourced.event.event_type] += 1
-                outcome.freshness_s.append(max(0.0, now - sourced.event.ts.timestamp()))
+                outcome.freshness_s.append(max(0.0, now - sourced.ts_s))
         return outcome
 
     async def _read(
@@ -150,6 +156,7 @@ class BatchApplier:
             keys.user_vectors(model.version) if model else "",
             users if model else [],
             keys.STREAM_APPLIED,
+            STATE_FIELDS,
         ]
         replies = await self._read_script(args=[pack(request)])
         applied = {as_bytes(k).decode(): as_bytes(v) for k, v in _pairs(replies[0])}
@@ -158,7 +165,7 @@ class BatchApplier:
         for n, user in enumerate(users):
             raw_vector = batch_vectors[n] if n < len(batch_vectors) else None
             work[user] = _UserWork(
-                state=UserState.from_hash(dict(_pairs(replies[n + 1]))),
+                state=UserState.from_fields(replies[n + 1]),
                 batch_vector=vector_from_bytes(as_bytes(raw_vector)) if raw_vector else None,
             )
         return applied, work
@@ -242,7 +249,7 @@ class BatchApplier:
                 state.model_version = model.version
             for sourced in item.fresh:
                 event = sourced.event
-                ts_s = event.ts.timestamp()
+                ts_s = sourced.ts_s
                 for name, length in WINDOWS.items():
                     current, previous, counted = add_to_windows(
                         state.windows.get(name), state.windows.get(f"{name}_prev"), ts_s,

@@ -17,6 +17,8 @@ import argparse
 import asyncio
 import os
 import sys
+import time
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from recsys.clients import redis_client
@@ -26,15 +28,25 @@ from recsys.tracing import setup_tracing
 from streams.applier import UpdateConfig
 from streams.apply_protocol import Report, decode_batch, encode_report, read_frame
 from streams.metrics import JournalRecorder
-from streams.processor import EventProcessor
+from streams.processor import DecodedBatch, EventProcessor
 
 SERVICE_NAME = "recsys-worker"  # its spans belong to the worker
 
 
+# Batches are split by partition into this many lanes, applied concurrently: while one lane
+# waits for Redis to run its scripts, another computes (see `DecodedBatch.split`).
+LANES = 2
+_LaneWork = asyncio.Queue[tuple[DecodedBatch, asyncio.Future[None]] | None]
+
+
 async def serve(
-    settings: Settings, frames: asyncio.StreamReader, replies: BinaryIO, model_refresh_s: float
+    settings: Settings,
+    frames: asyncio.StreamReader,
+    replies: BinaryIO,
+    model_refresh_s: float,
+    lanes: int = LANES,
 ) -> None:
-    """Apply every batch read from `frames`, writing one report each to `replies`."""
+    """Apply every batch read from `frames`, writing one report each, in order, to `replies`."""
     dead_letters: list[tuple[bytes | None, bytes]] = []
 
     async def keep_dead_letter(key: bytes | None, value: bytes) -> None:
@@ -49,14 +61,61 @@ async def serve(
         model_refresh_s=model_refresh_s,
         recorder=recorder,
     )
-    try:
-        while (body := await read_frame(frames)) is not None:
-            seq, records = decode_batch(body)
-            await processor.process(records)
-            replies.write(encode_report(Report(seq, list(dead_letters), recorder.take())))
+    loop = asyncio.get_running_loop()
+    # The worker bounds the batches in flight, and so the length of these queues.
+    lane_work: list[_LaneWork] = [asyncio.Queue() for _ in range(lanes)]
+    to_report: asyncio.Queue[_PendingReport | None] = asyncio.Queue()
+
+    async def apply_lane(work: _LaneWork) -> None:
+        while (item := await work.get()) is not None:
+            part, applied = item
+            await processor.apply(part)
+            applied.set_result(None)
+
+    async def report_in_order() -> None:
+        while (pending := await to_report.get()) is not None:
+            await asyncio.gather(*pending.parts_applied)
+            recorder.batch(pending.messages, time.perf_counter() - pending.started)
+            # Every dead letter of this batch is in by now (a later batch's may be too: it is
+            # delivered early, never late).
+            report = Report(pending.seq, list(dead_letters), recorder.take())
             dead_letters.clear()
+            replies.write(encode_report(report))
+
+    async def read_batches() -> None:
+        while (body := await read_frame(frames)) is not None:
+            started = time.perf_counter()
+            seq, records = decode_batch(body)
+            decoded = await processor.decode(records)
+            pending = _PendingReport(seq, len(records), started)
+            for lane, part in enumerate(decoded.split(lanes)):
+                if part.events:
+                    applied = loop.create_future()
+                    lane_work[lane].put_nowait((part, applied))
+                    pending.parts_applied.append(applied)
+            to_report.put_nowait(pending)
+        for work in lane_work:  # stdin closed: finish what was read, then stop
+            work.put_nowait(None)
+        to_report.put_nowait(None)
+
+    try:
+        # Any failure ends the process (the worker starts a new one and sends the batches it has
+        # no report for again); the others are cancelled rather than left waiting for it.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read_batches())
+            group.create_task(report_in_order())
+            for work in lane_work:
+                group.create_task(apply_lane(work))
     finally:
         await redis.aclose()
+
+
+@dataclass
+class _PendingReport:
+    seq: int
+    messages: int
+    started: float
+    parts_applied: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 async def _serve_stdio(settings: Settings, replies: BinaryIO, model_refresh_s: float) -> None:

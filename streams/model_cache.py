@@ -6,6 +6,7 @@ Loaded from Redis once per version (one HGETALL per hash) and swapped when
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -86,15 +87,21 @@ class ModelCache:
         self.refresh_s = refresh_s
         self._model: ActiveModel | None = None
         self._checked_at = float("-inf")
+        # Batches are applied concurrently: one refreshes while the others wait for it, rather
+        # than carrying on with the model it is about to replace (or with none, at start-up).
+        self._refreshing = asyncio.Lock()
 
     async def get(self) -> ActiveModel | None:
-        now = time.monotonic()
-        if now - self._checked_at >= self.refresh_s:
-            self._checked_at = now
-            version = await active_version(self.redis)
-            if version is None:
-                self._model = None
-            elif self._model is None or self._model.version != version:
-                self._model = await load_model(self.redis, version) or self._model
-                freeze_long_lived()  # the model lives until the next version
+        if time.monotonic() - self._checked_at < self.refresh_s:
+            return self._model
+        async with self._refreshing:
+            now = time.monotonic()
+            if now - self._checked_at >= self.refresh_s:  # not refreshed while we waited
+                version = await active_version(self.redis)
+                if version is None:
+                    self._model = None
+                elif self._model is None or self._model.version != version:
+                    self._model = await load_model(self.redis, version) or self._model
+                    freeze_long_lived()  # the model lives until the next version
+                self._checked_at = now
         return self._model

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -48,6 +49,26 @@ class RawMessage(Protocol):
     headers: Any
 
 
+@dataclass
+class DecodedBatch:
+    """The valid events of a batch, in order, with each one's consumer span (None where the
+    message carried no trace context)."""
+
+    events: list[SourcedEvent] = field(default_factory=list)
+    spans: list[trace.Span | None] = field(default_factory=list)
+
+    def split(self, parts: int) -> list[DecodedBatch]:
+        """`parts` batches by partition number, each keeping its events' order. Events are keyed
+        by user, so a user's events all fall in one part: the parts touch disjoint users and
+        disjoint partitions, and can be applied concurrently without conflicts."""
+        split = [DecodedBatch() for _ in range(parts)]
+        for event, span in zip(self.events, self.spans, strict=True):
+            part = split[event.partition % parts]
+            part.events.append(event)
+            part.spans.append(span)
+        return split
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -64,24 +85,39 @@ class EventProcessor:
         self.recorder = recorder or metrics.PrometheusRecorder()
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        """Deal with a whole batch: decode, dead-letter the invalid, apply the valid."""
         started = time.perf_counter()
-        valid: list[SourcedEvent] = []
-        spans: list[trace.Span] = []
+        outcome = await self.apply(await self.decode(messages))
+        self.recorder.batch(len(messages), time.perf_counter() - started)
+        return outcome
+
+    async def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        """The valid events of `messages`, each with its consumer span; the invalid ones are
+        delivered to the dead-letter topic before this returns."""
+        decoded = DecodedBatch()
         for message in messages:
             try:
                 event = decode_event(message.value or b"")
             except EventDecodeError as exc:
                 await self._dead_letter(message, exc)
                 continue
-            valid.append(SourcedEvent(event, message.topic, message.partition, message.offset))
+            decoded.events.append(
+                SourcedEvent(event, message.topic, message.partition, message.offset)
+            )
             parent = context_from_headers(header_pairs(message.headers))
-            if parent is not None:
-                spans.append(_event_span(message, event.event_type, parent))
-        outcome = await self._apply_until_done(valid, spans)
+            decoded.spans.append(
+                None if parent is None else _event_span(message, event.event_type, parent)
+            )
+        return decoded
+
+    async def apply(self, decoded: DecodedBatch) -> BatchOutcome:
+        """Apply decoded events in Redis (retrying while it is unreachable); record the outcome
+        and end the events' spans."""
+        spans = [span for span in decoded.spans if span is not None]
+        outcome = await self._apply_until_done(decoded.events, spans)
         self._record(outcome)
         for span in spans:
             span.end()
-        self.recorder.batch(len(messages), time.perf_counter() - started)
         return outcome
 
     async def _dead_letter(self, message: RawMessage, exc: EventDecodeError) -> None:
@@ -100,11 +136,10 @@ class EventProcessor:
         try:
             return await self._apply_with_retries(valid, spans)
         except Exception:
-            if len(valid) == 1:
-                raise
             log.exception("applying a batch of %d events failed; isolating the cause", len(valid))
         # A valid event that still cannot be applied (a bug, not an outage) must neither stop
-        # the worker nor hold up the others: apply one by one and dead-letter the culprits.
+        # the worker (nor, raised again, its every restart) nor hold up the others: apply one by
+        # one and dead-letter the culprits.
         total = BatchOutcome()
         for sourced in valid:
             try:

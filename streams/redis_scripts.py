@@ -21,14 +21,16 @@ from typing import Any
 
 import msgpack
 
-# ARGV[1]: msgpack [state keys, batch-vector hash key, user ids, applied-offsets key].
-# Returns {applied, state_1 .. state_n, batch_vectors} as flat field/value arrays.
+# ARGV[1]: msgpack [state keys, batch-vector hash key, user ids, applied-offsets key,
+#                   state fields].
+# Returns {applied offsets (flat field/value array), state_1 .. state_n (the state fields' values,
+# nil where absent), batch vectors (one per user, nil where absent)}.
 READ_BATCH = """
 local req = cmsgpack.unpack(ARGV[1])
-local state_keys, vectors_key, users = req[1], req[2], req[3]
+local state_keys, vectors_key, users, fields = req[1], req[2], req[3], req[5]
 local out = {redis.call('HGETALL', req[4])}
 for i = 1, #state_keys do
-  out[i + 1] = redis.call('HGETALL', state_keys[i])
+  out[i + 1] = redis.call('HMGET', state_keys[i], unpack(fields))
 end
 local vectors = {}
 for start = 1, #users, 500 do

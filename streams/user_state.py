@@ -7,7 +7,8 @@ one write per user, and one key's overhead in memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,44 +25,46 @@ EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
 ID_PREFIX_BYTES = 8
 ID_RECORD_BYTES = ID_PREFIX_BYTES + 4
 MAX_GENRES = 8
+_RECORD = struct.Struct(f">{ID_PREFIX_BYTES}sI")
+_RECORD_TIME = struct.Struct(f">{ID_PREFIX_BYTES}xI")  # the time alone
+# The fields of a state hash, in the order `UserState.from_fields` takes them: change counter,
+# metadata (JSON), history, recent event ids, vector.
+STATE_FIELDS = (b"c", b"s", b"h", b"e", b"v")
 
 
 @dataclass(frozen=True)
 class RecentIds:
-    """Ids of a user's recently applied events, newest first, for duplicate detection."""
+    """Ids of a user's recently applied events, newest first, for duplicate detection.
 
-    records: tuple[tuple[bytes, int], ...] = ()
+    Kept as the stored bytes (`ID_RECORD_BYTES` per record): a batch reads and rewrites
+    about a thousand users' records, and tuples per record cost more than the rest of the
+    user's update."""
+
+    raw: bytes = b""
 
     @staticmethod
     def prefix(event_id: bytes) -> bytes:
         return event_id[:ID_PREFIX_BYTES]
 
     def prefixes(self) -> set[bytes]:
-        return {prefix for prefix, _ in self.records}
+        raw = self.raw
+        return {raw[i : i + ID_PREFIX_BYTES] for i in range(0, len(raw), ID_RECORD_BYTES)}
+
+    def records(self) -> list[tuple[bytes, int]]:
+        """(id prefix, ts seconds) pairs, newest first."""
+        return list(_RECORD.iter_unpack(self.raw))
 
     def push(self, fresh: list[tuple[bytes, int]], window_s: int, limit: int) -> RecentIds:
         """Add (event id, ts seconds) pairs, newest first; keep those within `window_s` of the
         newest event, at most `limit`."""
-        records = [(self.prefix(i), ts) for i, ts in fresh] + list(self.records)
-        newest = max(ts for _, ts in records)
-        kept = tuple(r for r in records if r[1] >= newest - window_s)[:limit]
-        return RecentIds(kept)
-
-    def encode(self) -> bytes:
         # Event times are validated to be after 1970; clamping keeps a bad one from crashing.
-        return b"".join(p + max(0, ts).to_bytes(4, "big") for p, ts in self.records)
-
-    @classmethod
-    def decode(cls, raw: bytes) -> RecentIds:
-        return cls(
-            tuple(
-                (
-                    raw[i : i + ID_PREFIX_BYTES],
-                    int.from_bytes(raw[i + ID_PREFIX_BYTES : i + ID_RECORD_BYTES], "big"),
-                )
-                for i in range(0, len(raw), ID_RECORD_BYTES)
-            )
-        )
+        raw = b"".join(_RECORD.pack(self.prefix(i), max(0, ts)) for i, ts in fresh) + self.raw
+        times = [ts for (ts,) in _RECORD_TIME.iter_unpack(raw)]
+        oldest_kept = max(times) - window_s
+        if len(times) <= limit and min(times) >= oldest_kept:
+            return RecentIds(raw)  # the usual case: nothing to drop
+        kept = [n * ID_RECORD_BYTES for n, ts in enumerate(times) if ts >= oldest_kept][:limit]
+        return RecentIds(b"".join(raw[start : start + ID_RECORD_BYTES] for start in kept))
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,20 @@ class UserState:
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> UserState:
-        fields = {as_bytes(k): as_bytes(v) for k, v in raw.items()}
-        state = cls(change=fields.get(b"c"))
-        if vector := fields.get(b"v"):
+        """From a whole hash, as HGETALL returns it."""
+        fields = {as_bytes(k): v for k, v in raw.items()}
+        return cls.from_fields([fields.get(name) for name in STATE_FIELDS])
+
+    @classmethod
+    def from_fields(cls, values: Sequence[Any]) -> UserState:
+        """From the values of `STATE_FIELDS`, in that order (HMGET: None where absent)."""
+        change, meta, history, recent, vector = (
+            None if v is None else as_bytes(v) for v in values
+        )  # fmt: skip
+        state = cls(change=change, history_raw=history or b"", recent_ids=RecentIds(recent or b""))
+        if vector:
             state.vector = vector_from_bytes(vector).copy()
-        if meta := fields.get(b"s"):
+        if meta:
             info = orjson.loads(meta)
             state.model_version = info.get("mv")
             state.events = info.get("n", 0)
@@ -134,8 +146,6 @@ class UserState:
                 slot: WindowCounts(*window) if window else None
                 for slot, window in info.get("w", {}).items()
             }
-        state.history_raw = fields.get(b"h", b"")
-        state.recent_ids = RecentIds.decode(fields.get(b"e", b""))
         return state
 
     def to_hash(self, updated_ms: int) -> dict[bytes, bytes]:
@@ -156,7 +166,7 @@ class UserState:
             b"c": str(int(self.change or 0) + 1).encode(),
             b"s": orjson.dumps(meta),
             b"h": self.history_raw,
-            b"e": self.recent_ids.encode(),
+            b"e": self.recent_ids.raw,
         }
         if self.vector is not None:
             out[b"v"] = vector_to_bytes(self.vector)

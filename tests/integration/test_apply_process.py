@@ -6,17 +6,20 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from recsys import keys
+from recsys.model_registry import as_bytes
 from recsys.settings import Settings
 from schemas import encode_event, new_event
 from schemas.dead_letter import DeadLetter
 from streams.apply_process import ApplyProcess
 from streams.apply_protocol import Record
 from streams.user_state import UserState
+from tests.integration.test_stream_worker import publish_model
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +90,45 @@ async def test_a_killed_apply_process_is_replaced_and_nothing_is_lost_or_doubled
     assert await events_applied(redis, "crash-user") == 15
     history = UserState.from_hash(await redis.hgetall(keys.user_state("crash-user"))).history
     assert [h.item_id for h in history] == [f"i{n}" for n in reversed(range(15))]
+
+
+async def test_batches_spread_over_partitions_are_applied_exactly_once_with_the_model(
+    redis: aioredis.Redis, apply_process: ApplyProcess, tmp_path: Path
+) -> None:
+    """Each batch is applied in lanes by partition, batches overlapping in time: every user's
+    events land once and in order, and the first batch already sees the model."""
+    await publish_model(redis, tmp_path)
+    users = [f"lane-user-{n}" for n in range(8)]
+    partition_of = {user: n % 4 for n, user in enumerate(users)}  # as Kafka's keying would
+    offsets = dict.fromkeys(range(4), 0)
+    batches: list[list[Record]] = []
+    for round_ in range(6):
+        batch = []
+        for user in users:
+            partition = partition_of[user]
+            item = f"i{(round_ + len(user)) % 10}"  # items of the published model
+            event = new_event("view", user, item)
+            batch.append(Record("events.view", partition, offsets[partition], user.encode(),
+                                encode_event(event)))  # fmt: skip
+            offsets[partition] += 1
+        batches.append(batch)
+
+    await (await apply_process.submit(batches[0]))  # both lanes start with the model loaded
+    for user in users:
+        state = UserState.from_hash(await redis.hgetall(keys.user_state(user)))
+        assert state.model_version is not None
+        assert state.vector is not None
+    in_flight = [await apply_process.submit(batch) for batch in batches[1:]]
+    for done in in_flight:
+        await done
+
+    for user in users:
+        state = UserState.from_hash(await redis.hgetall(keys.user_state(user)))
+        assert state.events == 6
+        assert [h.item_id for h in reversed(state.history)] == [
+            f"i{(round_ + len(user)) % 10}" for round_ in range(6)
+        ]
+    applied = await redis.hgetall(keys.STREAM_APPLIED)
+    assert {as_bytes(k).decode(): int(v) for k, v in applied.items()} == {
+        f"events.view:{p}": offsets[p] - 1 for p in range(4)
+    }

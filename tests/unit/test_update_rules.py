@@ -107,5 +107,7 @@ def test_recent_ids_keep_a_time_window_and_a_limit() -> None:
     recent = recent.push([(ids[2], 5000)], window_s=3600, limit=10)  # 10 and 100 fall out
     assert recent.prefixes() == {RecentIds.prefix(ids[2])}
     recent = recent.push([(ids[4], 5002), (ids[3], 5001)], window_s=3600, limit=2)
-    assert RecentIds.decode(recent.encode()) == recent
-    assert [ts for _, ts in recent.records] == [5002, 5001]
+    assert recent.records() == [(RecentIds.prefix(ids[4]), 5002), (RecentIds.prefix(ids[3]), 5001)]
+    # Out of order: the window is measured from the newest record wherever it is.
+    recent = RecentIds().push([(ids[0], 10), (ids[1], 9000), (ids[2], 7000)], 3600, limit=10)
+    assert [ts for _, ts in recent.records()] == [9000, 7000]
