@@ -36,6 +36,7 @@ from streams.update_rules import (
     WINDOWS,
     add_to_windows,
     decay_affinity,
+    ema_steps,
     ema_update,
     fold_in_recent,
     normalize,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 # user's newest event; redeliveries after a crash are caught by offsets, whatever their age.
 RECENT_IDS_LIMIT = 512
 GENRE_HALF_LIFE_S = 7 * 86_400
+# Each window's slots in a user's state: the current window and the one before it.
+_WINDOW_SLOTS = [(name, f"{name}_prev", length) for name, length in WINDOWS.items()]
 
 
 @dataclass(frozen=True)
@@ -190,29 +193,43 @@ class BatchApplier:
                     known.add(event_id)
                     item.fresh.append(sourced)
 
-    def _new_vector(
-        self, item: _UserWork, model: ActiveModel, outcome: BatchOutcome
-    ) -> np.ndarray | None:
-        state = item.state
+    def _new_vectors(
+        self, work: dict[str, _UserWork], model: ActiveModel, outcome: BatchOutcome
+    ) -> dict[str, np.ndarray | None]:
+        """The new vector of each user with fresh events."""
+        users = [user for user, item in work.items() if item.fresh]
         if self.config.mode == "fold-in":
-            return self._fold_in(item, model, outcome)
-        vector = state.vector
+            return {user: self._fold_in(work[user], model, outcome) for user in users}
         weights = self.config.ema_weights
-        if state.model_version != model.version:
-            # A new model version: restart from its batch vector and re-apply what happened
-            # after its training cut-off, so nothing learnt online is lost or counted twice.
-            vector = normalize(item.batch_vector) if item.batch_vector is not None else None
-            cutoff_ms = model.meta.trained_until * 1000
-            for entry in reversed(state.history):
-                item_vector = model.vector(entry.item_id)
-                if entry.ts_ms > cutoff_ms and item_vector is not None:
-                    vector = ema_update(vector, item_vector, weights[entry.event_type])
-        for sourced in item.fresh:
-            item_vector = model.vector(sourced.event.item_id)
-            if item_vector is None:
-                outcome.unknown_items += 1
-                continue
-            vector = ema_update(vector, item_vector, weights[sourced.event.event_type])
+        starts: list[np.ndarray | None] = []
+        steps: list[list[tuple[np.ndarray, float]]] = []
+        for user in users:
+            item = work[user]
+            starts.append(self._ema_start(item, model))
+            user_steps = []
+            for sourced in item.fresh:
+                item_vector = model.vector(sourced.event.item_id)
+                if item_vector is None:
+                    outcome.unknown_items += 1
+                else:
+                    user_steps.append((item_vector, weights[sourced.event.event_type]))
+            steps.append(user_steps)
+        return dict(zip(users, ema_steps(starts, steps), strict=True))
+
+    def _ema_start(self, item: _UserWork, model: ActiveModel) -> np.ndarray | None:
+        """The vector a user's fresh events move from."""
+        state = item.state
+        if state.model_version == model.version:
+            return state.vector
+        # A new model version: restart from its batch vector and re-apply what happened after
+        # its training cut-off, so nothing learnt online is lost or counted twice.
+        vector = normalize(item.batch_vector) if item.batch_vector is not None else None
+        cutoff_ms = model.meta.trained_until * 1000
+        weights = self.config.ema_weights
+        for entry in reversed(state.history):
+            item_vector = model.vector(entry.item_id)
+            if entry.ts_ms > cutoff_ms and item_vector is not None:
+                vector = ema_update(vector, item_vector, weights[entry.event_type])
         return vector
 
     def _fold_in(
@@ -238,27 +255,30 @@ class BatchApplier:
         config = self.config
         now_ms = int(time.time() * 1000)
         plan = WritePlan()
-        item_windows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        # Keyed by (window, start): the Redis key is formatted once per window, not per event.
+        item_windows: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        vectors = self._new_vectors(work, model, outcome) if model is not None else {}
         for user, item in work.items():
             if not item.fresh:
                 continue
             state = item.state
             if model is not None:
-                state.vector = self._new_vector(item, model, outcome)
+                state.vector = vectors[user]
                 state.model_version = model.version
             for sourced in item.fresh:
                 event = sourced.event
                 ts_s = sourced.ts_s
-                for name, length in WINDOWS.items():
+                windows = state.windows
+                for name, previous_name, length in _WINDOW_SLOTS:
                     current, previous, counted = add_to_windows(
-                        state.windows.get(name), state.windows.get(f"{name}_prev"), ts_s,
-                        event.event_type, length,
+                        windows.get(name), windows.get(previous_name), ts_s, event.event_type,
+                        length,
                     )  # fmt: skip
-                    state.windows[name], state.windows[f"{name}_prev"] = current, previous
+                    windows[name], windows[previous_name] = current, previous
                     outcome.late_window_events += not counted
-                    key = keys.item_window(name, window_start(ts_s, length))
-                    item_windows[key][f"{event.event_type}:{event.item_id}"] += 1
+                    start = window_start(ts_s, length)
+                    item_windows[name, start][f"{event.event_type}:{event.item_id}"] += 1
                 weight = EVENT_WEIGHTS[event.event_type]
                 epoch, increment = trending_increment(ts_s, weight, config.trending_half_life_s)
                 trending[epoch][event.item_id] += increment
@@ -284,9 +304,9 @@ class BatchApplier:
             key = keys.user_state(user)
             plan.expect(key, "c", state.change)
             plan.add("hset", key, config.user_ttl_s, list(state.to_hash(now_ms).items()))
-        for key, counts in item_windows.items():
-            ttl = 2 * WINDOWS[key.split(":")[2]]
-            plan.add("hincrby", key, ttl, list(counts.items()))
+        for (name, start), counts in item_windows.items():
+            ttl = 2 * WINDOWS[name]
+            plan.add("hincrby", keys.item_window(name, start), ttl, list(counts.items()))
         for epoch, increments in trending.items():
             ttl = int(3 * 16 * config.trending_half_life_s)
             plan.add("zincrby", keys.trending(epoch), ttl, list(increments.items()))

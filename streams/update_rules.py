@@ -39,9 +39,36 @@ def ema_update(user: np.ndarray | None, item: np.ndarray, weight: float) -> np.n
     ndarray
         The new unit user vector (float32).
     """
-    if user is None:
-        return normalize(item)
-    return normalize((1.0 - weight) * user + weight * item)
+    return ema_steps([user], [[(item, weight)]])[0]  # type: ignore[return-value]
+
+
+def ema_steps(
+    users: list[np.ndarray | None], steps: list[list[tuple[np.ndarray, float]]]
+) -> list[np.ndarray | None]:
+    """`ema_update` applied along each user's steps (item vector, weight), in order, for many
+    users at once: one array operation per step position instead of several per event.
+
+    Every row is computed on its own (a row's result does not depend on the others), so this
+    gives exactly what `ema_update` gives one event at a time, as the offline replay of the
+    stream updates computes it.
+    """
+    out = list(users)
+    for position in range(max(map(len, steps), default=0)):
+        rows = [n for n, user_steps in enumerate(steps) if len(user_steps) > position]
+        items = np.stack([steps[n][position][0] for n in rows]).astype(np.float32, copy=False)
+        weights = [steps[n][position][1] for n in rows]
+        current = [out[n] for n in rows]
+        has_vector = np.array([vector is not None for vector in current])
+        previous = np.stack([items[k] if v is None else v for k, v in enumerate(current)])
+        # (1 - a) in double, then float32: as the scalar expression (1.0 - a) * u computes it.
+        keep = np.array([1.0 - w for w in weights], dtype=np.float32)[:, None]
+        pull = np.array(weights, dtype=np.float32)[:, None]
+        mixed = np.where(has_vector[:, None], keep * previous + pull * items, items)
+        norms = np.linalg.norm(mixed, axis=1, keepdims=True)
+        unit = np.where(norms > EPS, mixed / np.where(norms > EPS, norms, 1), mixed)
+        for k, n in enumerate(rows):
+            out[n] = unit[k].astype(np.float32, copy=False)
+    return out
 
 
 def fold_in(

@@ -8,7 +8,7 @@ one write per user, and one key's overhead in memory.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,15 +123,13 @@ class UserState:
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> UserState:
         """From a whole hash, as HGETALL returns it."""
-        fields = {as_bytes(k): v for k, v in raw.items()}
+        fields = {as_bytes(k): as_bytes(v) for k, v in raw.items()}
         return cls.from_fields([fields.get(name) for name in STATE_FIELDS])
 
     @classmethod
-    def from_fields(cls, values: Sequence[Any]) -> UserState:
+    def from_fields(cls, values: Sequence[bytes | None]) -> UserState:
         """From the values of `STATE_FIELDS`, in that order (HMGET: None where absent)."""
-        change, meta, history, recent, vector = (
-            None if v is None else as_bytes(v) for v in values
-        )  # fmt: skip
+        change, meta, history, recent, vector = values
         state = cls(change=change, history_raw=history or b"", recent_ids=RecentIds(recent or b""))
         if vector:
             state.vector = vector_from_bytes(vector).copy()
@@ -153,7 +151,9 @@ class UserState:
         # field is two more arguments to encode on the client for each of them.
         # The strongest genres are what profiles and explanations show; a long tail of faint
         # ones only costs memory in every user's hash.
-        strongest = sorted(self.genres.items(), key=lambda pair: -pair[1])[:MAX_GENRES]
+        strongest: Iterable[tuple[str, float]] = self.genres.items()
+        if len(self.genres) > MAX_GENRES:
+            strongest = sorted(strongest, key=lambda pair: -pair[1])[:MAX_GENRES]
         meta = {
             "mv": self.model_version,
             "n": self.events,

@@ -12,8 +12,10 @@ from streams.update_rules import (
     WindowCounts,
     add_to_windows,
     decay_affinity,
+    ema_steps,
     ema_update,
     fold_in,
+    normalize,
     trending_increment,
     window_start,
 )
@@ -30,6 +32,32 @@ def test_ema_moves_towards_the_item_and_stays_unit_length() -> None:
     assert np.linalg.norm(small) == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(large, np.array([0.5, 1.0]) / np.linalg.norm([0.5, 1.0]), rtol=1e-6)
     assert 0 < small[1] < large[1]  # a heavier event type pulls harder
+
+
+def test_ema_steps_for_many_users_equal_single_steps_in_order() -> None:
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((20, 8)).astype(np.float32)
+    moved = normalize(rng.standard_normal(8))
+    users: list[np.ndarray | None] = [None, moved, None]
+    users += [normalize(rng.standard_normal(8)) for _ in range(5)]
+    steps = [
+        [(items[rng.integers(20)], float(rng.choice([0.1, 0.3, 0.9]))) for _ in range(length)]
+        for length in [1, 3, 0, 2, 1, 4, 1, 2]
+    ]
+
+    together = ema_steps(users, steps)
+
+    for user, user_steps, result in zip(users, steps, together, strict=True):
+        expected = user
+        for item, weight in user_steps:
+            expected = ema_update(expected, item, weight)
+        if expected is None:
+            assert result is None  # no step: no vector yet
+        else:
+            assert result is not None
+            np.testing.assert_array_equal(result, expected)  # bit for bit
+    assert together[1] is not None
+    assert not np.allclose(together[1], moved)  # they did move
 
 
 def test_ema_starts_a_new_user_from_the_item_direction() -> None:
