@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from recsys import keys
 from recsys.heap import freeze_long_lived
 from recsys.model_registry import as_bytes, vector_from_bytes
-from recsys.vectors import PointScore, point_uuid
+from recsys.vectors import PointScore, point_id
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _build_table(version: str, raw_vectors: dict[Any, Any], raw_items: dict[Any,
         titles=[p.get("title") for p in found],
         genres=[tuple(p.get("genres") or ()) for p in found],
         vectors=np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()]),
-        row_of_point={point_uuid(item).int: row for row, item in enumerate(item_ids)},
+        row_of_point={point_id(item): row for row, item in enumerate(item_ids)},
         row_of_item={item: row for row, item in enumerate(item_ids)},
     )
 

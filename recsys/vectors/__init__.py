@@ -7,7 +7,6 @@ from recsys.vectors.base import (
     SearchHit,
     VectorIndex,
     point_id,
-    point_uuid,
 )
 from recsys.vectors.factory import open_vector_index
 
@@ -19,5 +18,4 @@ __all__ = [
     "VectorIndex",
     "open_vector_index",
     "point_id",
-    "point_uuid",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -25,10 +24,10 @@ from recsys.vectors.base import (
     SearchHit,
     VectorIndex,
     VectorIndexError,
+    check_point_ids,
     hit_from_point,
     payload_selection,
     point_id,
-    point_uuid,
 )
 
 _SEALED = "SEALED"
@@ -49,8 +48,7 @@ def _edge_filter(item_filter: ItemFilter | None) -> qe.Filter | None:
             qe.FieldCondition(key="genres", match=qe.MatchAny(any=list(item_filter.exclude_genres)))
         )
     if item_filter.exclude_item_ids:
-        # UUID objects: the engine converts them about twice as fast as strings.
-        must_not.append(qe.HasIdCondition({point_uuid(i) for i in item_filter.exclude_item_ids}))
+        must_not.append(qe.HasIdCondition({point_id(i) for i in item_filter.exclude_item_ids}))
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -152,7 +150,9 @@ class EdgeVectorIndex(VectorIndex):
             with_payload=payload_selection(payload_fields),
             with_vector=with_vectors,
         )
-        return [hit_from_point(p, with_vectors) for p in self._reader(version).query(request)]
+        points = self._reader(version).query(request)
+        check_point_ids(points, version)
+        return [hit_from_point(p, with_vectors) for p in points]
 
     async def search_points(
         self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
@@ -164,9 +164,9 @@ class EdgeVectorIndex(VectorIndex):
             with_payload=False,
             with_vector=False,
         )
-        # The engine hands UUID point ids back as `uuid.UUID`.
         points = self._reader(version).query(request)
-        return [PointScore(cast(uuid.UUID, p.id).int, p.score) for p in points]
+        check_point_ids(points, version)
+        return [PointScore(cast(int, p.id), p.score) for p in points]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True
@@ -174,6 +174,7 @@ class EdgeVectorIndex(VectorIndex):
         records = self._reader(version).retrieve(
             [point_id(i) for i in item_ids], with_payload=True, with_vector=with_vectors
         )
+        check_point_ids(records, version)
         return [hit_from_point(r, with_vectors) for r in records]
 
     async def count(self, version: str) -> int:

@@ -6,9 +6,8 @@ use to exercise every request this adapter makes.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
@@ -21,6 +20,7 @@ from recsys.vectors.base import (
     SearchHit,
     VectorIndex,
     VectorIndexError,
+    check_point_ids,
     hit_from_point,
     payload_selection,
     point_id,
@@ -135,14 +135,14 @@ class ServerVectorIndex(VectorIndex):
             )
         except (UnexpectedResponse, ValueError) as exc:
             raise VectorIndexError(f"search in version {version!r} failed: {exc}") from exc
+        check_point_ids(response.points, version)
         return list(response.points)
 
     async def search_points(
         self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
     ) -> list[PointScore]:
         points = await self._query(version, vector, k, item_filter, False, False)
-        # The client gives UUID point ids as strings.
-        return [PointScore(uuid.UUID(str(p.id)).int, p.score) for p in points]
+        return [PointScore(cast(int, p.id), p.score) for p in points]
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True
@@ -156,6 +156,7 @@ class ServerVectorIndex(VectorIndex):
             )
         except (UnexpectedResponse, ValueError) as exc:
             raise VectorIndexError(f"lookup in version {version!r} failed: {exc}") from exc
+        check_point_ids(records, version)
         return [hit_from_point(r, with_vectors) for r in records]
 
     async def count(self, version: str) -> int:

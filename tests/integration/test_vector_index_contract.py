@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from recsys.vectors import ItemFilter, ItemPoint, VectorIndex, point_uuid
+from recsys.vectors import ItemFilter, ItemPoint, VectorIndex, point_id
 from recsys.vectors.base import VectorIndexError
 from recsys.vectors.edge import EdgeVectorIndex
 from recsys.vectors.server import ServerVectorIndex
@@ -151,7 +151,7 @@ async def test_search_points_ranks_and_filters_like_search_with_ids_only(
 ) -> None:
     points = make_points()
     await publish(index, "v1", points)
-    item_of = {point_uuid(p.item_id).int: p.item_id for p in points}
+    item_of = {point_id(p.item_id): p.item_id for p in points}
     query = points[3].vector
     no_comedy_unseen = ItemFilter(
         exclude_genres=("Comedy",), exclude_item_ids=frozenset({"item-0"})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from api.item_table import ItemTable
-from recsys.vectors import PointScore, point_uuid
+from recsys.vectors import PointScore, point_id
 
 pytestmark = pytest.mark.unit
 
@@ -18,22 +18,22 @@ def table(item_ids: list[str]) -> ItemTable:
         titles=[f"Title {i}" for i in item_ids],
         genres=[("Drama",) for _ in item_ids],
         vectors=np.arange(len(item_ids) * 2, dtype=np.float32).reshape(-1, 2),
-        row_of_point={point_uuid(item).int: row for row, item in enumerate(item_ids)},
+        row_of_point={point_id(item): row for row, item in enumerate(item_ids)},
         row_of_item={item: row for row, item in enumerate(item_ids)},
     )
 
 
 def test_hit_rows_keep_the_search_order_and_scores() -> None:
     items = table(["a", "b", "c"])
-    hits = [PointScore(point_uuid("c").int, 0.9), PointScore(point_uuid("a").int, 0.5)]
+    hits = [PointScore(point_id("c"), 0.9), PointScore(point_id("a"), 0.5)]
     assert items.hit_rows(hits) == ([2, 0], [0.9, 0.5])
 
 
 def test_points_the_table_lacks_are_left_out_with_their_scores() -> None:
     items = table(["a", "b"])
     hits = [
-        PointScore(point_uuid("unknown").int, 0.9),
-        PointScore(point_uuid("b").int, 0.7),
-        PointScore(point_uuid("another").int, 0.6),
+        PointScore(point_id("unknown"), 0.9),
+        PointScore(point_id("b"), 0.7),
+        PointScore(point_id("another"), 0.6),
     ]
     assert items.hit_rows(hits) == ([1], [0.7])
