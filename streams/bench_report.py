@@ -93,11 +93,17 @@ def figures_table(result: dict[str, Any]) -> str:
     ]
     for run in result.get("sweep") or []:
         p99 = run["seconds"].get("p99", float("nan")) * 1000
+        bench_cpu = run.get("bench_process_cpu_us_per_event")  # absent from earlier runs
         rows.append(
             (
                 f"offered {run['offered_rate']:,} events/s ({run['events']:,} events)",
                 f"{run['applied_rate']:,.0f} applied/s, freshness p99 {p99:,.0f} ms, "
-                f"{run['observed']:,} of {run['events']:,} observed",
+                f"{run['observed']:,} of {run['events']:,} observed"
+                + (
+                    f"; the benchmark's producer: {bench_cpu:,.0f} µs of CPU per event"
+                    if bench_cpu is not None
+                    else ""
+                ),
                 "",
             )
         )
