@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from api import metrics
 from api.breaker import Budget, CircuitBreaker
+from api.telemetry import child_span
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,7 +67,8 @@ class GuardedBackend:
         if not self.breaker.allow():
             raise self._refuse("open_circuit")
         started = time.perf_counter()
-        with self._tracer.start_as_current_span(
+        with child_span(
+            self._tracer,
             f"{self.name} {operation}",
             kind=SpanKind.CLIENT,
             attributes={"db.system.name": self.db_system, "db.operation.name": operation},

@@ -28,6 +28,7 @@ from api.item_table import ItemTable, ItemTables
 from api.mmr import mmr
 from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
 from api.popular_cache import PopularCache
+from api.telemetry import child_span
 from recsys.settings import Settings
 from recsys.vectors import ItemFilter, VectorIndex
 from streams.user_state import UserState
@@ -91,7 +92,7 @@ class Recommender:
             return self._from_memory(query, [exc.reason])
 
         version, state = context.version, context.state
-        excluded = set(query.exclude_ids) | {h.item_id for h in state.history}
+        excluded = set(query.exclude_ids) | state.history_item_ids
         picked: dict[str, Candidate] = {}
         reasons: list[str] = []
         for source in self.settings.api_fallback_chain:
@@ -170,8 +171,10 @@ class Recommender:
         if not scores:
             raise NoCandidatesError("personalized_empty")
         started = time.perf_counter()
-        with self.tracer.start_as_current_span(
-            "mmr", attributes={"recsys.mmr.candidates": len(scores), "recsys.mmr.k": query.k}
+        with child_span(
+            self.tracer,
+            "mmr",
+            attributes={"recsys.mmr.candidates": len(scores), "recsys.mmr.k": query.k},
         ):
             order = mmr(np.array(scores, dtype=np.float32), vectors, query.k, query.diversity)
         metrics.MMR_SECONDS.observe(time.perf_counter() - started)

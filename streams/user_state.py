@@ -120,6 +120,13 @@ class UserState:
         """Recent events, newest first."""
         return decode_history(self.history_raw)
 
+    @property
+    def history_item_ids(self) -> set[str]:
+        """The items of the recent events (what a request excludes as seen), without building
+        an entry per event: the item id is each line's last field (see `HistoryEntry.encode`)."""
+        raw = self.history_raw
+        return {line.split("|", 2)[2] for line in raw.decode().split("\n")} if raw else set()
+
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> UserState:
         """From a whole hash, as HGETALL returns it."""

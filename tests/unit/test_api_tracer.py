@@ -4,9 +4,15 @@ real trace context (POST /events hands it to Kafka), and honours a sampled calle
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 
-from api.telemetry import api_tracer
+from api.telemetry import api_tracer, child_span
 from recsys.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -34,3 +40,25 @@ def test_a_sampled_caller_is_recorded_and_passed_on_as_sampled() -> None:
         inject(carrier)
     assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
     assert carrier["traceparent"].endswith("-01")
+
+
+def test_request_steps_get_child_spans_only_under_a_recorded_request() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    sampled = extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+
+    recorded = tracer.start_as_current_span("GET /recommend/{user_id}", context=sampled)
+    with recorded as request, child_span(tracer, "redis user_state", kind=SpanKind.CLIENT) as step:
+        assert step.is_recording()
+    not_recorded = tracer.start_as_current_span("GET /recommend/{user_id}")
+    with not_recorded as unsampled, child_span(tracer, "qdrant search") as skipped:
+        assert skipped is INVALID_SPAN
+        assert trace.get_current_span() is unsampled  # nothing entered
+
+    finished = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(finished) == {"GET /recommend/{user_id}", "redis user_state"}
+    parent = finished["redis user_state"].parent
+    assert parent is not None
+    assert parent.span_id == request.get_span_context().span_id

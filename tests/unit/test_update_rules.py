@@ -19,7 +19,13 @@ from streams.update_rules import (
     trending_increment,
     window_start,
 )
-from streams.user_state import HistoryEntry, RecentIds, decode_history, push_history
+from streams.user_state import (
+    HistoryEntry,
+    RecentIds,
+    UserState,
+    decode_history,
+    push_history,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -126,6 +132,8 @@ def test_history_keeps_the_newest_entries_and_item_ids_with_separators() -> None
         HistoryEntry(4, "view", "e"),
         HistoryEntry(3, "view", "a|b"),
     ]
+    assert UserState(history_raw=raw).history_item_ids == {"d", "e", "a|b"}
+    assert UserState().history_item_ids == set()
 
 
 def test_recent_ids_keep_a_time_window_and_a_limit() -> None:
