@@ -147,6 +147,15 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         if not ready:
             console.print(f"[red]error:[/red] the API did not come up; see {logs / 'api.log'}")
             return 1
+        # Up means an event posted now is applied: the worker has joined its consumer group.
+        worker_ready = f"http://127.0.0.1:{options.worker_web_port}/ready"
+        with console.status("Waiting for the worker to join its consumer group…"):
+            ready = _wait_http(worker_ready, children[0], timeout_s=90)
+        if not ready:
+            console.print(
+                f"[red]error:[/red] the worker did not start consuming; see {logs / 'worker.log'}"
+            )
+            return 1
         console.print(f"[green]recsys is up.[/green] Logs in {logs}")
         console.print(f"  API docs:  {base}/docs")
         worker_metrics = f"http://127.0.0.1:{options.worker_web_port}/metrics"

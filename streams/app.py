@@ -88,7 +88,7 @@ def create_app(
         delivered = await dead_letters.send(key=key, value=value)
         await delivered  # on the broker before the source message is acknowledged
 
-    state: dict[str, BatchSubmitter] = {}
+    state: dict[str, ApplyProcess] = {}
 
     def current_processor() -> BatchSubmitter:
         if processor is not None:
@@ -116,6 +116,10 @@ def create_app(
                     await stream.ack(event)
 
         submitter = current_processor()
+        if isinstance(submitter, ApplyProcess):
+            # Started now, not with the first batch: it starts while the consumer joins its
+            # group, so the first events after a (re)start do not wait for it.
+            await submitter.start()
         try:
             async with asyncio.TaskGroup() as group:  # an acknowledging failure stops the agent
                 group.create_task(acknowledge())
@@ -133,6 +137,16 @@ def create_app(
             if isinstance(submitter, ApplyProcess):
                 state.pop("p", None)
                 await submitter.close()
+
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        # Ready = consuming: partitions assigned and an apply process running. A worker beyond
+        # the partition count stays unready (it has nothing to consume) but alive (/metrics).
+        assigned = bool(app.consumer.assignment())
+        applying = processor is not None or ("p" in state and state["p"].pid is not None)
+        status = 200 if assigned and applying else 503
+        body = {"ready": status == 200, "partitions_assigned": assigned, "applying": applying}
+        return web.json(body, status=status)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

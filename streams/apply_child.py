@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from recsys.tracing import setup_tracing
 from streams.applier import UpdateConfig
 from streams.apply_protocol import Report, decode_batch, encode_report, read_frame
 from streams.metrics import JournalRecorder
-from streams.processor import DecodedBatch, EventProcessor
+from streams.processor import RETRYABLE, DecodedBatch, EventProcessor
 
 SERVICE_NAME = "recsys-worker"  # its spans belong to the worker
 
@@ -99,6 +100,10 @@ async def serve(
         to_report.put_nowait(None)
 
     try:
+        # Load the model while the worker joins its consumer group, not with the first batch;
+        # if Redis is not there yet, the first batch retries as usual.
+        with contextlib.suppress(*RETRYABLE):
+            await processor.models.get()
         # Any failure ends the process (the worker starts a new one and sends the batches it has
         # no report for again); the others are cancelled rather than left waiting for it.
         async with asyncio.TaskGroup() as group:

@@ -69,6 +69,12 @@ class ApplyProcess:
         """The apply process's pid, once started."""
         return None if self._child is None else self._child.pid
 
+    async def start(self) -> None:
+        """Start the apply process ahead of the first batch (otherwise the first batch does)."""
+        async with self._sending:
+            if self._child is None:
+                await self._start()
+
     async def submit(self, messages: Sequence[RawMessage]) -> Awaitable[None]:
         await self._slots.acquire()
         async with self._sending:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis.exceptions import RedisError
@@ -64,6 +65,11 @@ class WorkerProcess:
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2).text
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """GET /ready: 200 once consuming (partitions assigned, apply process running)."""
+        response = httpx.get(f"http://127.0.0.1:{self.web_port}/ready", timeout=2)
+        return response.status_code, response.json()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""

@@ -162,6 +162,10 @@ async def test_worker_applies_events_and_dead_letters_malformed_ones(
         assert all(marker.encode() in letter.original for letter in letters)
         assert worker.alive
         assert 'recsys_stream_dlq_total{field="ts"}' in worker.metrics()
+        assert worker.readiness() == (
+            200,
+            {"ready": True, "partitions_assigned": True, "applying": True},
+        )
     finally:
         worker.stop()
 
