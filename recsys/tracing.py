@@ -36,7 +36,7 @@ def context_from_headers(headers: KafkaHeaders | None) -> Context | None:
     """The trace context a producer put in Kafka headers (W3C traceparent), if any."""
     if not headers:  # most messages: skip the propagator altogether
         return None
-    carrier = {k: v.decode("latin-1") for k, v in headers or () if isinstance(v, bytes)}
+    carrier = {k: v.decode("latin-1") for k, v in headers if isinstance(v, bytes)}
     if "traceparent" not in carrier:
         return None
     return extract(carrier)

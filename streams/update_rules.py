@@ -39,7 +39,9 @@ def ema_update(user: np.ndarray | None, item: np.ndarray, weight: float) -> np.n
     ndarray
         The new unit user vector (float32).
     """
-    return ema_steps([user], [[(item, weight)]])[0]  # type: ignore[return-value]
+    (vector,) = ema_steps([user], [[(item, weight)]])
+    assert vector is not None  # a step always gives a vector
+    return vector
 
 
 def ema_steps(
@@ -66,8 +68,9 @@ def ema_steps(
         mixed = np.where(has_vector[:, None], keep * previous + pull * items, items)
         norms = np.linalg.norm(mixed, axis=1, keepdims=True)
         unit = np.where(norms > EPS, mixed / np.where(norms > EPS, norms, 1), mixed)
+        unit = unit.astype(np.float32, copy=False)
         for k, n in enumerate(rows):
-            out[n] = unit[k].astype(np.float32, copy=False)
+            out[n] = unit[k]
     return out
 
 
