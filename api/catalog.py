@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -10,11 +11,12 @@ from typing import Any
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from recsys import keys
 from recsys.model_registry import as_bytes, vector_from_bytes
 from streams.update_rules import trending_epoch
-from streams.user_state import UserState
+from streams.user_state import STATE_FIELDS, UserState
 
 # The previous trending epoch is 16 half-lives older: its scores count 2**-16 as much.
 PREVIOUS_EPOCH_WEIGHT = 2.0**-16
@@ -60,16 +62,19 @@ def passes(candidate: Candidate, genres: Sequence[str], exclude_genres: Sequence
 
 # The active version, the user's online state and their batch vector of that version, in one
 # round trip: the batch vector's key depends on the version, which a pipeline cannot chain.
-# ARGV[2] .. version .. ARGV[3] is `recsys.keys.user_vectors(version)`.
+# ARGV[2] .. version .. ARGV[3] is `recsys.keys.user_vectors(version)`; ARGV[4..] are the
+# state's fields (`STATE_FIELDS`), read as the stream worker reads them.
 _USER_CONTEXT = """
 local version = redis.call('GET', KEYS[1])
-local state = redis.call('HGETALL', KEYS[2])
+local state = redis.call('HMGET', KEYS[2], unpack(ARGV, 4))
 local batch = false
 if version then
   batch = redis.call('HGET', ARGV[2] .. version .. ARGV[3], ARGV[1])
 end
 return {version, state, batch}
 """
+# Called by its digest: Redis then neither receives nor hashes the script's text per request.
+_USER_CONTEXT_SHA = hashlib.sha1(_USER_CONTEXT.encode()).hexdigest()
 _VECTORS_KEY_AROUND = keys.user_vectors("\x00").split("\x00")
 
 
@@ -82,14 +87,17 @@ class UserContext:
 
 async def user_context(redis: aioredis.Redis, user_id: str) -> UserContext:
     """What a request needs to know about a user, in one round trip (see `_USER_CONTEXT`)."""
-    raw_version, raw_state, raw_batch = await redis.eval(
-        _USER_CONTEXT, 2, keys.ACTIVE_MODEL, keys.user_state(user_id), user_id,
-        *_VECTORS_KEY_AROUND,
-    )  # fmt: skip
-    flat = list(raw_state or [])
+    keys_and_args: list[str | bytes] = [
+        keys.ACTIVE_MODEL, keys.user_state(user_id), user_id, *_VECTORS_KEY_AROUND, *STATE_FIELDS,
+    ]  # fmt: skip
+    try:
+        reply = await redis.evalsha(_USER_CONTEXT_SHA, 2, *keys_and_args)
+    except NoScriptError:  # a restarted or flushed Redis: this call loads the script again
+        reply = await redis.eval(_USER_CONTEXT, 2, *keys_and_args)
+    raw_version, raw_state, raw_batch = reply
     return UserContext(
         version=as_bytes(raw_version).decode() if raw_version else None,
-        state=UserState.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))),
+        state=UserState.from_fields([as_bytes(v) if v else None for v in raw_state]),
         batch_vector=vector_from_bytes(as_bytes(raw_batch)) if raw_batch else None,
     )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import redis.asyncio as aioredis
 from recsys import keys
 from recsys.heap import freeze_long_lived
 from recsys.model_registry import as_bytes, vector_from_bytes
-from recsys.vectors import PointScore, point_id
+from recsys.vectors import PointScores, point_id
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +42,15 @@ class ItemTable:
     titles: list[str | None]
     genres: list[tuple[str, ...]]
     vectors: np.ndarray  # (items x dim) float32, the vectors the index holds
-    row_of_point: dict[int, int]  # by `PointScore.point`
+    row_of_point: dict[int, int]  # by `PointScores.points`
     row_of_item: dict[str, int]
 
-    def hit_rows(self, hits: Sequence[PointScore]) -> tuple[list[int], list[float]]:
+    def hit_rows(self, hits: PointScores) -> tuple[list[int], list[float]]:
         """Rows and scores of search hits, in order; a point the table lacks is left out."""
         rows: list[int] = []
         scores: list[float] = []
         row_of_point = self.row_of_point
-        for point, score in hits:
+        for point, score in zip(hits.points, hits.scores, strict=True):
             row = row_of_point.get(point)
             if row is not None:
                 rows.append(row)

@@ -25,28 +25,27 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> l
     k = min(k, n)
     if k <= 0:
         return []
-    order = np.argsort(-relevance, kind="stable")
     if lambda_ >= 1.0:
-        return [int(i) for i in order[:k]]
-    spread = float(relevance.max() - relevance.min())
-    scaled = (relevance - relevance.min()) / spread if spread > 0 else np.ones(n)
+        return [int(i) for i in np.argsort(-relevance, kind="stable")[:k]]
+    low, high = relevance.min(), relevance.max()
+    spread = float(high - low)
+    scaled = (relevance - low) / spread if spread > 0 else np.ones(n, dtype=relevance.dtype)
     norms = np.linalg.norm(vectors, axis=1)
     unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
-    # All pairwise similarities in one product: the loop then only does cheap row operations,
-    # which matters at the API's per-request budget (a few numpy calls per pick).
-    similarity = unit @ unit.T
-    relevance_term = lambda_ * scaled
-    redundancy_weight = 1.0 - lambda_
-    picked = [int(order[0])]
-    taken = np.zeros(n)  # -inf once picked
-    taken[picked[0]] = -np.inf
-    redundancy = similarity[picked[0]].copy()
+    # gain(j) = lambda * scaled(j) - (1 - lambda) * max over picked p of similarity(p, j)
+    #         = min over picked p of after_picking[p, j]
+    # so one matrix holds every pick's effect, and each pick costs one elementwise minimum:
+    # this runs on every request, where each numpy call costs microseconds.
+    after_picking = lambda_ * scaled - (1.0 - lambda_) * (unit @ unit.T)
+    first = int(np.argmax(relevance))  # the first of equals, as a stable sort would put it
+    picked = [first]
+    gain = after_picking[first].copy()
+    gain[first] = -np.inf
     while len(picked) < k:
-        gain = relevance_term - redundancy_weight * redundancy + taken
-        best = int(np.argmax(gain))
+        best = int(gain.argmax())
         picked.append(best)
-        taken[best] = -np.inf
-        np.maximum(redundancy, similarity[best], out=redundancy)
+        np.minimum(gain, after_picking[best], out=gain)
+        gain[best] = -np.inf
     return picked
 
 

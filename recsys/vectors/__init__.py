@@ -3,7 +3,7 @@
 from recsys.vectors.base import (
     ItemFilter,
     ItemPoint,
-    PointScore,
+    PointScores,
     SearchHit,
     VectorIndex,
     point_id,
@@ -13,7 +13,7 @@ from recsys.vectors.factory import open_vector_index
 __all__ = [
     "ItemFilter",
     "ItemPoint",
-    "PointScore",
+    "PointScores",
     "SearchHit",
     "VectorIndex",
     "open_vector_index",

@@ -12,7 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +60,17 @@ class SearchHit:
     vector: np.ndarray | None = None
 
 
-class PointScore(NamedTuple):
-    """A search hit as the index knows it: the point id (`point_id(item_id)`) and its score.
-    A tuple, not a dataclass: a search makes a hundred of them per request."""
+@dataclass(frozen=True)
+class PointScores:
+    """Search hits as the index knows them, best first: point ids (`point_id(item_id)`) and
+    their scores. Two lists rather than an object per hit: a search makes a hundred hits per
+    request, and building a named tuple for each cost more than the lists (about 20 µs)."""
 
-    point: int
-    score: float
+    points: list[int]
+    scores: list[float]
+
+    def __len__(self) -> int:
+        return len(self.points)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,7 @@ class VectorIndex(ABC):
     @abstractmethod
     async def search_points(
         self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
-    ) -> list[PointScore]:
+    ) -> PointScores:
         """`search` without payloads or vectors, best first: for a caller that holds the items
         of the version in memory (reading payloads is most of a search's cost)."""
 

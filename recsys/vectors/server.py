@@ -16,7 +16,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from recsys.vectors.base import (
     ItemFilter,
     ItemPoint,
-    PointScore,
+    PointScores,
     SearchHit,
     VectorIndex,
     VectorIndexError,
@@ -140,9 +140,9 @@ class ServerVectorIndex(VectorIndex):
 
     async def search_points(
         self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
-    ) -> list[PointScore]:
+    ) -> PointScores:
         points = await self._query(version, vector, k, item_filter, False, False)
-        return [PointScore(cast(int, p.id), p.score) for p in points]
+        return PointScores([cast(int, p.id) for p in points], [p.score for p in points])
 
     async def get(
         self, version: str, item_ids: Sequence[str], *, with_vectors: bool = True

@@ -20,7 +20,7 @@ from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from recsys.clients import redis_client
 from recsys.settings import Settings
-from recsys.vectors import ItemFilter, PointScore, SearchHit
+from recsys.vectors import ItemFilter, PointScores, SearchHit
 from recsys.vectors.base import VectorIndexError
 from recsys.vectors.edge import EdgeVectorIndex
 
@@ -63,7 +63,7 @@ class SwitchableIndex(EdgeVectorIndex):
 
     async def search_points(
         self, version: str, vector: np.ndarray, k: int, item_filter: ItemFilter | None = None
-    ) -> list[PointScore]:
+    ) -> PointScores:
         if self.failing:
             raise VectorIndexError("injected failure")
         return await super().search_points(version, vector, k, item_filter)

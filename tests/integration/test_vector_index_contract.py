@@ -159,7 +159,7 @@ async def test_search_points_ranks_and_filters_like_search_with_ids_only(
 
     found = await index.search_points("v1", query, 10, no_comedy_unseen)
     keep = [p.item_id != "item-0" and p.payload["genres"] != ["Comedy"] for p in points]
-    assert [item_of[hit.point] for hit in found] == brute_force(points, query, keep)[:10]
+    assert [item_of[point] for point in found.points] == brute_force(points, query, keep)[:10]
     by_id = {p.item_id: p for p in points}
-    for hit in found:
-        assert hit.score == pytest.approx(float(by_id[item_of[hit.point]].vector @ query), rel=1e-5)
+    for point, score in zip(found.points, found.scores, strict=True):
+        assert score == pytest.approx(float(by_id[item_of[point]].vector @ query), rel=1e-5)

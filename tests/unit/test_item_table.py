@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from api.item_table import ItemTable
-from recsys.vectors import PointScore, point_id
+from recsys.vectors import PointScores, point_id
 
 pytestmark = pytest.mark.unit
 
@@ -25,15 +25,11 @@ def table(item_ids: list[str]) -> ItemTable:
 
 def test_hit_rows_keep_the_search_order_and_scores() -> None:
     items = table(["a", "b", "c"])
-    hits = [PointScore(point_id("c"), 0.9), PointScore(point_id("a"), 0.5)]
+    hits = PointScores([point_id("c"), point_id("a")], [0.9, 0.5])
     assert items.hit_rows(hits) == ([2, 0], [0.9, 0.5])
 
 
 def test_points_the_table_lacks_are_left_out_with_their_scores() -> None:
     items = table(["a", "b"])
-    hits = [
-        PointScore(point_id("unknown"), 0.9),
-        PointScore(point_id("b"), 0.7),
-        PointScore(point_id("another"), 0.6),
-    ]
+    hits = PointScores([point_id("unknown"), point_id("b"), point_id("another")], [0.9, 0.7, 0.6])
     assert items.hit_rows(hits) == ([1], [0.7])

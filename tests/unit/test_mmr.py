@@ -57,3 +57,32 @@ def test_equal_relevance_and_zero_vectors_are_handled() -> None:
 def test_no_candidates_or_k_zero_gives_nothing() -> None:
     assert mmr(np.array([]), np.zeros((0, 3)), 5, 0.5) == []
     assert mmr(np.ones(3), np.eye(3), 0, 0.5) == []
+
+
+def reference_mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> list[int]:
+    """MMR as the textbook loop: argmax of lambda * scaled relevance - (1 - lambda) * the
+    highest cosine similarity to an item already picked."""
+    spread = relevance.max() - relevance.min()
+    scaled = (relevance - relevance.min()) / spread if spread > 0 else np.ones(len(relevance))
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
+    picked: list[int] = []
+    while len(picked) < min(k, len(relevance)):
+        best, best_gain = -1, -np.inf
+        for j in range(len(relevance)):
+            if j in picked:
+                continue
+            redundancy = max((float(unit[p] @ unit[j]) for p in picked), default=0.0)
+            gain = lambda_ * scaled[j] - (1 - lambda_) * redundancy
+            if gain > best_gain:
+                best, best_gain = j, gain
+        picked.append(best)
+    return picked
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.8])
+@pytest.mark.parametrize("seed", range(5))
+def test_picks_what_the_textbook_loop_picks(lam: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    relevance = np.sort(rng.random(100))[::-1].astype(np.float64)
+    vectors = rng.standard_normal((100, 16))
+    assert mmr(relevance, vectors, 10, lam) == reference_mmr(relevance, vectors, 10, lam)
