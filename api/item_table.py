@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -47,15 +47,12 @@ class ItemTable:
 
     def hit_rows(self, hits: PointScores) -> tuple[list[int], list[float]]:
         """Rows and scores of search hits, in order; a point the table lacks is left out."""
-        rows: list[int] = []
-        scores: list[float] = []
-        row_of_point = self.row_of_point
-        for point, score in zip(hits.points, hits.scores, strict=True):
-            row = row_of_point.get(point)
-            if row is not None:
-                rows.append(row)
-                scores.append(score)
-        return rows, scores
+        rows = list(map(self.row_of_point.get, hits.points))
+        if None not in rows:  # the rule: a table and its index hold the same items
+            return cast(list[int], rows), hits.scores
+        pairs = zip(rows, hits.scores, strict=True)
+        kept = [(row, score) for row, score in pairs if row is not None]
+        return [row for row, _ in kept], [score for _, score in kept]
 
 
 async def load_item_table(redis: aioredis.Redis, version: str) -> ItemTable | None:
