@@ -7,10 +7,10 @@ published the way `recsys train` does. `recsys serve` runs as a subprocess on 12
 For GET /recommend/{user_id} (known users, k=10, MMR over the configured 100 candidates) and,
 as the floor, GET /health/live:
 
-1. Fixed rate (open loop): a small asyncio HTTP/1.1 client sends requests at scheduled times,
-   whether or not earlier ones have answered, and measures each latency from its scheduled
-   time, so queueing in the server is not hidden (no coordinated omission). It also reads every
-   /recommend body and counts the `source` of each answer.
+1. Fixed rate (open loop, `api.open_loop`): a small HTTP/1.1 client sends requests at scheduled
+   times, whether or not earlier ones have answered, and measures each latency from its
+   scheduled time, so queueing in the server is not hidden (no coordinated omission). It also
+   reads every /recommend body and counts the `source` of each answer.
 2. Saturation: `wrk` (closed loop, keep-alive connections) for a fixed time; its requests/s,
    and its latency percentiles as printed by a Lua `done()` hook.
 
@@ -20,12 +20,10 @@ and so is the server's and Redis's, since all of them share the machine's cores.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -35,13 +33,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
+from api.open_loop import REQUEST_TIMEOUT_S, run_open_loop
 from infra.local.process import process_cpu_seconds, process_tree
 from recsys.benchmarks import redis_cpu_seconds
 
@@ -52,8 +50,6 @@ WRK_INSTALL_HINT = (
 WRK_MARKER = "RECSYS_WRK "
 ML100K_USERS = 943  # ml-100k's user ids are "1".."943"
 READY_TIMEOUT_S = 60.0
-REQUEST_TIMEOUT_S = 5.0
-DRAIN_TIMEOUT_S = 15.0
 
 
 class BenchError(RuntimeError):
@@ -76,30 +72,6 @@ class ApiBenchConfig:
 
 
 # --- Pure parts (unit-tested) ---------------------------------------------------------------
-
-
-def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
-    """Percentiles, max and mean of latencies given in seconds, in milliseconds."""
-    arr = np.asarray(latencies_s, dtype=np.float64) * 1000.0
-    if arr.size == 0:
-        return {}
-    p50, p95, p99, p999 = np.percentile(arr, [50, 95, 99, 99.9])
-    return {
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "p99.9": float(p999),
-        "max": float(arr.max()),
-        "mean": float(arr.mean()),
-    }
-
-
-def open_loop_schedule(rate: float, seconds: float) -> list[float]:
-    """Send offsets (seconds from the start) of a fixed-rate run: evenly spaced, so the offered
-    load does not depend on how fast the server answers."""
-    if rate <= 0 or seconds <= 0:
-        return []
-    return [n / rate for n in range(int(rate * seconds))]
 
 
 def recommend_paths(
@@ -222,188 +194,9 @@ def parse_wrk(output: str) -> dict[str, Any]:
     }
 
 
-def parse_http_head(head: bytes) -> tuple[int, int | None, bool]:
-    """Status, Content-Length (None if absent) and whether the connection stays open, from a
-    response's status line and headers (up to and including the blank line)."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise ValueError(f"not an HTTP/1.x status line: {lines[0]!r}")
-    status = int(parts[1])
-    length: int | None = None
-    keep_alive = parts[0] == b"HTTP/1.1"
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value.strip())
-        elif name == b"connection":
-            keep_alive = value.strip().lower() != b"close"
-    return status, length, keep_alive
-
-
 def share(counts: dict[str, int], key: str) -> float:
     total = sum(counts.values())
     return counts.get(key, 0) / total if total else float("nan")
-
-
-# --- The fixed-rate (open-loop) client ------------------------------------------------------
-
-
-@dataclass
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-
-
-@dataclass
-class OpenLoopResult:
-    latencies_s: list[float] = field(default_factory=list)  # from the scheduled time
-    service_s: list[float] = field(default_factory=list)  # from the moment it was sent
-    lag_s: list[float] = field(default_factory=list)  # sent minus scheduled: the client's own
-    statuses: dict[int, int] = field(default_factory=dict)
-    sources: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-
-
-class OpenLoopClient:
-    """Raw HTTP/1.1 GETs over a pool of keep-alive connections (at most `max_connections`):
-    much cheaper per request than a general client, so the client's own time stays small."""
-
-    def __init__(self, host: str, port: int, max_connections: int) -> None:
-        self.host = host
-        self.port = port
-        self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
-        self._opened = 0
-        self._max = max_connections
-
-    async def _acquire(self) -> _Connection:
-        if self._idle.empty() and self._opened < self._max:
-            self._opened += 1
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            except BaseException:
-                self._opened -= 1
-                raise
-            return _Connection(reader, writer)
-        return await self._idle.get()
-
-    def _discard(self, conn: _Connection) -> None:
-        self._opened -= 1
-        conn.writer.close()
-
-    async def get(self, path: str) -> tuple[int, bytes]:
-        conn = await self._acquire()
-        try:
-            conn.writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
-            )
-            head = await conn.reader.readuntil(b"\r\n\r\n")
-            status, length, keep_alive = parse_http_head(head)
-            if length is None:
-                raise ValueError("response without Content-Length")
-            body = await conn.reader.readexactly(length)
-        except BaseException:
-            self._discard(conn)
-            raise
-        if keep_alive:
-            self._idle.put_nowait(conn)
-        else:
-            self._discard(conn)
-        return status, body
-
-    async def close(self) -> None:
-        while not self._idle.empty():
-            conn = self._idle.get_nowait()
-            conn.writer.close()
-            with contextlib.suppress(OSError):
-                await conn.writer.wait_closed()
-
-
-async def _open_loop(
-    client: OpenLoopClient, paths: Sequence[str], rate: float, read_source: bool
-) -> tuple[OpenLoopResult, float]:
-    result = OpenLoopResult()
-    schedule = open_loop_schedule(rate, len(paths) / rate)
-
-    async def one(path: str, scheduled: float) -> None:
-        sent = time.perf_counter()
-        result.lag_s.append(sent - scheduled)
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                status, body = await client.get(path)
-        except Exception as exc:  # every failure is counted, by kind, and reported
-            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            result.errors[kind] = result.errors.get(kind, 0) + 1
-            return
-        done = time.perf_counter()
-        result.latencies_s.append(done - scheduled)
-        result.service_s.append(done - sent)
-        result.statuses[status] = result.statuses.get(status, 0) + 1
-        if read_source and status == 200:
-            source = str(orjson.loads(body).get("source"))
-            result.sources[source] = result.sources.get(source, 0) + 1
-
-    loop = asyncio.get_running_loop()
-    tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter() + 0.01
-
-    def launch(path: str, scheduled: float) -> None:
-        tasks.append(loop.create_task(one(path, scheduled)))
-
-    def pace() -> None:
-        # A thread paces the sends: the event loop's timers wake up to 1 ms late (epoll's
-        # millisecond timeout), which would add to every latency; time.sleep is ~0.1 ms
-        # accurate, and call_soon_threadsafe wakes the loop at once.
-        for path, offset in zip(paths, schedule, strict=True):
-            scheduled = start + offset
-            if (delay := scheduled - time.perf_counter()) > 0:
-                time.sleep(delay)
-            loop.call_soon_threadsafe(launch, path, scheduled)
-
-    await asyncio.to_thread(pace)
-    sending_s = time.perf_counter() - start
-    # Bounded: whatever has not answered DRAIN_TIMEOUT_S after the last send is cancelled
-    # (each request also has its own REQUEST_TIMEOUT_S).
-    _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
-    for task in pending:
-        task.cancel()
-    if pending:
-        result.errors["unfinished"] = len(pending)
-    return result, len(paths) / sending_s if sending_s > 0 else float("nan")
-
-
-def run_open_loop(
-    host: str, port: int, paths: Sequence[str], rate: float, read_source: bool, max_conns: int
-) -> dict[str, Any]:
-    """One fixed-rate run; figures plus the client's CPU seconds per request."""
-
-    async def main() -> tuple[OpenLoopResult, float]:
-        client = OpenLoopClient(host, port, max_conns)
-        try:
-            return await _open_loop(client, paths, rate, read_source)
-        finally:
-            await client.close()
-
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    result, achieved = asyncio.run(main())
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {
-        "offered_rate": rate,
-        "achieved_rate": achieved,
-        "requests": len(paths),
-        "answered": len(result.latencies_s),
-        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
-        "errors": result.errors,
-        "sources": result.sources,
-        "latency_ms": latency_summary(result.latencies_s),
-        "service_time_ms": latency_summary(result.service_s),
-        "client_lag_ms": latency_summary(result.lag_s),
-        "client_cpu_s": cpu_s,
-        "client_cpu_us_per_request": cpu_s / len(paths) * 1e6 if paths else float("nan"),
-        "samples_ms": [s * 1000 for s in result.latencies_s],
-    }
 
 
 # --- wrk ------------------------------------------------------------------------------------
