@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from prometheus_client import Histogram
 
 from api import metrics
 from api.breaker import Budget, CircuitBreaker
@@ -54,15 +53,6 @@ class GuardedBackend:
         self.breaker = breaker
         self.call_timeout_s = call_timeout_s
         self._tracer = tracer
-        # Each operation's latency series, looked up once: `labels()` takes a lock and builds
-        # a key on every call, a few microseconds on each of a request's backend calls.
-        self._seconds: dict[str, Histogram] = {}
-
-    def _latency(self, operation: str) -> Histogram:
-        series = self._seconds.get(operation)
-        if series is None:
-            series = self._seconds[operation] = metrics.BACKEND_SECONDS.labels(self.name, operation)
-        return series
 
     def _refuse(self, kind: str) -> BackendUnavailableError:
         metrics.BACKEND_FAILURES.labels(self.name, kind).inc()
@@ -103,6 +93,7 @@ class GuardedBackend:
                 metrics.BACKEND_FAILURES.labels(self.name, "error").inc()
                 raise BackendUnavailableError(self.name, "error", type(exc).__name__) from exc
             finally:
-                self._latency(operation).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                metrics.backend_seconds_series(self.name, operation).observe(elapsed)
         self.breaker.record_success()
         return result

@@ -16,7 +16,7 @@ from api.backends import BackendUnavailableError
 from api.openapi import install_openapi
 from api.routes import events, health, items, recommend, users
 from api.services import VectorIndexFactory, open_services
-from api.telemetry import BodyLimitMiddleware, ObservabilityMiddleware, api_tracer
+from api.telemetry import ObservabilityMiddleware, api_tracer
 from recsys.heap import freeze_long_lived, tune_for_long_running_process
 from recsys.settings import Settings
 from recsys.vectors import open_vector_index
@@ -53,6 +53,8 @@ def create_app(
         # installed, would add a second server span per request, in a trace of its own for a
         # request without `traceparent`, plus spans around dependency resolution.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # 413 for a larger body, by Content-Length up front or while a chunked body is read.
+        max_body_size=settings.api_max_body_bytes,
     )
     for module in (recommend, items, users, events, health):
         app.include_router(module.router)
@@ -65,7 +67,6 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     # Added last, so outermost: its span and timing cover the other middleware too.
     app.add_middleware(ObservabilityMiddleware, tracer=tracer)
     install_openapi(app)

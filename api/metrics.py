@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Histogram
 
 # Set for `recsys serve --workers N`: each worker writes its metrics to files in this directory
@@ -39,3 +41,10 @@ MMR_SECONDS = Histogram(
 EVENTS_PUBLISHED = Counter(
     "recsys_api_events_published_total", "Events published to Kafka by POST /events."
 )
+
+# The per-request series, each looked up once per label set: `labels()` takes a lock and
+# builds its key on every call. Label values are route templates, methods, statuses, backends
+# and operations: a bounded set, so the caches are too.
+request_series = functools.cache(REQUESTS.labels)
+request_seconds_series = functools.cache(REQUEST_SECONDS.labels)
+backend_seconds_series = functools.cache(BACKEND_SECONDS.labels)

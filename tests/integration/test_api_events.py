@@ -105,6 +105,15 @@ async def test_malformed_json_and_oversized_bodies(api: httpx.AsyncClient) -> No
     too_big = await api.post("/events", content=b"[" + b" " * (1024 * 1024) + b"]")
     assert too_big.status_code == 413
 
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        yield b"["
+        for _ in range(64):
+            yield b" " * 65536
+        yield b"]"
+
+    too_big_chunked = await api.post("/events", content=chunks())
+    assert too_big_chunked.status_code == 413
+
 
 async def test_events_reach_kafka_keyed_by_user_with_the_trace_context(
     api: httpx.AsyncClient, service_settings: Settings
