@@ -41,7 +41,7 @@ import numpy as np
 
 from api.open_loop import REQUEST_TIMEOUT_S, run_open_loop
 from infra.local.process import process_cpu_seconds, process_tree
-from recsys.benchmarks import redis_cpu_seconds
+from recsys.benchmarks import idle_wake_cost, redis_cpu_seconds
 
 WRK_INSTALL_HINT = (
     "`wrk` was not found on PATH; the saturation runs need it. Install it with "
@@ -402,6 +402,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
     recommend = recommend_paths(users, count, config.k, config.diversity, config.seed)
     live = ["/health/live"] * count
     results: dict[str, Any] = {}
+    idle_wake = {"before": idle_wake_cost()}
     with serving(env, config.workers, work_dir) as server:
         host, port = "127.0.0.1", server.port
         # Warm-up at the fixed rate, not at saturation: every worker opens the shard and fills
@@ -433,6 +434,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
                 )
             saturated["resources"] = cpu
             results[name] = {"fixed_rate": fixed, "saturation": saturated}
+    idle_wake["after"] = idle_wake_cost()
     return {
         "benchmark": "api",
         "config": asdict(config),
@@ -442,6 +444,9 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
         "mmr_candidates": settings.api_mmr_candidates,
         # Other work on the machine skews every figure: the 1/5/15-minute load averages.
         "load_average_before": load_before,
+        # How much slower this machine ran the same work after 5 ms idle, before and after the
+        # runs: the fixed-rate latencies move with it (see `recsys.benchmarks.idle_wake_cost`).
+        "idle_wake_cost": idle_wake,
         **results,
     }
 

@@ -131,6 +131,18 @@ def figures_table(result: dict[str, Any]) -> str:
         ),
         ("floor: GET /health/live at saturation", f"{ls['requests_per_s']:,.0f} requests/s", ""),
     ]
+    if wake := result.get("idle_wake_cost"):
+        rows.append(
+            (
+                "the machine: fixed interpreter work back to back / right after 5 ms idle, "
+                "before and after the runs",
+                " and ".join(
+                    f"{wake[when]['back_to_back_us']:.0f} / {wake[when]['after_idle_us']:.0f} µs"
+                    for when in ("before", "after")
+                ),
+                "",
+            )
+        )
     lines = ["| figure | value | target |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
@@ -190,10 +202,11 @@ ml-100k and published (`{result["model"]["version"]}`). Requests ask for k={conf
 diversity={config["diversity"]} (MMR over {result["mmr_candidates"]} candidates) for the
 {result["users"]} ml-100k users in shuffled rounds.{_history_line(result)}
 
-- **Fixed rate**: an open-loop asyncio HTTP/1.1 client (keep-alive, up to
-  {config["max_connections"]} connections) sends each request at its scheduled time whether
-  or not earlier ones have answered; latency counts from the scheduled time, so queueing is
-  not hidden (the client's own lateness is included, and shown below).
+- **Fixed rate**: an open-loop HTTP/1.1 client (`api/open_loop.py`: keep-alive, up to
+  {config["max_connections"]} connections, a pacing thread that writes each request, a reader
+  thread per connection) sends each request at its scheduled time whether or not earlier ones
+  have answered; latency counts from the scheduled time, so queueing is not hidden (the
+  client's own lateness is included, and shown below).
 - **Saturation**: wrk 4.1 ({config["wrk_threads"]} thread, {config["connections"]} keep-alive
   connections, closed loop) for {config["saturation_seconds"]:.0f} s per route.
 
