@@ -53,11 +53,12 @@ def create_app(
         # installed, would add a second server span per request, in a trace of its own for a
         # request without `traceparent`, plus spans around dependency resolution.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
-        # 413 for a larger body, by Content-Length up front or while a chunked body is read.
-        max_body_size=settings.api_max_body_bytes,
     )
-    for module in (recommend, items, users, events, health):
+    for module in (recommend, items, users, health):
         app.include_router(module.router)
+    # 413 for a larger body, by Content-Length up front or while a chunked body is read. Only
+    # where a body is read: the limit's wrapper would otherwise sit in every GET's path.
+    app.include_router(events.router, max_body_size=settings.api_max_body_bytes)
     app.add_exception_handler(BackendUnavailableError, _backend_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     if settings.api_cors_origins:
