@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +41,13 @@ from typing import Any
 import numpy as np
 
 from api.open_loop import REQUEST_TIMEOUT_S, run_open_loop
-from infra.local.process import process_cpu_seconds, process_tree
+from infra.local.process import (
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    process_cpu_seconds,
+    process_tree,
+    sockets_by_process,
+)
 from recsys.benchmarks import idle_wake_cost, redis_cpu_seconds
 
 WRK_INSTALL_HINT = (
@@ -310,6 +317,17 @@ class ServerProcess:
             return 0.0
         return sum(process_cpu_seconds(pid) for pid in process_tree(self.proc.pid))
 
+    def connections_per_worker(self) -> list[int]:
+        """Established connections each worker holds now, fewest first. The workers are the
+        processes that share the listening socket, less the supervisor that opened it."""
+        if self.proc is None:
+            return []
+        tree = process_tree(self.proc.pid)
+        listening = sockets_by_process(tree, self.port, TCP_LISTEN)
+        workers = [p for p, held in listening.items() if held and p != self.proc.pid]
+        counts = sockets_by_process(workers or [self.proc.pid], self.port, TCP_ESTABLISHED)
+        return sorted(counts.values())
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -422,6 +440,14 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
                 )
             fixed["resources"] = cpu
             saturation_paths = paths if name == "live" else recommend[: len(users)]
+            # How the kernel spread wrk's connections over the workers, halfway through: a
+            # worker holding most of them caps the rate at about one core's worth.
+            split: list[list[int]] = []
+            sampler = threading.Timer(
+                config.saturation_seconds / 2,
+                lambda found=split: found.append(server.connections_per_worker()),
+            )
+            sampler.start()
             with _cpu_meter(server, settings.redis_url) as cpu:
                 saturated = run_wrk(
                     server.base_url,
@@ -432,7 +458,9 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
                     work_dir,
                     count_sources=name == "recommend",
                 )
+            sampler.join()
             saturated["resources"] = cpu
+            saturated["connections_per_worker"] = split[0] if split else None
             results[name] = {"fixed_rate": fixed, "saturation": saturated}
     idle_wake["after"] = idle_wake_cost()
     return {

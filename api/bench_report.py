@@ -105,7 +105,7 @@ def figures_table(result: dict[str, Any]) -> str:
         (
             f"GET /recommend at saturation ({config['workers']} workers, wrk "
             f"{rs['connections']} connections, {rs['seconds']:.0f} s)",
-            f"**{rs['requests_per_s']:,.0f} requests/s**",
+            f"**{rs['requests_per_s']:,.0f} requests/s**{_split(rs)}",
             f">= 1,000: {_met(ok['saturation_rps'])}",
         ),
         ("its wrk latency p50 / p95 / p99 / max (closed loop)", _ms(rs["latency_ms"]), ""),
@@ -145,6 +145,14 @@ def figures_table(result: dict[str, Any]) -> str:
         )
     lines = ["| figure | value | target |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def _split(saturation: dict[str, Any]) -> str:
+    """The connections each worker held halfway through the run (recorded since 2026-11-23)."""
+    split = saturation.get("connections_per_worker")
+    if not split:
+        return ""
+    return f" (connections per worker: {' / '.join(str(n) for n in split)})"
 
 
 def _history_line(result: dict[str, Any]) -> str:

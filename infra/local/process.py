@@ -87,6 +87,44 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+TCP_ESTABLISHED = "01"  # states in the `st` column of /proc/net/tcp
+TCP_LISTEN = "0A"
+
+
+def socket_inodes(proc_net_tcp: str, local_port: int, state: str) -> set[int]:
+    """Inodes of the TCP sockets in `state` whose local end is `local_port`, from the text of
+    /proc/net/tcp or /proc/net/tcp6 (addresses are hex `ADDR:PORT`)."""
+    inodes: set[int] = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != state:
+            continue
+        if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+            inodes.add(int(fields[9]))
+    return inodes
+
+
+def sockets_by_process(pids: Sequence[int], local_port: int, state: str) -> dict[int, int]:
+    """How many TCP sockets in `state` on `local_port` each process holds open (Linux): e.g.
+    which processes listen on a server's port, and how the kernel spread a load generator's
+    connections over them."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            inodes |= socket_inodes(Path(table).read_text(), local_port, state)
+    counts: dict[int, int] = {}
+    for pid in pids:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                        held += 1
+        counts[pid] = held
+    return counts
+
+
 @dataclass(frozen=True)
 class Running:
     """Our process as its pid file records it."""
