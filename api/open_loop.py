@@ -76,6 +76,15 @@ def parse_http_head(head: bytes) -> tuple[int, int | None, bool]:
     return status, length, keep_alive
 
 
+def _source_of(body: bytes) -> str:
+    """The `source` of a /recommend answer; "unreadable" for a body that is not one."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "unreadable"
+    return str(answer.get("source")) if isinstance(answer, dict) else "unreadable"
+
+
 @dataclass
 class OpenLoopResult:
     latencies_s: list[float] = field(default_factory=list)  # from the scheduled time
@@ -229,7 +238,7 @@ class OpenLoopClient:
         result.service_s.append(done - request.sent)
         result.count(result.statuses, status)
         if self.read_source and status == 200:
-            result.count(result.sources, str(orjson.loads(body).get("source")))
+            result.count(result.sources, _source_of(body))
         with self._changed:
             self._outstanding -= 1
             self._changed.notify_all()

@@ -26,6 +26,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.05)
         status = 404 if self.path.startswith("/missing") else 200
         body = json.dumps({"items": [], "source": "popular" if "p" in self.path else "trending"})
+        if self.path.startswith("/text"):
+            body = "not json"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -72,6 +74,12 @@ def test_a_slow_server_shows_as_queueing_from_the_scheduled_time(server_port: in
     assert figures["achieved_rate"] < 50
     assert figures["service_time_ms"]["p50"] < 100
     assert figures["latency_ms"]["max"] > 500
+
+
+def test_a_body_that_is_not_an_answer_is_counted_as_unreadable(server_port: int) -> None:
+    figures = run_open_loop("127.0.0.1", server_port, ["/text", "/b"] * 5, 200, True, 4)
+    assert figures["answered"] == 10
+    assert figures["sources"] == {"unreadable": 5, "trending": 5}
 
 
 def test_connections_the_server_closes_are_replaced(server_port: int) -> None:
