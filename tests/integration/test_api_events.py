@@ -104,6 +104,7 @@ async def test_malformed_json_and_oversized_bodies(api: httpx.AsyncClient) -> No
     assert response.json()["detail"][0]["field"] == "body"
     too_big = await api.post("/events", content=b"[" + b" " * (1024 * 1024) + b"]")
     assert too_big.status_code == 413
+    assert "larger than" in too_big.json()["detail"]
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
         yield b"["
@@ -113,6 +114,7 @@ async def test_malformed_json_and_oversized_bodies(api: httpx.AsyncClient) -> No
 
     too_big_chunked = await api.post("/events", content=chunks())
     assert too_big_chunked.status_code == 413
+    assert too_big_chunked.json() == too_big.json()
 
 
 async def test_events_reach_kafka_keyed_by_user_with_the_trace_context(
