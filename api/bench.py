@@ -473,7 +473,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
         # Other work on the machine skews every figure: the 1/5/15-minute load averages.
         "load_average_before": load_before,
         # How much slower this machine ran the same work after 5 ms idle, before and after the
-        # runs: the fixed-rate latencies move with it (see `recsys.benchmarks.idle_wake_cost`).
+        # runs: the fixed-rate latencies depend on it (see `recsys.benchmarks.idle_wake_cost`).
         "idle_wake_cost": idle_wake,
         **results,
     }

@@ -164,9 +164,9 @@ class _Connection:
 
     def close(self) -> None:
         self.client.closed(self)
-        with contextlib.suppress(OSError):
-            self.stream.close()
-            self.sock.close()
+        for resource_ in (self.stream, self.sock):
+            with contextlib.suppress(OSError):
+                resource_.close()
 
     def stop(self) -> None:
         self.inbox.put(_DONE)
@@ -187,6 +187,7 @@ class OpenLoopClient:
         self._open: set[_Connection] = set()
         self._changed = threading.Condition()
         self._outstanding = 0  # sent and neither answered nor failed
+        self._finished = False  # the drain is over: what comes later is not counted
 
     def run(self, paths: Sequence[str], rate: float) -> float:
         """Send every path at its scheduled time; wait (bounded) for the answers. Returns the
@@ -233,6 +234,8 @@ class OpenLoopClient:
 
     def answered(self, request: _InFlight, status: int, body: bytes) -> None:
         done = time.perf_counter()
+        if self._finished:  # already counted as unfinished
+            return
         result = self.result
         result.latencies_s.append(done - request.scheduled)
         result.service_s.append(done - request.sent)
@@ -244,6 +247,8 @@ class OpenLoopClient:
             self._changed.notify_all()
 
     def failed(self, kind: str, outstanding: bool = True) -> None:
+        if self._finished:  # e.g. a read cut short by the closing of an unfinished request
+            return
         self.result.count(self.result.errors, kind)
         if outstanding:
             with self._changed:
@@ -270,6 +275,7 @@ class OpenLoopClient:
                     break
             unfinished = self._outstanding
             connections = list(self._open)
+            self._finished = True
         if unfinished:
             self.result.errors["unfinished"] = unfinished
         for connection in connections:
