@@ -25,8 +25,10 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_recommender(services: ServicesDep) -> Recommender:
-    return services.recommender
+async def get_recommender(request: Request) -> Recommender:
+    # From the request, not through ServicesDep: FastAPI resolves each nested dependency in a
+    # pass of its own, and this one is on every /recommend.
+    return (await get_services(request)).recommender
 
 
 async def get_publisher(services: ServicesDep) -> EventPublisher:

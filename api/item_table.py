@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
+from api.mmr import unit_rows
 from recsys import keys
 from recsys.heap import freeze_long_lived
 from recsys.model_registry import as_bytes, vector_from_bytes
@@ -41,7 +42,9 @@ class ItemTable:
     item_ids: list[str]
     titles: list[str | None]
     genres: list[tuple[str, ...]]
-    vectors: np.ndarray  # (items x dim) float32, the vectors the index holds
+    # (items x dim) float32: the index's vectors scaled to unit length, as MMR and the
+    # explanations compare directions only (scaled once here, not per request).
+    unit_vectors: np.ndarray
     row_of_point: dict[int, int]  # by `PointScores.points`
     row_of_item: dict[str, int]
 
@@ -77,7 +80,9 @@ def _build_table(version: str, raw_vectors: dict[Any, Any], raw_items: dict[Any,
         item_ids=item_ids,
         titles=[p.get("title") for p in found],
         genres=[tuple(p.get("genres") or ()) for p in found],
-        vectors=np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()]),
+        unit_vectors=unit_rows(
+            np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()])
+        ),
         row_of_point={point_id(item): row for row, item in enumerate(item_ids)},
         row_of_item={item: row for row, item in enumerate(item_ids)},
     )

@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 
-def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> list[int]:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero): the directions `mmr` compares."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def mmr(relevance: np.ndarray, unit_vectors: np.ndarray, k: int, lambda_: float) -> list[int]:
     """Pick `k` candidate indices greedily by lambda * relevance - (1 - lambda) * redundancy.
 
     Parameters
     ----------
     relevance : (n,) scores, higher is better (any scale: they are min-max scaled to [0, 1] so
         that lambda weighs them against cosine similarities, which live in [-1, 1]).
-    vectors : (n, d) candidate item vectors; redundancy is the highest cosine similarity to an
-        item already picked.
+    unit_vectors : (n, d) candidate item vectors of unit length (`unit_rows`); redundancy is
+        the highest cosine similarity to an item already picked. Unit length is the caller's
+        part because the API's item table holds its vectors so, once per model version.
     k : how many to pick (fewer if there are fewer candidates).
     lambda_ : 1.0 is pure relevance order; lower values favour items unlike those picked.
 
@@ -30,13 +37,11 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> l
     low, high = relevance.min(), relevance.max()
     spread = float(high - low)
     scaled = (relevance - low) / spread if spread > 0 else np.ones(n, dtype=relevance.dtype)
-    norms = np.linalg.norm(vectors, axis=1)
-    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
     # gain(j) = lambda * scaled(j) - (1 - lambda) * max over picked p of similarity(p, j)
     #         = min over picked p of after_picking[p, j]
     # so one matrix holds every pick's effect, and each pick costs one elementwise minimum:
     # this runs on every request, where each numpy call costs microseconds.
-    after_picking = lambda_ * scaled - (1.0 - lambda_) * (unit @ unit.T)
+    after_picking = lambda_ * scaled - (1.0 - lambda_) * (unit_vectors @ unit_vectors.T)
     first = int(np.argmax(relevance))  # the first of equals, as a stable sort would put it
     picked = [first]
     gain = after_picking[first].copy()
@@ -54,7 +59,6 @@ def intra_list_similarity(vectors: np.ndarray) -> float:
     n = len(vectors)
     if n < 2:
         return 0.0
-    norms = np.linalg.norm(vectors, axis=1)
-    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+    unit = unit_rows(vectors)
     similarity = unit @ unit.T
     return float((similarity.sum() - np.trace(similarity)) / (n * (n - 1)))

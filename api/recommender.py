@@ -25,7 +25,7 @@ from api.backends import BackendUnavailableError, GuardedBackend
 from api.breaker import Budget
 from api.catalog import Candidate
 from api.item_table import ItemTable, ItemTables
-from api.mmr import mmr
+from api.mmr import mmr, unit_rows
 from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
 from api.popular_cache import PopularCache
 from api.telemetry import child_span
@@ -188,7 +188,8 @@ class Recommender:
         item_filter: ItemFilter,
         budget: Budget,
     ) -> tuple[list[float], np.ndarray, Describe]:
-        """Ids and scores from the index; vectors, titles and genres from the item table."""
+        """Scores (best first), the candidates' unit vectors and a way to describe each: ids and
+        scores from the index; vectors, titles and genres from the item table."""
         hits = await self.backends.qdrant_guard.call(
             "search",
             budget,
@@ -204,10 +205,10 @@ class Recommender:
                 source="personalized",
                 title=table.titles[row],
                 genres=table.genres[row],
-                vector=table.vectors[row],
+                vector=table.unit_vectors[row],
             )
 
-        return scores, table.vectors[rows], describe
+        return scores, table.unit_vectors[rows], describe
 
     async def _candidates_with_payloads(
         self,
@@ -233,8 +234,9 @@ class Recommender:
                 hit.item_id, hit.score, "personalized", hit.payload, hit.vector
             )
 
-        vectors = np.stack([cast(np.ndarray, h.vector) for h in hits]) if hits else np.empty(0)
-        return [h.score for h in hits], vectors, describe
+        vectors = [cast(np.ndarray, h.vector) for h in hits]
+        unit_vectors = unit_rows(np.stack(vectors)) if vectors else np.empty(0)
+        return [h.score for h in hits], unit_vectors, describe
 
     async def _trending(
         self, query: RecommendQuery, version: str | None, excluded: set[str], budget: Budget
@@ -348,7 +350,7 @@ class Recommender:
         if table is not None:
             rows = {i: table.row_of_item[i] for i in recent + missing if i in table.row_of_item}
             return (
-                {i: table.vectors[row] for i, row in rows.items()},
+                {i: table.unit_vectors[row] for i, row in rows.items()},
                 {i: table.titles[rows[i]] for i in recent if i in rows},
             )
         redis = self.backends.redis

@@ -57,13 +57,11 @@ async def open_services(
             env_var("api_key"),
         )
     redis_timeout_s = settings.api_redis_timeout_ms / 1000
-    # Connect and socket timeouts as a second line behind asyncio.timeout: a dead host must
-    # not hold a pooled connection for the OS's default minutes.
-    redis = redis_client(
-        settings,
-        socket_connect_timeout=max(redis_timeout_s, 0.5),
-        socket_timeout=max(redis_timeout_s * 4, 1.0),
-    )
+    # No socket timeout: every Redis call of the API runs under asyncio.timeout (the backend
+    # guard, the popular and item-table loads, the readiness check), and redis-py disconnects
+    # a connection whose read is cancelled. A socket timeout would add a task per command
+    # (redis-py sends through asyncio.wait_for), on every request's path.
+    redis = redis_client(settings, socket_connect_timeout=max(redis_timeout_s, 0.5))
     index = vector_index_factory(settings)
     backends = Backends(
         redis=redis,

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -57,6 +58,7 @@ async def test_item_table_answers_like_the_index_payloads(
         table = await tables.wait_loaded(version)
         assert table is not None
         assert sorted(table.item_ids) == sorted(str(i) for i in published.artifacts.item_ids)
+        np.testing.assert_allclose(np.linalg.norm(table.unit_vectors, axis=1), 1.0, rtol=1e-5)
         from_table = await answers(client)
         with monkeypatch.context() as patch:
             patch.setattr(tables, "get", lambda _version: None)  # as while the table loads

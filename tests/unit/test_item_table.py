@@ -17,7 +17,7 @@ def table(item_ids: list[str]) -> ItemTable:
         item_ids=item_ids,
         titles=[f"Title {i}" for i in item_ids],
         genres=[("Drama",) for _ in item_ids],
-        vectors=np.arange(len(item_ids) * 2, dtype=np.float32).reshape(-1, 2),
+        unit_vectors=np.eye(len(item_ids), 2, dtype=np.float32),
         row_of_point={point_id(item): row for row, item in enumerate(item_ids)},
         row_of_item={item: row for row, item in enumerate(item_ids)},
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from api.mmr import intra_list_similarity, mmr
+from api.mmr import intra_list_similarity, mmr, unit_rows
 
 pytestmark = pytest.mark.unit
 
@@ -16,13 +16,13 @@ def clustered_candidates(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     relevance = np.concatenate(
         [np.linspace(10, 8, 20), np.linspace(7, 5, 20), np.linspace(4, 2, 20)]
     )
-    return relevance, vectors.astype(np.float32)
+    return relevance, unit_rows(vectors.astype(np.float32))
 
 
 def test_lambda_one_keeps_relevance_order() -> None:
     rng = np.random.default_rng(1)
     relevance = rng.standard_normal(50)
-    vectors = rng.standard_normal((50, 8))
+    vectors = unit_rows(rng.standard_normal((50, 8)))
     assert mmr(relevance, vectors, 10, 1.0) == list(np.argsort(-relevance)[:10])
 
 
@@ -85,4 +85,10 @@ def test_picks_what_the_textbook_loop_picks(lam: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
     relevance = np.sort(rng.random(100))[::-1].astype(np.float64)
     vectors = rng.standard_normal((100, 16))
-    assert mmr(relevance, vectors, 10, lam) == reference_mmr(relevance, vectors, 10, lam)
+    picked = mmr(relevance, unit_rows(vectors), 10, lam)
+    assert picked == reference_mmr(relevance, vectors, 10, lam)
+
+
+def test_unit_rows_have_length_one_and_keep_zero_rows() -> None:
+    vectors = np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(unit_rows(vectors), [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]])
