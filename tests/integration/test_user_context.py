@@ -39,3 +39,14 @@ async def test_state_version_and_batch_vector_in_one_read_even_after_a_script_fl
     stranger = await user_context(redis, "nobody")
     assert stranger.state.history == []
     assert stranger.batch_vector is None
+
+
+async def test_a_connection_the_server_closed_is_replaced(redis: aioredis.Redis) -> None:
+    await redis.set(keys.ACTIVE_MODEL, "ctx-version")
+    assert (await user_context(redis, "u1")).version == "ctx-version"
+    # Every connection the client holds, pooled and idle, is closed by the server (as after
+    # a Redis restart or an idle timeout); the next read must not fail because of it.
+    own_id = await redis.client_id()
+    await redis.client_kill_filter(_id=own_id)
+    assert (await user_context(redis, "u1")).version == "ctx-version"
+    assert (await user_context(redis, "u1")).version == "ctx-version"

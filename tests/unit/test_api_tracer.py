@@ -11,8 +11,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import INVALID_SPAN, SpanKind
+from starlette.types import Message, Receive, Scope, Send
 
-from api.telemetry import api_tracer, child_span
+from api.telemetry import ObservabilityMiddleware, api_tracer, child_span, samples_new_traces
 from recsys.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -62,3 +63,49 @@ def test_request_steps_get_child_spans_only_under_a_recorded_request() -> None:
     parent = finished["redis user_state"].parent
     assert parent is not None
     assert parent.span_id == request.get_span_context().span_id
+
+
+async def current_span_during(
+    middleware_tracer: trace.Tracer, method: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[trace.Span, bool]:
+    """The span the app sees as current while ObservabilityMiddleware serves one request, and
+    whether it was recording then (an ended span no longer is)."""
+    seen: list[tuple[trace.Span, bool]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        span = trace.get_current_span()
+        seen.append((span, span.is_recording()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope = {"type": "http", "method": method, "path": "/x", "headers": headers}
+    await ObservabilityMiddleware(app, middleware_tracer)(scope, receive, send)
+    return seen[0]
+
+
+SAMPLED_PARENT = [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+
+
+async def test_with_tracing_off_only_reads_without_a_caller_go_without_a_span() -> None:
+    tracer = api_tracer(Settings(otlp_endpoint=None))
+    assert not samples_new_traces(tracer)
+    read, _ = await current_span_during(tracer, "GET", [(b"host", b"x")])
+    assert read is INVALID_SPAN
+    write, recording = await current_span_during(tracer, "POST", [(b"host", b"x")])
+    assert write.get_span_context().is_valid  # POST /events hands its trace id to Kafka
+    assert not recording
+    _, traced_read_recording = await current_span_during(tracer, "GET", SAMPLED_PARENT)
+    assert traced_read_recording
+
+
+async def test_with_tracing_on_every_read_is_recorded() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    assert samples_new_traces(tracer)
+    _, recording = await current_span_during(tracer, "GET", [(b"host", b"x")])
+    assert recording
