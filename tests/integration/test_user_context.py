@@ -47,6 +47,6 @@ async def test_a_connection_the_server_closed_is_replaced(redis: aioredis.Redis)
     # Every connection the client holds, pooled and idle, is closed by the server (as after
     # a Redis restart or an idle timeout); the next read must not fail because of it.
     own_id = await redis.client_id()
-    await redis.client_kill_filter(_id=own_id)
+    await redis.client_kill_filter(_id=str(own_id))
     assert (await user_context(redis, "u1")).version == "ctx-version"
     assert (await user_context(redis, "u1")).version == "ctx-version"
