@@ -43,8 +43,10 @@ EVENTS_PUBLISHED = Counter(
 )
 
 # The per-request series, each looked up once per label set: `labels()` takes a lock and
-# builds its key on every call. Label values are route templates, methods, statuses, backends
-# and operations: a bounded set, so the caches are too.
+# builds its key on every call. Label values are route templates, methods, statuses, backends,
+# operations, sources and fallback reasons: a bounded set, so the caches are too.
 request_series = functools.cache(REQUESTS.labels)
 request_seconds_series = functools.cache(REQUEST_SECONDS.labels)
 backend_seconds_series = functools.cache(BACKEND_SECONDS.labels)
+recommendation_series = functools.cache(RECOMMENDATIONS.labels)
+fallback_series = functools.cache(FALLBACKS.labels)

@@ -373,9 +373,9 @@ class Recommender:
         explanations: dict[str, list[Contribution]],
     ) -> RecommendationResponse:
         source = cast(Source, items[0].source if items else "popular")
-        metrics.RECOMMENDATIONS.labels(source).inc()
+        metrics.recommendation_series(source).inc()
         for reason in reasons:
-            metrics.FALLBACKS.labels(reason).inc()
+            metrics.fallback_series(reason).inc()
         return RecommendationResponse(
             user_id=query.user_id,
             items=[
