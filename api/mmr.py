@@ -42,15 +42,15 @@ def mmr(relevance: np.ndarray, unit_vectors: np.ndarray, k: int, lambda_: float)
     # so one matrix holds every pick's effect, and each pick costs one elementwise minimum:
     # this runs on every request, where each numpy call costs microseconds.
     after_picking = lambda_ * scaled - (1.0 - lambda_) * (unit_vectors @ unit_vectors.T)
+    # Picking an item rules it out: its own row's minimum then puts it at -inf for good.
+    np.fill_diagonal(after_picking, -np.inf)
     first = int(np.argmax(relevance))  # the first of equals, as a stable sort would put it
     picked = [first]
     gain = after_picking[first].copy()
-    gain[first] = -np.inf
     while len(picked) < k:
         best = int(gain.argmax())
         picked.append(best)
         np.minimum(gain, after_picking[best], out=gain)
-        gain[best] = -np.inf
     return picked
 
 
