@@ -31,6 +31,8 @@ class Candidate:
     source: str
     title: str | None = None
     genres: tuple[str, ...] = ()
+    # Only its direction counts (explanations compare cosines): from the item table it has
+    # unit length, from an index payload it is the vector as stored.
     vector: np.ndarray | None = field(default=None, compare=False)
 
     @classmethod
