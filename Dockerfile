@@ -31,12 +31,13 @@ import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
 PY
 RUN pip install -r /tmp/requirements.txt
-COPY recsys ./recsys
 COPY schemas ./schemas
+COPY core ./core
 COPY streams ./streams
 COPY batch ./batch
 COPY api ./api
 COPY infra ./infra
+COPY recsys ./recsys
 RUN pip install --no-deps .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

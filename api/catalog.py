@@ -1,4 +1,4 @@
-"""Redis reads the API makes about items and users (key layout in `recsys.keys`)."""
+"""Redis reads the API makes about items and users (key layout in `core.keys`)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from recsys import keys
-from recsys.model_registry import as_bytes, vector_from_bytes
-from streams.update_rules import trending_epoch
-from streams.user_state import STATE_FIELDS, UserState
-
-# The previous trending epoch is 16 half-lives older: its scores count 2**-16 as much.
-PREVIOUS_EPOCH_WEIGHT = 2.0**-16
+from core import keys
+from core.model_version import as_bytes, vector_from_bytes
+from core.rules import PREVIOUS_EPOCH_WEIGHT, trending_epoch
+from core.user_state import STATE_FIELDS, UserState
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ def passes(candidate: Candidate, genres: Sequence[str], exclude_genres: Sequence
 
 # The active version, the user's online state and their batch vector of that version, in one
 # round trip: the batch vector's key depends on the version, which a pipeline cannot chain.
-# ARGV[2] .. version .. ARGV[3] is `recsys.keys.user_vectors(version)`; ARGV[4..] are the
+# ARGV[2] .. version .. ARGV[3] is `core.keys.user_vectors(version)`; ARGV[4..] are the
 # state's fields (`STATE_FIELDS`), read as the stream worker reads them.
 _USER_CONTEXT = """
 local version = redis.call('GET', KEYS[1])

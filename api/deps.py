@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Header, HTTPException, Request, status
 
 from api.publisher import EventPublisher
-from api.recommender import Recommender
+from api.recommender import RecommendationService
 from api.services import Services
 
 
@@ -25,7 +25,7 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_recommender(request: Request) -> Recommender:
+async def get_recommender(request: Request) -> RecommendationService:
     # From the request, not through ServicesDep: FastAPI resolves each nested dependency in a
     # pass of its own, and this one is on every /recommend.
     return (await get_services(request)).recommender
@@ -39,7 +39,7 @@ async def get_redis(services: ServicesDep) -> aioredis.Redis:
     return services.redis
 
 
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+RecommenderDep = Annotated[RecommendationService, Depends(get_recommender)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 

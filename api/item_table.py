@@ -14,17 +14,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
-import orjson
 import redis.asyncio as aioredis
 
 from api.mmr import unit_rows
-from recsys import keys
-from recsys.heap import freeze_long_lived
-from recsys.model_registry import as_bytes, vector_from_bytes
-from recsys.vectors import PointScores, point_id
+from core.heap import freeze_long_lived
+from core.model_version import VersionItems, load_version_items
+from core.vectors import PointScores, point_id
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +57,22 @@ class ItemTable:
 
 
 async def load_item_table(redis: aioredis.Redis, version: str) -> ItemTable | None:
-    """The version's items from its Redis hashes, in one round trip; None if it has none."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.item_vectors(version))
-        pipe.hgetall(keys.item_payloads(version))
-        raw_vectors, raw_items = await pipe.execute()
-    if not raw_vectors:
-        return None
-    # Decoding is CPU work proportional to the catalog: off the event loop, so that a large
-    # catalog does not stall the requests in flight when a new version is first asked for.
-    return await asyncio.to_thread(_build_table, version, raw_vectors, raw_items)
+    """The version's items from Redis (`core.model_version.load_version_items`); None if it has
+    none."""
+    items = await load_version_items(redis, version)
+    # Scaling and hashing are CPU work proportional to the catalog: off the event loop too.
+    return None if items is None else await asyncio.to_thread(_build_table, items)
 
 
-def _build_table(version: str, raw_vectors: dict[Any, Any], raw_items: dict[Any, Any]) -> ItemTable:
-    item_ids = [as_bytes(k).decode() for k in raw_vectors]
-    payloads = {as_bytes(k).decode(): orjson.loads(v) for k, v in raw_items.items()}
-    found = [payloads.get(i, {}) for i in item_ids]
+def _build_table(items: VersionItems) -> ItemTable:
     return ItemTable(
-        version=version,
-        item_ids=item_ids,
-        titles=[p.get("title") for p in found],
-        genres=[tuple(p.get("genres") or ()) for p in found],
-        unit_vectors=unit_rows(
-            np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()])
-        ),
-        row_of_point={point_id(item): row for row, item in enumerate(item_ids)},
-        row_of_item={item: row for row, item in enumerate(item_ids)},
+        version=items.version,
+        item_ids=items.item_ids,
+        titles=items.titles,
+        genres=items.genres,
+        unit_vectors=unit_rows(items.vectors),
+        row_of_point={point_id(item): row for row, item in enumerate(items.item_ids)},
+        row_of_item=items.row_of_item,
     )
 
 

@@ -17,9 +17,9 @@ from api.openapi import install_openapi
 from api.routes import events, health, items, recommend, users
 from api.services import VectorIndexFactory, open_services
 from api.telemetry import BodyLimitMiddleware, ObservabilityMiddleware, api_tracer
-from recsys.heap import freeze_long_lived, tune_for_long_running_process
-from recsys.settings import Settings
-from recsys.vectors import open_vector_index
+from core.heap import freeze_long_lived, tune_for_long_running_process
+from core.settings import Settings
+from core.vectors import open_vector_index
 
 DESCRIPTION = """Recommendations (ANN + MMR, with filters, explanations and a fallback chain),
 similar items, user profiles and event ingestion. Every answer says where it came from."""
@@ -76,7 +76,7 @@ def create_app(
 
 def create_served_app() -> FastAPI:
     """The app as `recsys serve` runs it, in each uvicorn worker process: with the garbage
-    collector tuned for a long-running process (see `recsys.heap`)."""
+    collector tuned for a long-running process (see `core.heap`)."""
     tune_for_long_running_process(raise_young_threshold=False)
     return create_app()
 

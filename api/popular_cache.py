@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from api import catalog
 from api.catalog import Candidate
-from recsys.model_registry import active_version
+from core.model_version import active_version
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from opentelemetry.trace import SpanKind
 
 from api import metrics
 from api.breaker import CircuitBreaker
-from recsys.clients import ensure_topics, kafka_producer
-from recsys.settings import Settings
-from recsys.tracing import headers_with_context
+from core.clients import ensure_topics, kafka_producer
+from core.settings import Settings
+from core.tracing import headers_with_context
 from schemas import AnyEvent, encode_event, event_key, topic_for
 
 tracer = trace.get_tracer("recsys.api")

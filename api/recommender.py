@@ -29,9 +29,9 @@ from api.mmr import mmr, unit_rows
 from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
 from api.popular_cache import PopularCache
 from api.telemetry import child_span
-from recsys.settings import Settings
-from recsys.vectors import ItemFilter, VectorIndex
-from streams.user_state import UserState
+from core.settings import Settings
+from core.user_state import UserState
+from core.vectors import ItemFilter, VectorIndex
 
 # Explanations compare each recommended item with this many of the user's newest items.
 EXPLAIN_RECENT_ITEMS = 10
@@ -69,7 +69,11 @@ class Backends:
     qdrant_guard: GuardedBackend
 
 
-class Recommender:
+class RecommendationService:
+    """Answers GET /recommend: the fallback chain's sources in order (personalized ANN + MMR,
+    trending, popular), filters, explanations. Not to be confused with the offline models'
+    interface, `batch.models.base.Recommender`."""
+
     def __init__(
         self, settings: Settings, backends: Backends, popular: PopularCache, tracer: Tracer
     ) -> None:

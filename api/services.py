@@ -15,10 +15,10 @@ from api.backends import GuardedBackend
 from api.breaker import CircuitBreaker
 from api.popular_cache import PopularCache
 from api.publisher import EventPublisher
-from api.recommender import Backends, Recommender
-from recsys.clients import close_within, redis_client
-from recsys.settings import Settings, env_var
-from recsys.vectors import VectorIndex
+from api.recommender import Backends, RecommendationService
+from core.clients import close_within, redis_client
+from core.settings import Settings, env_var
+from core.vectors import VectorIndex
 
 log = logging.getLogger("api")
 VectorIndexFactory = Callable[[Settings], VectorIndex]
@@ -29,7 +29,7 @@ class Services:
     settings: Settings
     backends: Backends
     popular: PopularCache
-    recommender: Recommender
+    recommender: RecommendationService
     publisher: EventPublisher
     tracer: Tracer
 
@@ -86,7 +86,7 @@ async def open_services(
             settings=settings,
             backends=backends,
             popular=popular,
-            recommender=Recommender(settings, backends, popular, tracer),
+            recommender=RecommendationService(settings, backends, popular, tracer),
             publisher=publisher,
             tracer=tracer,
         )

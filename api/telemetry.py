@@ -15,8 +15,8 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
-from recsys.settings import Settings
-from recsys.tracing import setup_tracing
+from core.settings import Settings
+from core.tracing import setup_tracing
 
 SERVICE_NAME = "recsys-api"
 # The sampler of the provider that exports nothing: a trace is recorded only if its caller's is.

@@ -22,11 +22,6 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "ts", "event_type", "weight")
 ITEM_COLUMNS = ("item_id", "title", "genres", "year")
 
 
-# Default implicit-feedback weight of one row by event type (a MovieLens rating is one positive
-# interaction whatever its value, as the evaluation protocols require).
-EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "purchase": 4.0, "rating": 1.0}
-
-
 @dataclass
 class Dataset:
     """Interactions plus item (and optional user) metadata.

@@ -21,10 +21,11 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from recsys import keys
-from recsys.model_registry import ModelMeta, active_version, as_bytes, vector_to_bytes
-from recsys.settings import Settings
-from recsys.vectors import ItemPoint, VectorIndex, point_id
+from core import keys
+from core.model_version import ModelMeta, active_version, as_bytes, vector_to_bytes
+from core.rules import gram_matrix
+from core.settings import Settings
+from core.vectors import ItemPoint, VectorIndex, point_id
 
 _REDIS_CHUNK = 5000
 _INDEX_CHUNK = 4096
@@ -110,7 +111,7 @@ async def publish(
 
 def _refuse_colliding_point_ids(item_ids: list[str]) -> None:
     """Two items with one point id would overwrite each other in the index (odds about 1 in
-    2,000 for 10^8 items; see `recsys.vectors.base.point_id`): say so rather than lose one."""
+    2,000 for 10^8 items; see `core.vectors.base.point_id`): say so rather than lose one."""
     owner: dict[int, str] = {}
     for item in item_ids:
         other = owner.setdefault(point_id(item), item)
@@ -130,8 +131,8 @@ async def publish_configured(
 ) -> str:
     """`publish` to the Qdrant and Redis that `settings` name (artifacts saved under the state
     directory); the clients are opened for it and closed after."""
-    from recsys.clients import redis_client
-    from recsys.vectors import open_vector_index
+    from core.clients import redis_client
+    from core.vectors import open_vector_index
 
     index = open_vector_index(settings)
     redis = redis_client(settings)
@@ -212,7 +213,7 @@ async def _write_redis(
         done += stop - start
         progress("redis", done, total)
     await _write_popularity(artifacts, redis, version, item_ids)
-    gram = artifacts.item_vectors.T.astype(np.float64) @ artifacts.item_vectors.astype(np.float64)
+    gram = gram_matrix(artifacts.item_vectors)
     meta = ModelMeta(
         version=version,
         model=artifacts.model,

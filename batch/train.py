@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from batch.data import Dataset
+from batch.data import Dataset, DatasetError
 from batch.models.base import EmbeddingRecommender, FitProgress, TrainData, build_train_data
 from batch.models.registry import SERVED_ALS_PARAMS
 from batch.publish import ModelArtifacts
+from core.settings import Settings, mask_url_password
 
 
 def _als(**params: Any) -> EmbeddingRecommender:
@@ -97,3 +101,76 @@ def to_artifacts(trained: TrainedModel, dataset_name: str, model_name: str) -> M
         trained_until=data.now,
         params=trained.model.params(),
     )
+
+
+class TrainError(RuntimeError):
+    """Training or publishing failed in a way the user can fix; the message says how."""
+
+
+# Progress of `train_and_publish` by stage: "load" (0 of None), "fit" (iterations), then
+# publishing's "index", "seal" and "redis" (see `batch.publish.Progress`).
+StageProgress = Callable[[str, int, int | None], None]
+
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    pass
+
+
+def train_and_publish(
+    settings: Settings,
+    dataset: str,
+    model: str = "als",
+    data_dir: Path | None = None,
+    params: dict[str, Any] | None = None,
+    keep_versions: int = 3,
+    skip_malformed: bool = False,
+    progress: StageProgress = _no_progress,
+) -> dict[str, Any]:
+    """Load `dataset`, fit `model` and publish it as the active version; prints nothing.
+
+    Returns the summary `recsys train --json` saves: the new version, the dataset's size, timings
+    and peak memory. Raises `TrainError` with what to do when the data, the parameters or Redis
+    fail.
+    """
+    from redis.exceptions import RedisError
+
+    from batch.datasets import load_dataset
+    from batch.publish import publish_configured
+
+    started = time.perf_counter()
+    try:
+        progress("load", 0, None)
+        loaded = load_dataset(dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed)
+        load_seconds = time.perf_counter() - started
+        trained = train(loaded, model, params, lambda done, total: progress("fit", done, total))
+    except (DatasetError, ValueError, TypeError) as exc:
+        raise TrainError(str(exc)) from exc
+    artifacts = to_artifacts(trained, loaded.name, model)
+    publish_started = time.perf_counter()
+    try:
+        version = asyncio.run(
+            publish_configured(artifacts, settings, keep_versions=keep_versions, progress=progress)
+        )
+    except (RedisError, OSError) as exc:
+        raise TrainError(
+            f"Redis at {mask_url_password(settings.redis_url)} failed ({exc}). Start the local "
+            "services with `recsys services up`, or set RECSYS_REDIS_URL."
+        ) from exc
+    publish_seconds = time.perf_counter() - publish_started
+    return {
+        "dataset": loaded.name,
+        "model": model,
+        "version": version,
+        "interactions": loaded.n_interactions,
+        "skipped_rows": loaded.skipped_rows,
+        "users": len(artifacts.user_ids),
+        "items": len(artifacts.item_ids),
+        "load_seconds": round(load_seconds, 2),
+        "fit_seconds": round(trained.fit_seconds, 2),
+        "publish_seconds": round(publish_seconds, 2),
+        "train_and_publish_seconds": round(trained.fit_seconds + publish_seconds, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "params": artifacts.params,
+    }

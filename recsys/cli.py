@@ -9,15 +9,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from api.cli import serve_command
-from batch.cli import train_command
-from batch.datasets.cli import app as data_app
-from batch.evaluation.cli import evaluate as evaluate_command
-from infra.cli import app as services_app
-from recsys.bench_cli import app as bench_app
+from core.settings import Settings
+from recsys.commands.bench import app as bench_app
+from recsys.commands.data import app as data_app
+from recsys.commands.evaluate import evaluate as evaluate_command
+from recsys.commands.serve import serve_command
+from recsys.commands.services import app as services_app
+from recsys.commands.train import train_command
+from recsys.commands.worker import forget_offsets_command, simulate_command, worker_command
 from recsys.replay.cli import replay_command
-from recsys.settings import Settings
-from streams.cli import forget_offsets_command, simulate_command, worker_command
 
 app = typer.Typer(
     help=(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,43 +18,23 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from core.clients import redis_client
+from core.model_version import active_version
+from core.settings import Settings
 from infra.local.process import port_is_open
 from infra.local.services import LocalServices
-from recsys.clients import redis_client
-from recsys.model_registry import active_version
-from recsys.settings import Settings
+from recsys.processes import ChildProcess
+from recsys.progress import stage_bars, train_stage_labels
 
 console = Console()
 
 
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+class Child(ChildProcess):
+    """One of the processes `recsys up` runs, named in its messages."""
 
-    def start(self, env: dict[str, str]) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if not self.alive:
-            return
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+    def __init__(self, name: str, argv: list[str], log_file: Path) -> None:
+        super().__init__(argv, log_file)
+        self.name = name
 
 
 @dataclass
@@ -99,7 +78,7 @@ def _wait_http(url: str, child: Child, timeout_s: float) -> bool:
 
 def run_up(settings: Settings, options: UpOptions) -> int:
     """Run until interrupted; returns the process exit code."""
-    from batch.cli import TrainError, train_and_publish
+    from batch.train import TrainError, train_and_publish
     from infra.local.process import ServiceError
 
     # Ctrl-C and `kill` both stop it cleanly. SIGINT is set explicitly: a process started in the
@@ -118,7 +97,9 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             started = services.up()
         env = {**os.environ, **services.exports(), **options.extra_env}
         if options.retrain or not _has_active_model(settings):
-            train_and_publish(settings, options.dataset, options.model)
+            labels = train_stage_labels(options.dataset, options.model)
+            with stage_bars(console, labels) as report:
+                train_and_publish(settings, options.dataset, options.model, progress=report)
         python = [sys.executable, "-m", "recsys"]
         children.append(
             Child(
@@ -140,7 +121,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                         "--duration", "86400"]  # fmt: skip
             children.append(Child("simulator", simulate, logs / "simulator.log"))
         for child in children:
-            child.start(env)
+            child.env = env
+            child.start()
         base = f"http://{options.host}:{options.port}"
         with console.status("Waiting for the API…"):
             ready = _wait_http(f"{base}/health/ready", children[1], timeout_s=90)

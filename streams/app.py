@@ -17,8 +17,8 @@ from typing import Any, Protocol, cast
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from recsys.heap import tune_for_long_running_process
-from recsys.settings import Settings
+from core.heap import tune_for_long_running_process
+from core.settings import Settings
 from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
 from streams.apply_process import ApplyProcess
 from streams.eager_consumer import EagerCallbackApp
@@ -27,7 +27,7 @@ from streams.processor import RawMessage
 
 class BatchSubmitter(Protocol):
     """Takes a batch of consumed messages; the awaitable it returns completes once the batch
-    is applied (`ApplyProcess`, or a stand-in in tests and in `streams.noop_drain`)."""
+    is applied (`ApplyProcess`, or a stand-in in tests and in `recsys.bench.noop_drain`)."""
 
     async def submit(self, messages: Sequence[RawMessage]) -> Awaitable[None]: ...
 

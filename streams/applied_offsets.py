@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from recsys import keys
-from recsys.model_registry import as_bytes
+from core import keys
+from core.model_version import as_bytes
 
 
 async def applied_offsets(redis: aioredis.Redis) -> dict[str, int]:

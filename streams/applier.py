@@ -25,14 +25,11 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from batch.data import EVENT_WEIGHTS
-from recsys import keys
-from recsys.model_registry import as_bytes, vector_from_bytes
-from recsys.settings import Settings
-from schemas import AnyEvent
-from streams.model_cache import ActiveModel
-from streams.redis_scripts import READ_BATCH, WRITE_BATCH, WritePlan, pack
-from streams.update_rules import (
+from core import keys
+from core.model_version import as_bytes, vector_from_bytes
+from core.rules import (
+    EVENT_WEIGHTS,
+    GENRE_HALF_LIFE_S,
     WINDOWS,
     add_to_windows,
     decay_affinity,
@@ -41,16 +38,20 @@ from streams.update_rules import (
     fold_in_recent,
     normalize,
     trending_increment,
+    trending_ttl_s,
     window_start,
 )
-from streams.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
+from core.settings import Settings
+from core.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
+from schemas import AnyEvent
+from streams.model_cache import ActiveModel
+from streams.redis_scripts import READ_BATCH, WRITE_BATCH, WritePlan, pack
 
 log = logging.getLogger(__name__)
 
 # Duplicate publishes (producer retries) are caught by event id within this window of a
 # user's newest event; redeliveries after a crash are caught by offsets, whatever their age.
 RECENT_IDS_LIMIT = 512
-GENRE_HALF_LIFE_S = 7 * 86_400
 # Each window's slots in a user's state: the current window and the one before it.
 _WINDOW_SLOTS = [(name, f"{name}_prev", length) for name, length in WINDOWS.items()]
 
@@ -308,7 +309,7 @@ class BatchApplier:
             ttl = 2 * WINDOWS[name]
             plan.add("hincrby", keys.item_window(name, start), ttl, list(counts.items()))
         for epoch, increments in trending.items():
-            ttl = int(3 * 16 * config.trending_half_life_s)
+            ttl = trending_ttl_s(config.trending_half_life_s)
             plan.add("zincrby", keys.trending(epoch), ttl, list(increments.items()))
         return plan
 

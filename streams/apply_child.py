@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from recsys.clients import redis_client
-from recsys.heap import tune_for_long_running_process
-from recsys.settings import Settings
-from recsys.tracing import setup_tracing
+from core.clients import redis_client
+from core.heap import tune_for_long_running_process
+from core.settings import Settings
+from core.tracing import setup_tracing
 from streams.applier import UpdateConfig
 from streams.apply_protocol import Report, decode_batch, encode_report, read_frame
 from streams.metrics import JournalRecorder

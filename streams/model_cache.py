@@ -7,22 +7,23 @@ Loaded from Redis once per version (one HGETALL per hash) and swapped when
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import redis.asyncio as aioredis
 
-from recsys import keys
-from recsys.heap import freeze_long_lived
-from recsys.model_registry import (
+from core import keys
+from core.heap import freeze_long_lived
+from core.model_version import (
     ModelMeta,
     active_version,
     as_bytes,
+    load_version_items,
     model_meta,
     vector_from_bytes,
 )
+from core.rules import gram_matrix
 
 
 @dataclass(frozen=True)
@@ -56,25 +57,20 @@ class ActiveModel:
 
 async def load_model(redis: aioredis.Redis, version: str) -> ActiveModel | None:
     meta = await model_meta(redis, version)
-    if meta is None:
+    items = await load_version_items(redis, version)
+    if meta is None or items is None:
         return None
-    raw_vectors = await redis.hgetall(keys.item_vectors(version))
-    raw_items = await redis.hgetall(keys.item_payloads(version))
     raw_gram = await redis.get(keys.gram_matrix(version))
-    item_ids = [as_bytes(k).decode() for k in raw_vectors]
-    vectors = np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()])
-    payloads = {as_bytes(k).decode(): json.loads(as_bytes(v)) for k, v in raw_items.items()}
-    genres = [tuple(payloads.get(i, {}).get("genres") or ()) for i in item_ids]
     gram = (
         vector_from_bytes(as_bytes(raw_gram)).reshape(meta.dim, meta.dim).astype(np.float64)
         if raw_gram
-        else (vectors.T.astype(np.float64) @ vectors.astype(np.float64))
+        else gram_matrix(items.vectors)
     )
     return ActiveModel(
         meta=meta,
-        item_row={item: row for row, item in enumerate(item_ids)},
-        item_vectors=vectors.astype(np.float32),
-        item_genres=genres,
+        item_row=items.row_of_item,
+        item_vectors=items.vectors.astype(np.float32),
+        item_genres=items.genres,
         gram=gram,
     )
 

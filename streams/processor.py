@@ -22,7 +22,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from recsys.tracing import context_from_headers
+from core.tracing import context_from_headers
 from schemas import EventDecodeError, decode_event, encode_event
 from schemas.dead_letter import DeadLetter
 from streams import metrics

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from core.clients import redis_client
+from core.settings import Settings
 from infra.local.kafka import KafkaServer
 from infra.local.process import ServiceError, free_port
 from infra.local.redis import RedisServer
-from recsys.clients import redis_client
-from recsys.settings import Settings
 
 # The CLI's cache (RECSYS_CACHE_DIR, else the default): Kafka's jars are resolved once for both.
 CACHE_DIR = Settings().cache_dir

@@ -12,7 +12,7 @@ from api.deps import ServicesDep
 from api.metrics import MULTIPROCESS_ENV
 from api.models import HealthStatus
 from api.publisher import KafkaUnavailableError
-from recsys.model_registry import active_version
+from core.model_version import active_version
 
 router = APIRouter(tags=["operations"])
 

@@ -16,8 +16,8 @@ from api.routes.filters import (
     OnlyGenres,
     split_values,
 )
-from recsys.model_registry import active_version
-from recsys.vectors import ItemFilter
+from core.model_version import active_version
+from core.vectors import ItemFilter
 
 router = APIRouter(tags=["items"])
 

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batch.data import EVENT_WEIGHTS, ITEM_COLUMNS
+from batch.data import ITEM_COLUMNS
 from batch.datasets.rows import RawRows, RowErrors
+from core.rules import EVENT_WEIGHTS
 
 # "Toy Story (1995)", "Fawlty Towers (1975-1979)", "Babylon 5" (no year) and trailing blanks.
 _TITLE_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)\s*$"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batch.data import EVENT_WEIGHTS, Dataset, DatasetError
+from batch.data import Dataset, DatasetError
 from batch.datasets.frames import (
     complete_items,
     duplicated_ids,
@@ -23,6 +23,7 @@ from batch.datasets.frames import (
     split_title_year,
 )
 from batch.datasets.rows import RawRows, RowErrors, read_csv_rows
+from core.rules import EVENT_WEIGHTS
 
 INTERACTION_FIELDS = ("user_id", "item_id", "ts", "event_type")
 _NUMERIC = ("ts", "weight")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batch.data import EVENT_WEIGHTS, Dataset, DatasetError
+from batch.data import Dataset, DatasetError
 from batch.datasets.frames import (
     duplicated_ids,
     first_seen_users,
@@ -25,6 +25,7 @@ from batch.datasets.frames import (
     to_number,
 )
 from batch.datasets.rows import RawRows, RowErrors, read_csv_rows, read_delimited
+from core.rules import EVENT_WEIGHTS
 
 # ml-100k's genre order when u.genre is absent (u.genre lists the same names, by flag index).
 ML100K_GENRES = (

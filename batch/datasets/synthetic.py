@@ -23,7 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.data import EVENT_WEIGHTS, Dataset, DatasetError
+from batch.data import Dataset, DatasetError
+from core.rules import EVENT_WEIGHTS
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",

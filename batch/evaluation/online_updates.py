@@ -28,8 +28,8 @@ from batch.evaluation.prequential import (
     replay_events,
 )
 from batch.publish import ModelArtifacts
+from core.rules import ema_update, fold_in_recent, gram_matrix, normalize
 from schemas.events import EventType, stream_event_type
-from streams.update_rules import ema_update, fold_in_recent, normalize
 
 UpdateMode = Literal["ema", "fold-in"]
 
@@ -71,11 +71,7 @@ class _Model:
         self.users = {str(u): n for n, u in enumerate(artifacts.user_ids)}
         self.user_vectors = artifacts.user_vectors
         # The worker reads Y^T Y as published: float32 bytes, widened again.
-        self.gram = (
-            (self.items.T.astype(np.float64) @ self.items.astype(np.float64))
-            .astype(np.float32)
-            .astype(np.float64)
-        )
+        self.gram = gram_matrix(self.items).astype(np.float32).astype(np.float64)
         self.alpha = float(artifacts.params.get("alpha", 1.0))
         self.regularization = float(artifacts.params.get("regularization", 0.01))
 

@@ -57,7 +57,7 @@ def result_json(result: EvaluationResult) -> dict[str, Any]:
 
 def write_json(result: EvaluationResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    from recsys.benchmarks import provenance
+    from core.provenance import provenance
 
     path.write_text(json.dumps({**result_json(result), **provenance()}, indent=2) + "\n")
 

@@ -1,9 +1,9 @@
 """Implicit-feedback ALS (Hu, Koren & Volinsky, 2008) via `implicit`, plus a numpy fold-in.
 
 ALS is the default served model: `score` is the inherited dot product of the vectors it exposes,
-so offline figures describe exactly what serving computes. `als_fold_in` recomputes one user's
-vector with the item factors fixed, as implicit's `recalculate_user` does; the stream worker
-uses it to update users online.
+so offline figures describe exactly what serving computes. The fold-in that recomputes one user's
+vector with the item factors fixed, as implicit's `recalculate_user` does, is the shared rule
+`core.rules.fold_in`: the stream worker and batch evaluation both call it.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class ALSRecommender(EmbeddingRecommender):
             )
         user_vectors = np.asarray(model.user_factors, dtype=np.float32)
         # A user without interactions keeps its random start under the CG solver; the exact
-        # solution (and `als_fold_in` of an empty history) is the zero vector.
+        # solution (and `core.rules.fold_in` of an empty history) is the zero vector.
         user_vectors[np.diff(data.matrix.indptr) == 0] = 0.0
         self._user_vectors = user_vectors
         self._item_vectors = np.asarray(model.item_factors, dtype=np.float32)
@@ -155,40 +155,3 @@ def bm25_confidence(matrix: sp.csr_matrix, k1: float = BM25_K1, b: float = BM25_
     length_norm = (1.0 - b) + b * item_weight / item_weight[item_weight > 0].mean()
     data = coo.data * (k1 + 1.0) / (k1 * length_norm[coo.col] + coo.data) * idf[coo.row]
     return sp.csr_matrix((data.astype(np.float32), (coo.row, coo.col)), shape=coo.shape)
-
-
-def als_fold_in(
-    item_factors: np.ndarray,
-    item_idx: np.ndarray,
-    confidence: np.ndarray,
-    regularization: float,
-) -> np.ndarray:
-    """Solve the implicit-ALS normal equation for one user with the item factors fixed.
-
-    x_u = (Y^T Y + regularization I + sum_i (|c_i| - 1) y_i y_i^T)^-1 sum_{i: c_i > 0} c_i y_i,
-    the exact solve implicit's `recalculate_user` performs (a negative confidence marks a
-    disliked item: it weighs the fit by |c_i| with preference 0).
-
-    Parameters
-    ----------
-    item_factors : ndarray
-        (n_items x factors) item vectors Y of a fitted model.
-    item_idx : ndarray
-        (n,) indices of the user's items (distinct).
-    confidence : ndarray
-        (n,) confidences c_i of those items, already scaled (alpha * weight).
-    regularization : float
-        The model's L2 penalty.
-
-    Returns
-    -------
-    ndarray
-        (factors,) float32 user vector; zero for an empty history.
-    """
-    factors = np.asarray(item_factors, dtype=np.float64)
-    items = factors[np.asarray(item_idx, dtype=np.int64)]
-    conf = np.asarray(confidence, dtype=np.float64)
-    gram = factors.T @ factors + regularization * np.eye(factors.shape[1])
-    gram += (items * (np.abs(conf) - 1.0)[:, None]).T @ items
-    rhs = items.T @ np.where(conf > 0, conf, 0.0)
-    return np.linalg.solve(gram, rhs).astype(np.float32)

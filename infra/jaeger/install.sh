@@ -5,11 +5,12 @@
 # A cached binary is reused: the build runs once per machine. Prints the binary's path.
 #
 # Version: Jaeger tags each release twice, v1.x for the legacy binaries and v2.x for the v2 one,
-# but its go.mod has no /v2 suffix, so Go only accepts the v1.x tag. v1.76.0 is the same commit as
-# Jaeger v2.13.0, and its cmd/jaeger is the v2 binary (`go list -m -versions
-# github.com/jaegertracing/jaeger`; the jaegertracing/jaeger:2.13.0 image of docker-compose.yml).
+# but its go.mod has no /v2 suffix, so Go only accepts the v1.x tag. v1.75.0 is the same commit as
+# Jaeger v2.12.0, and its cmd/jaeger is the v2 binary (`go list -m -versions
+# github.com/jaegertracing/jaeger`; the jaegertracing/jaeger:2.12.0 image of docker-compose.yml).
+# v1.75.0 is the approved release; newer tags are served but are not approved releases.
 #
-# `go install github.com/jaegertracing/jaeger/cmd/jaeger@v1.76.0` is refused ("go.mod ... contains
+# `go install github.com/jaegertracing/jaeger/cmd/jaeger@v1.75.0` is refused ("go.mod ... contains
 # one or more replace directives"), so the module source is fetched with `go mod download` and
 # `go install ./cmd/jaeger` runs inside it: Jaeger's own go.mod and go.sum then pin every
 # dependency, exactly as in its release builds.
@@ -18,7 +19,7 @@
 # 9 s with a warm Go build cache. Details in docs/operations.md ("Jaeger for tests and CI").
 set -euo pipefail
 
-version="${JAEGER_MODULE_VERSION:-v1.76.0}"
+version="${JAEGER_MODULE_VERSION:-v1.75.0}"
 cache_root="${RECSYS_CACHE_DIR:-$HOME/.cache/recsys}"
 dest="$cache_root/jaeger/$version"
 binary="$dest/jaeger"

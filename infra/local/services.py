@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.settings import Settings
 from infra.local.kafka import KafkaServer, metadata_ok
 from infra.local.process import ManagedProcess
 from infra.local.redis import RedisServer, ping_ok, url_of
-from recsys.settings import Settings
 
 
 @dataclass(frozen=True)

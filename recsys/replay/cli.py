@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from core.settings import Settings
 from recsys.progress import progress_bars
-from recsys.settings import Settings
 
 console = Console()
 LIVE_CONFIGURATIONS = ("static", "ema", "fold-in", "ema-async")
@@ -53,7 +53,7 @@ def replay_command(
     touched). ml-100k takes 11 to 15 minutes on 2 cores; --limit makes a quick run.
     """
     from batch.data import DatasetError
-    from recsys.benchmarks import save
+    from recsys.bench.common import save
     from recsys.replay.live import ReplayError
     from recsys.replay.report import markdown, plot
     from recsys.replay.run import ReplayOptions, run_replay

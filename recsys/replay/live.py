@@ -32,9 +32,9 @@ from batch.evaluation.prequential import (
     rank_in_list,
     replay_events,
 )
-from recsys import keys
-from recsys.clients import kafka_producer, redis_client
-from recsys.settings import Settings
+from core import keys
+from core.clients import kafka_producer, redis_client
+from core.settings import Settings
 from schemas import encode_event, event_key, new_event, topic_for
 from schemas.events import stream_event_type
 from streams.applied_offsets import applied_offsets

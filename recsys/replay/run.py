@@ -28,8 +28,8 @@ from batch.evaluation.prequential import (
     popularity_baselines,
 )
 from batch.publish import ModelArtifacts, publish_configured
+from core.settings import Settings
 from recsys.replay.live import LiveConfig, LiveOutcome, replay_live
-from recsys.settings import Settings
 from schemas.events import EventType
 
 HEADLINE_DIVERSITY = 1.0  # MMR off: the figures comparable with the offline protocols
@@ -94,9 +94,9 @@ def _live_configs(
 @contextmanager
 def _stack(config: LiveConfig, artifacts: ModelArtifacts) -> Iterator[tuple[Settings, str]]:
     """Fresh Kafka and Redis, the model published, the API and (with updates) one worker."""
-    from api.bench import serving
-    from recsys.benchmarks import bench_services, service_env
-    from streams.worker_process import WorkerProcess
+    from recsys.bench.api import serving
+    from recsys.bench.common import bench_services, service_env
+    from recsys.processes import WorkerProcess
 
     with bench_services(False, f"recsys-replay-{config.name}-") as (settings, work_dir):
         asyncio.run(publish_configured(artifacts, settings))
@@ -116,7 +116,7 @@ def _stack(config: LiveConfig, artifacts: ModelArtifacts) -> Iterator[tuple[Sett
 def _freshness(outcome: LiveOutcome) -> dict[str, Any] | None:
     if outcome.achieved_rate is None:
         return None
-    from streams.bench import percentiles
+    from recsys.bench.common import percentiles
 
     return {
         "offered_rate": None,

@@ -21,8 +21,8 @@ from api.main import create_app
 from batch.data import Dataset
 from batch.publish import ModelArtifacts, publish
 from batch.train import to_artifacts, train
-from recsys.settings import Settings
-from recsys.vectors.edge import EdgeVectorIndex
+from core.settings import Settings
+from core.vectors.edge import EdgeVectorIndex
 
 
 def taste_dataset() -> Dataset:

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import redis.asyncio as aioredis
 
-from api.bench import seed_histories
 from api.catalog import user_context
-from recsys.settings import Settings
+from core.settings import Settings
+from recsys.bench.api import seed_histories
 
 pytestmark = pytest.mark.integration
 

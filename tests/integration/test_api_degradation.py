@@ -16,13 +16,13 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from batch.publish import ModelArtifacts, publish
+from core.clients import redis_client
+from core.settings import Settings
+from core.vectors import ItemFilter, PointScores, SearchHit
+from core.vectors.base import VectorIndexError
+from core.vectors.edge import EdgeVectorIndex
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
-from recsys.clients import redis_client
-from recsys.settings import Settings
-from recsys.vectors import ItemFilter, PointScores, SearchHit
-from recsys.vectors.base import VectorIndexError
-from recsys.vectors.edge import EdgeVectorIndex
 
 pytestmark = pytest.mark.integration
 

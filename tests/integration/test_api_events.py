@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from api.main import create_app
+from core.clients import kafka_common
+from core.settings import Settings
 from infra.local.process import free_port
-from recsys.clients import kafka_common
-from recsys.settings import Settings
 from schemas import topic_for
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
 from api.main import create_app
+from core.settings import Settings
 from infra.local.process import free_port
-from recsys.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 
 from api.item_table import ItemTables
 from api.main import create_app
-from recsys import keys
-from recsys.settings import Settings
+from core import keys
+from core.settings import Settings
 from tests.integration.conftest import Published
 from tests.integration.test_api_recommend import write_online_state
 

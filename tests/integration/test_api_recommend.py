@@ -9,11 +9,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
-from recsys import keys
-from recsys.model_registry import batch_user_vector
-from recsys.settings import Settings
-from streams.update_rules import WindowCounts, trending_epoch
-from streams.user_state import HistoryEntry, UserState, push_history
+from core import keys
+from core.model_version import batch_user_vector
+from core.rules import WindowCounts, trending_epoch
+from core.settings import Settings
+from core.user_state import HistoryEntry, UserState, push_history
 
 pytestmark = pytest.mark.integration
 

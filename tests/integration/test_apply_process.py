@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from recsys import keys
-from recsys.model_registry import as_bytes
-from recsys.settings import Settings
+from core import keys
+from core.model_version import as_bytes
+from core.settings import Settings
+from core.user_state import UserState
 from schemas import encode_event, new_event
 from schemas.dead_letter import DeadLetter
 from streams.apply_process import ApplyProcess
 from streams.apply_protocol import Record
-from streams.user_state import UserState
 from tests.integration.test_stream_worker import publish_model
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from batch.data import DatasetError
 from batch.datasets import download_dataset, load_dataset
-from batch.datasets.cli import app
 from batch.datasets.download import MARKER_FILE
+from recsys.commands.data import app
 
 pytestmark = pytest.mark.integration
 

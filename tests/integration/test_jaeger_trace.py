@@ -25,11 +25,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from core import keys
+from core.settings import Settings
 from infra.local.jaeger import INSTALL_TIMEOUT_S, JaegerServer, install_jaeger
 from infra.local.process import ServiceError, free_port
-from recsys import keys
-from recsys.settings import Settings
-from streams.worker_process import WorkerProcess, wait_until
+from recsys.processes import WorkerProcess, wait_until
 from tests.integration.conftest import Published
 
 # A first build of Jaeger on a fresh machine happens inside this test's fixture.

@@ -9,8 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from recsys.clients import ensure_topics, kafka_common, kafka_producer, redis_client
-from recsys.settings import Settings
+from core.clients import ensure_topics, kafka_common, kafka_producer, redis_client
+from core.settings import Settings
 from schemas import decode_event, encode_event, event_key, new_event
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from api.open_loop import run_open_loop
 from infra.local.process import free_port
+from recsys.bench.open_loop import run_open_loop
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
-from recsys import keys
-from recsys.model_registry import (
+from core import keys
+from core.model_version import (
     active_version,
     as_bytes,
     batch_user_vector,
@@ -20,7 +20,7 @@ from recsys.model_registry import (
     model_meta,
     vector_from_bytes,
 )
-from recsys.vectors.edge import EdgeVectorIndex
+from core.vectors.edge import EdgeVectorIndex
 
 pytestmark = pytest.mark.integration
 

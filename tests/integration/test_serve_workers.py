@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.bench import serving
-from recsys.benchmarks import service_env
-from recsys.settings import Settings
+from core.settings import Settings
+from recsys.bench.api import serving
+from recsys.bench.common import service_env
 from tests.integration.conftest import Published
 
 pytestmark = pytest.mark.integration

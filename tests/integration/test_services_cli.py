@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from infra.local.process import free_port, pid_alive, port_is_open
 from infra.local.services import LocalServices
-from recsys.settings import Settings
 
 pytestmark = pytest.mark.integration
 

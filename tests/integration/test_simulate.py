@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from recsys.clients import ensure_topics, kafka_common
-from recsys.settings import Settings
+from core.clients import ensure_topics, kafka_common
+from core.settings import Settings
 from schemas import AnyEvent, decode_event
 from schemas.topics import EVENT_TOPICS
 from tests.integration.test_stream_worker import publish_model

@@ -14,15 +14,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
-from recsys import keys
-from recsys.model_registry import as_bytes
-from recsys.settings import Settings
-from recsys.vectors.edge import EdgeVectorIndex
+from core import keys
+from core.model_version import as_bytes
+from core.rules import ema_update, fold_in, gram_matrix, normalize, trending_epoch
+from core.settings import Settings
+from core.user_state import UserState
+from core.vectors.edge import EdgeVectorIndex
 from schemas import new_event
 from streams.applier import BatchApplier, SourcedEvent, UpdateConfig
 from streams.model_cache import ModelCache
-from streams.update_rules import ema_update, normalize, trending_epoch
-from streams.user_state import UserState
 
 pytestmark = pytest.mark.integration
 
@@ -178,9 +178,9 @@ async def test_fold_in_mode_solves_against_the_item_factors(
         [sourced("purchase", "fresh", "i5", 0), sourced("view", "fresh", "i6", 1)], model
     )
     state = await user_state(redis, "fresh")
-    from batch.models.als import als_fold_in
-
-    expected = als_fold_in(art.item_vectors, np.array([5, 6]), np.array([2.0 * 4, 2.0 * 1]), 0.1)
+    expected = fold_in(
+        gram_matrix(art.item_vectors), art.item_vectors[[5, 6]], np.array([2.0 * 4, 2.0 * 1]), 0.1
+    )
     assert state.vector is not None
     np.testing.assert_allclose(state.vector, expected, rtol=1e-3, atol=1e-4)
     payload = json.loads(as_bytes(await redis.hget(keys.item_payloads(model.version), "i5")))  # type: ignore[union-attr]

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from core.clients import ensure_topics, redis_client
+from core.settings import Settings
 from infra.local.kafka import KafkaServer
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
-from recsys.clients import ensure_topics, redis_client
-from recsys.settings import Settings
-from streams.worker_process import WorkerProcess, wait_until
+from recsys.processes import WorkerProcess, wait_until
 from tests.conftest import CACHE_DIR
 from tests.integration.test_stream_worker import (
     FULL_HISTORY,

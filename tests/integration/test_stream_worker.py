@@ -15,15 +15,15 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from batch.publish import ModelArtifacts, publish
-from recsys import keys
-from recsys.clients import ensure_topics, kafka_common, kafka_producer
-from recsys.settings import Settings
-from recsys.vectors.edge import EdgeVectorIndex
+from core import keys
+from core.clients import ensure_topics, kafka_common, kafka_producer
+from core.settings import Settings
+from core.user_state import UserState, events_applied
+from core.vectors.edge import EdgeVectorIndex
+from recsys.processes import WorkerProcess, wait_until
 from schemas import AnyEvent, EventType, encode_event, event_key, new_event, topic_for
 from schemas.dead_letter import DeadLetter
 from schemas.topics import DLQ_TOPIC
-from streams.user_state import UserState, events_applied
-from streams.worker_process import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 from batch.data import Dataset
 from batch.publish import publish
 from batch.train import to_artifacts, train
-from recsys import keys
-from recsys.model_registry import active_version, batch_user_vector, model_meta
-from recsys.vectors import ItemFilter
-from recsys.vectors.edge import EdgeVectorIndex
+from core import keys
+from core.model_version import active_version, batch_user_vector, model_meta
+from core.vectors import ItemFilter
+from core.vectors.edge import EdgeVectorIndex
 
 pytestmark = pytest.mark.integration
 

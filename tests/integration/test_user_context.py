@@ -7,9 +7,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.catalog import user_context
-from recsys import keys
-from recsys.model_registry import vector_to_bytes
-from streams.user_state import HistoryEntry, UserState, push_history
+from core import keys
+from core.model_version import vector_to_bytes
+from core.user_state import HistoryEntry, UserState, push_history
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from recsys.vectors import ItemFilter, ItemPoint, VectorIndex, point_id
-from recsys.vectors.base import VectorIndexError
-from recsys.vectors.edge import EdgeVectorIndex
-from recsys.vectors.server import ServerVectorIndex
+from core.vectors import ItemFilter, ItemPoint, VectorIndex, point_id
+from core.vectors.base import VectorIndexError
+from core.vectors.edge import EdgeVectorIndex
+from core.vectors.server import ServerVectorIndex
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from api.bench import WRK_MARKER, BenchError, parse_wrk, recommend_paths, share, wrk_script
-from api.open_loop import latency_summary, open_loop_schedule, parse_http_head
+from recsys.bench.api import WRK_MARKER, BenchError, parse_wrk, recommend_paths, share, wrk_script
+from recsys.bench.open_loop import latency_summary, open_loop_schedule, parse_http_head
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind
 from starlette.types import Message, Receive, Scope, Send
 
 from api.telemetry import ObservabilityMiddleware, api_tracer, child_span, samples_new_traces
-from recsys.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.bench_all import BenchAllError, plan, render, rewrite
+from recsys.bench.run_all import BenchAllError, plan, render, rewrite
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from recsys.clients import close_within
+from core.clients import close_within
 
 pytestmark = pytest.mark.unit
 

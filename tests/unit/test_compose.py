@@ -18,10 +18,10 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 from starlette.routing import Match
 
-from api.cli import serve_command
 from api.main import create_app
-from recsys.settings import Settings
-from streams.cli import worker_command
+from core.settings import Settings
+from recsys.commands.serve import serve_command
+from recsys.commands.worker import worker_command
 from tests.unit.test_docs import deployment_variables, environment_reads, settings_variables
 
 pytestmark = pytest.mark.unit

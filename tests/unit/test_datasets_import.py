@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from batch.data import DatasetError
 from batch.datasets import import_interactions, load_dataset
-from batch.datasets.cli import app
+from recsys.commands.data import app
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from batch.data import DatasetError
 from batch.datasets import load_dataset, load_ml_1m, load_ml_100k, load_ml_latest_small
-from batch.datasets.cli import app
+from recsys.commands.data import app
 
 pytestmark = pytest.mark.unit
 

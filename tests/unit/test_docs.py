@@ -25,8 +25,8 @@ from prometheus_client import (
 # Imported for the metrics they register: the default registry is what their /metrics serve.
 import api.main  # noqa: F401
 import streams.app  # noqa: F401
+from core.settings import Settings
 from recsys.cli import app
-from recsys.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -121,7 +121,8 @@ def resolve(key: ast.expr, path: Path) -> str:
 
 
 def test_environment_reads_are_found() -> None:
-    """The scan really finds reads: api/cli.py reads the multiprocess directory by constant."""
+    """The scan really finds reads: recsys/commands/serve.py reads the multiprocess directory
+    by constant."""
     assert "PROMETHEUS_MULTIPROC_DIR" in environment_reads()
 
 

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 import batch.datasets
 from batch.data import Dataset
-from batch.evaluation.cli import app, parse_models
 from batch.evaluation.names import Protocol
 from batch.evaluation.report import write_json, write_report
 from batch.evaluation.runner import evaluate_models
 from batch.models import registry
+from recsys.commands.evaluate import app, parse_models
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The garbage-collector policy of long-running processes (`recsys.heap`).
+"""The garbage-collector policy of long-running processes (`core.heap`).
 
 Each case runs in a fresh interpreter: the policy is process-wide, and freezing the test
 run's own heap is exactly what it must not do by accident.
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 PROBE = """
 import gc, json
-from recsys import heap
+from core import heap
 default_threshold = gc.get_threshold()[0]
 heap.freeze_long_lived()
 frozen_before_opt_in = gc.get_freeze_count()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from api.bench_report import figures_table
-from recsys.benchmarks import idle_wake_cost
+from recsys.bench.api_report import figures_table
+from recsys.bench.common import idle_wake_cost
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from api.item_table import ItemTable
-from recsys.vectors import PointScores, point_id
+from core.vectors import PointScores, point_id
 
 pytestmark = pytest.mark.unit
 

@@ -11,12 +11,13 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from batch.data import IdIndex
-from batch.models.als import ALSRecommender, als_fold_in, bm25_confidence
+from batch.models.als import ALSRecommender, bm25_confidence
 from batch.models.base import Recommender, TrainData, build_train_data
 from batch.models.bpr import BPRRecommender
 from batch.models.ease import EASE
 from batch.models.itemknn import ItemKNN, item_similarity
 from batch.models.popular import MostPopular, RecentPopular
+from core.rules import fold_in, gram_matrix
 
 pytestmark = pytest.mark.unit
 
@@ -177,15 +178,16 @@ def test_fold_in_equals_implicit_recalculate_user(alpha: float) -> None:
     history = sp.csr_matrix(data.matrix[3], dtype=np.float32)
     history.data = np.array([1.0, 2.0, -1.5, 1.0, 3.0, 1.0], dtype=np.float32)  # incl. a dislike
     expected = implicit_model.recalculate_user(3, history)
-    folded = als_fold_in(
-        implicit_model.item_factors, history.indices, alpha * history.data, regularization=0.1
+    factors = implicit_model.item_factors
+    folded = fold_in(
+        gram_matrix(factors), factors[history.indices], alpha * history.data, regularization=0.1
     )
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_fold_in_of_an_empty_history_is_zero() -> None:
     item_factors = np.random.default_rng(0).random((5, 3), dtype=np.float32)
-    folded = als_fold_in(item_factors, np.array([], dtype=np.int64), np.array([]), 0.1)
+    folded = fold_in(gram_matrix(item_factors), item_factors[[]], np.array([]), 0.1)
     np.testing.assert_array_equal(folded, np.zeros(3, dtype=np.float32))
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from streams import noop_drain
-from streams.bench_report import figures_table
+from recsys.bench import noop_drain
+from recsys.bench.stream_report import figures_table
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from batch import publish
-from recsys.vectors import point_id
-from recsys.vectors.base import VectorIndexError, check_point_ids
+from core.vectors import point_id
+from core.vectors.base import VectorIndexError, check_point_ids
 
 pytestmark = pytest.mark.unit
 

@@ -22,8 +22,8 @@ from batch.evaluation.prequential import (
     replay_events,
 )
 from batch.publish import ModelArtifacts
+from core.rules import ema_update, normalize
 from schemas.events import EventType
-from streams.update_rules import ema_update, normalize
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from recsys.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streams.simulator import Catalog, TasteModel, at_rate, replay_schedule
+from recsys.simulator import Catalog, TasteModel, at_rate, replay_schedule
 
 pytestmark = pytest.mark.unit
 

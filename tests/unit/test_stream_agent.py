@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from recsys.settings import Settings
-from recsys.tracing import headers_with_context
+from core.settings import Settings
+from core.tracing import headers_with_context
 from schemas import encode_event, new_event
 from schemas.dead_letter import DeadLetter
 from streams.app import create_app

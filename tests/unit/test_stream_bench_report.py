@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench_report import figures_table
+from recsys.bench.stream_report import figures_table
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import batch.cli
+import batch.publish
 from recsys.cli import app
 from tests.unit.test_evaluate_cli import tiny_dataset
 
@@ -39,11 +39,11 @@ def test_train_skips_malformed_rows_when_told(
 ) -> None:
     published: list[Any] = []
 
-    async def publish(settings: Any, artifacts: Any, keep_versions: int) -> str:
+    async def publish(artifacts: Any, settings: Any, **options: Any) -> str:
         published.append(artifacts)
         return "v-test"
 
-    monkeypatch.setattr(batch.cli, "_publish", publish)
+    monkeypatch.setattr(batch.publish, "publish_configured", publish)
     summary_path = tmp_path / "train.json"
     outcome = CliRunner().invoke(
         app,

@@ -7,19 +7,19 @@ import uuid
 import numpy as np
 import pytest
 
-from batch.models.als import als_fold_in
-from streams.update_rules import (
+from core.rules import (
     WindowCounts,
     add_to_windows,
     decay_affinity,
     ema_steps,
     ema_update,
     fold_in,
+    gram_matrix,
     normalize,
     trending_increment,
     window_start,
 )
-from streams.user_state import (
+from core.user_state import (
     HistoryEntry,
     RecentIds,
     UserState,
@@ -70,14 +70,22 @@ def test_ema_starts_a_new_user_from_the_item_direction() -> None:
     np.testing.assert_allclose(ema_update(None, np.array([3.0, 4.0]), 0.2), [0.6, 0.8], rtol=1e-6)
 
 
-def test_fold_in_with_gram_matches_implicits_exact_solve() -> None:
+def test_fold_in_with_gram_matches_the_full_weighted_least_squares() -> None:
+    # Without the Y^T Y shortcut: every item weighs c_i (observed) or 1 (not observed), with
+    # preference 1 for observed items; the minimiser of that objective is what fold_in returns.
     rng = np.random.default_rng(3)
     factors = rng.standard_normal((30, 6)).astype(np.float32)
     rows = np.array([2, 7, 11])
     confidence = np.array([4.0, 10.0, 2.0])
-    expected = als_fold_in(factors, rows, confidence, 0.1)
-    gram = factors.astype(np.float64).T @ factors.astype(np.float64)
-    got = fold_in(gram, factors[rows], confidence, 0.1)
+    weights = np.ones(30)
+    weights[rows] = confidence
+    preference = np.zeros(30)
+    preference[rows] = 1.0
+    y = factors.astype(np.float64)
+    expected = np.linalg.solve(
+        y.T @ (weights[:, None] * y) + 0.1 * np.eye(6), y.T @ (weights * preference)
+    )
+    got = fold_in(gram_matrix(factors), factors[rows], confidence, 0.1)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -1,0 +1,148 @@
+"""Reading model versions from Redis: which one is active and what it holds.
+
+Writers (`batch.publish`) fill a version completely, then flip `recsys:model:active` in one
+command; readers resolve the active version first and name it in every later read, so a
+reader sees one whole version or the previous one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
+
+from core import keys
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    version: str
+    model: str
+    dim: int
+    dataset: str
+    trained_until: int  # epoch seconds of the last training interaction
+    published_at: float
+    n_items: int
+    n_users: int
+    params: dict[str, Any]
+
+    @classmethod
+    def from_hash(cls, version: str, raw: dict[bytes, bytes]) -> ModelMeta:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            version=version,
+            model=fields["model"],
+            dim=int(fields["dim"]),
+            dataset=fields["dataset"],
+            trained_until=int(fields["trained_until"]),
+            published_at=float(fields["published_at"]),
+            n_items=int(fields["n_items"]),
+            n_users=int(fields["n_users"]),
+            params=json.loads(fields.get("params", "{}")),
+        )
+
+    def to_hash(self) -> dict[FieldT, EncodableT]:
+        return {
+            "model": self.model,
+            "dim": str(self.dim),
+            "dataset": self.dataset,
+            "trained_until": str(self.trained_until),
+            "published_at": repr(self.published_at),
+            "n_items": str(self.n_items),
+            "n_users": str(self.n_users),
+            "params": json.dumps(self.params, sort_keys=True),
+        }
+
+
+def as_bytes(value: Any) -> bytes:
+    """Redis replies are bytes with our clients (decode_responses=False); typed as bytes | str."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def vector_from_bytes(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.float32)
+
+
+async def active_version(redis: aioredis.Redis) -> str | None:
+    raw = await redis.get(keys.ACTIVE_MODEL)
+    return as_bytes(raw).decode() if raw else None
+
+
+async def model_meta(redis: aioredis.Redis, version: str) -> ModelMeta | None:
+    raw = await redis.hgetall(keys.model_meta(version))
+    return (
+        ModelMeta.from_hash(version, {as_bytes(k): as_bytes(v) for k, v in raw.items()})
+        if raw
+        else None
+    )
+
+
+async def item_vector(redis: aioredis.Redis, version: str, item_id: str) -> np.ndarray | None:
+    raw = await redis.hget(keys.item_vectors(version), item_id)
+    return vector_from_bytes(as_bytes(raw)) if raw else None
+
+
+async def batch_user_vector(redis: aioredis.Redis, version: str, user_id: str) -> np.ndarray | None:
+    raw = await redis.hget(keys.user_vectors(version), user_id)
+    return vector_from_bytes(as_bytes(raw)) if raw else None
+
+
+@dataclass(frozen=True)
+class VersionItems:
+    """A published version's items as its readers load them: row `i` is one item.
+
+    Written by `batch.publish` (the vectors and payload hashes of the version); read once per
+    version by the stream worker (`streams.model_cache`) and the API (`api.item_table`), which
+    build their own in-memory views on top. A version never changes once active, so neither
+    reader reloads it.
+    """
+
+    version: str
+    item_ids: list[str]
+    vectors: np.ndarray  # (items x dim) float32, as published
+    titles: list[str | None]
+    genres: list[tuple[str, ...]]
+
+    @property
+    def row_of_item(self) -> dict[str, int]:
+        return {item: row for row, item in enumerate(self.item_ids)}
+
+
+async def load_version_items(redis: aioredis.Redis, version: str) -> VersionItems | None:
+    """The version's items from its Redis hashes in one round trip; None if it has none.
+
+    Decoding is CPU work proportional to the catalog: it runs off the event loop, so that a large
+    catalog does not stall the requests (or batches) in flight while a new version is loaded.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.item_vectors(version))
+        pipe.hgetall(keys.item_payloads(version))
+        raw_vectors, raw_payloads = await pipe.execute()
+    if not raw_vectors:
+        return None
+    return await asyncio.to_thread(_decode_items, version, raw_vectors, raw_payloads)
+
+
+def _decode_items(
+    version: str, raw_vectors: dict[Any, Any], raw_payloads: dict[Any, Any]
+) -> VersionItems:
+    item_ids = [as_bytes(k).decode() for k in raw_vectors]
+    payloads = {as_bytes(k).decode(): orjson.loads(v) for k, v in raw_payloads.items()}
+    found = [payloads.get(item, {}) for item in item_ids]
+    return VersionItems(
+        version=version,
+        item_ids=item_ids,
+        vectors=np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()]),
+        titles=[p.get("title") for p in found],
+        genres=[tuple(p.get("genres") or ()) for p in found],
+    )

@@ -1,0 +1,1 @@
+"""The benchmarks behind `recsys bench`: they import the product, never the reverse."""

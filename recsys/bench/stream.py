@@ -1,0 +1,339 @@
+"""`recsys bench stream`: throughput, freshness and Redis memory of one stream worker process.
+
+Runs on real Kafka and Redis: throwaway local ones on free ports (default), or the configured
+ones with --use-running. The model is a published version with random 64-dim item vectors:
+the worker's cost does not depend on what the vectors mean.
+
+1. Throughput: N events are published first; one worker process then drains them. The rate is
+   applied events / time from its first to its last applied event (read from its /metrics).
+2. Freshness: with the worker caught up, events are published at a fixed rate, each for a new
+   user; Redis keyspace notifications tell when each user's state is written. Freshness is
+   that moment minus the moment just before the event was sent.
+3. Memory: MEMORY USAGE of the per-user keys of a sample of the users from step 1.
+   Meanwhile the CPU time of the worker, Redis and Kafka is read (/proc, INFO cpu), per
+   applied event: all three share the machine's cores.
+4. Faust's own ceiling: the same backlog drained by the worker's agent with a processor that
+   applies nothing (`recsys.bench.noop_drain`), in a consumer group of its own; with its CPU time
+   per event.
+5. Throughput vs offered rate: short fixed-rate runs like step 2 at rising rates; the applied
+   rate is the events observed over the time from the first send to the last state write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis.asyncio as aioredis
+
+from batch.publish import ModelArtifacts, publish
+from core import keys
+from core.clients import ensure_topics, kafka_producer, redis_client
+from core.model_version import as_bytes
+from core.settings import Settings
+from core.user_state import events_applied
+from core.vectors.edge import EdgeVectorIndex
+from infra.local.process import process_cpu_seconds, process_tree
+from recsys.bench.common import bench_services, percentiles, redis_cpu_seconds, service_env
+from recsys.processes import WorkerProcess
+from schemas import EVENT_TYPES, encode_event, event_key, new_event, topic_for
+
+DIM = 64
+_APPLIED = re.compile(r'^recsys_stream_events_total\{[^}]*outcome="applied"[^}]*\} (\S+)$', re.M)
+
+
+@dataclass(frozen=True)
+class StreamBenchConfig:
+    events: int = 200_000
+    users: int = 20_000
+    items: int = 10_000
+    freshness_rate: int = 1_000
+    freshness_seconds: float = 30.0
+    # Throughput vs offered rate: short fixed-rate runs, each event for a new user.
+    sweep_rates: tuple[int, ...] = (1_000, 2_000, 4_000, 6_000, 8_000, 10_000)
+    sweep_seconds: float = 8.0
+    memory_sample: int = 2_000
+    seed: int = 0
+
+
+async def _publish_model(redis: aioredis.Redis, config: StreamBenchConfig, state_dir: Path) -> None:
+    rng = np.random.default_rng(config.seed)
+    item_ids = np.array([f"i{i}" for i in range(config.items)])
+    artifacts = ModelArtifacts(
+        model="als",
+        dataset="bench-random",
+        user_ids=np.array([f"u{i}" for i in range(config.users // 2)]),  # half known, half new
+        item_ids=item_ids,
+        user_vectors=rng.standard_normal((config.users // 2, DIM)).astype(np.float32),
+        item_vectors=rng.standard_normal((config.items, DIM)).astype(np.float32),
+        item_payloads=[
+            {"title": f"Item {i}", "genres": [f"g{i % 18}"], "year": None}
+            for i in range(config.items)
+        ],
+        popularity=np.ones(config.items, dtype=np.int64),
+        trained_until=0,
+        params={"alpha": 10.0, "regularization": 0.05},
+    )
+    index = EdgeVectorIndex(state_dir / "qdrant")
+    await publish(artifacts, index, redis, state_dir / "models")
+    await index.close()
+
+
+async def _produce_backlog(settings: Settings, config: StreamBenchConfig) -> float:
+    """Publish the throughput run's events; returns the producer's own rate (events/s)."""
+    rng = np.random.default_rng(config.seed + 1)
+    users = rng.integers(config.users, size=config.events)
+    # Zipf-like item popularity, clipped to the catalog.
+    items = np.minimum(rng.zipf(1.3, size=config.events) - 1, config.items - 1)
+    kinds = rng.choice(len(EVENT_TYPES), size=config.events, p=[0.8, 0.15, 0.05])
+    producer = kafka_producer(settings, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        now = datetime.now(UTC)
+        for n in range(config.events):
+            event = new_event(EVENT_TYPES[kinds[n]], f"u{users[n]}", f"i{items[n]}", ts=now)
+            await producer.send(
+                topic_for(event.event_type), encode_event(event), key=event_key(event)
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return config.events / (time.perf_counter() - started)
+
+
+def _applied(worker: WorkerProcess) -> float:
+    try:
+        return sum(float(v) for v in _APPLIED.findall(worker.metrics()))
+    except (OSError, httpx.HTTPError):  # not listening yet
+        return 0.0
+
+
+def _cpu_counters(settings: Settings, worker: WorkerProcess) -> dict[str, Callable[[], float]]:
+    """CPU-seconds counters of the processes that share the machine while the worker drains:
+    the worker (Faust), its apply process, Redis and (when it is a local one whose pid we
+    know) Kafka."""
+    from infra.local.services import LocalServices
+
+    assert worker.proc is not None
+    worker_pid = worker.proc.pid
+
+    def apply_process() -> float:  # started with the first batch, and restarted if it dies
+        return sum(process_cpu_seconds(pid) for pid in process_tree(worker_pid)[1:])
+
+    counters = {
+        "worker": lambda: process_cpu_seconds(worker_pid),
+        "apply process": apply_process,
+        "redis": lambda: redis_cpu_seconds(settings.redis_url),
+    }
+    kafka_pid = LocalServices.from_settings(settings).kafka.process.pid()
+    if kafka_pid is not None:
+        counters["kafka"] = lambda: process_cpu_seconds(kafka_pid)
+    return counters
+
+
+async def _drain(
+    worker: WorkerProcess, total: int, timeout_s: float, cpu: dict[str, Callable[[], float]]
+) -> dict[str, Any]:
+    """Watch the worker drain the backlog; returns the rate, a time series and the CPU time
+    each process of `cpu` spent per event meanwhile."""
+    series: list[tuple[float, float]] = []
+    first_at: float | None = None
+    cpu_at_first: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = _applied(worker)
+        now = time.monotonic()
+        if done > 0 and first_at is None:
+            first_at = now
+            # From the first applied events on: the worker's start-up is not its per-event cost.
+            cpu_at_first = {name: read() for name, read in cpu.items()}
+        if first_at is not None:
+            series.append((now - first_at, done))
+        if done >= total:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise TimeoutError(f"worker applied {series[-1][1] if series else 0} of {total} events")
+    assert first_at is not None
+    elapsed = series[-1][0]
+    # The first poll that sees progress is up to one poll late: count from the first sample's
+    # events, over the time after it, so the rate is not flattered.
+    first_done = series[0][1]
+    rate = (total - first_done) / elapsed if elapsed > 0 else float("nan")
+    cpu_us = {
+        name: (read() - cpu_at_first[name]) / (total - first_done) * 1e6
+        for name, read in cpu.items()
+    }
+    return {"events_per_s": rate, "seconds": elapsed, "series": series, "cpu_us_per_event": cpu_us}
+
+
+async def _faust_ceiling(settings: Settings, events: int, work_dir: Path) -> dict[str, Any]:
+    """The same backlog drained by the worker's agent with a no-op processor (its own consumer
+    group): Faust's own ceiling on this machine. See `recsys.bench.noop_drain`."""
+    out = work_dir / "noop-drain.json"
+    log = work_dir / "noop-drain.log"
+    argv = [sys.executable, "-m", "recsys.bench.noop_drain", "--events", str(events),
+            "--out", str(out), "--group-id", f"noop-{uuid.uuid4().hex[:8]}"]  # fmt: skip
+    with log.open("wb") as sink:
+        completed = await asyncio.to_thread(
+            subprocess.run, argv, env=service_env(settings), stdout=sink,
+            stderr=subprocess.STDOUT, timeout=600, check=False,
+        )  # fmt: skip
+    if completed.returncode != 0 or not out.exists():
+        raise RuntimeError(f"the no-op drain failed (exit {completed.returncode}); see {log}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+async def _freshness(
+    settings: Settings, redis: aioredis.Redis, config: StreamBenchConfig
+) -> dict[str, Any]:
+    await redis.config_set("notify-keyspace-events", "Kh")
+    db = int(settings.redis_url.rsplit("/", 1)[-1] or 0)
+    prefix = f"fresh{uuid.uuid4().hex[:6]}-"
+    total = int(config.freshness_rate * config.freshness_seconds)
+    sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    all_seen = asyncio.Event()
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe(f"__keyspace@{db}__:{keys.user_state(prefix + '*')}")
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            if message["type"] != "pmessage":
+                continue
+            channel = as_bytes(message["channel"]).decode()
+            user = channel.split(":user:", 1)[1].rsplit(":state", 1)[0]
+            seen_at.setdefault(user, time.perf_counter())
+            if len(seen_at) >= total:
+                all_seen.set()
+
+    listener = asyncio.create_task(listen())
+    producer = kafka_producer(settings)
+    await producer.start()
+    started = time.perf_counter()
+    # This process (the producer, and the listener timing each event) shares the worker's cores.
+    cpu_started = time.process_time()
+    try:
+        for n in range(total):
+            target = started + n / config.freshness_rate
+            if (delay := target - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            user = f"{prefix}{n}"
+            event = new_event("click", user, f"i{n % config.items}")
+            sent_at[user] = time.perf_counter()
+            await producer.send(
+                topic_for(event.event_type), encode_event(event), key=event_key(event)
+            )
+        await producer.flush()
+        achieved = total / (time.perf_counter() - started)
+        with contextlib.suppress(TimeoutError):  # stragglers are reported as unobserved
+            await asyncio.wait_for(all_seen.wait(), 30)
+        bench_cpu_s = time.process_time() - cpu_started
+    finally:
+        await producer.stop()
+        listener.cancel()
+        await pubsub.punsubscribe()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    latencies = [seen_at[u] - sent_at[u] for u in sent_at if u in seen_at]
+    span_s = max(seen_at.values(), default=started) - started
+    return {
+        "applied_rate": len(latencies) / span_s if span_s > 0 else 0.0,
+        "offered_rate": config.freshness_rate,
+        "achieved_rate": achieved,
+        "events": total,
+        "observed": len(latencies),
+        "bench_process_cpu_us_per_event": bench_cpu_s / total * 1e6,
+        "seconds": percentiles(latencies),
+        "samples": latencies,
+    }
+
+
+async def _memory(redis: aioredis.Redis, config: StreamBenchConfig) -> dict[str, Any]:
+    """Redis's own accounting (MEMORY USAGE) of the users' state hashes, plus field sizes."""
+    rng = np.random.default_rng(config.seed + 2)
+    size = min(config.memory_sample, config.users)
+    sample = [f"u{u}" for u in rng.choice(config.users, size=size, replace=False)]
+    fields = {"vector": "v", "history": "h", "event_ids": "e"}
+    async with redis.pipeline(transaction=False) as pipe:
+        for user in sample:
+            key = keys.user_state(user)
+            pipe.hget(key, "s")
+            pipe.memory_usage(key, samples=0)
+            for field in fields.values():
+                pipe.hstrlen(key, field)
+        replies = await pipe.execute()
+    stride = 2 + len(fields)
+    rows = [replies[n * stride : (n + 1) * stride] for n in range(len(sample))]
+    rows = [row for row in rows if row[0]]
+    totals = [int(row[1]) for row in rows]
+    return {
+        "users_sampled": len(rows),
+        "mean_events_per_user": float(np.mean([events_applied(row[0]) for row in rows])),
+        "bytes_per_user": {
+            "total_mean": float(np.mean(totals)),
+            "total_p95": float(np.percentile(totals, 95)),
+            **{
+                name: float(np.mean([int(row[2 + i]) for row in rows]))
+                for i, name in enumerate(fields)
+            },
+        },
+    }
+
+
+async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> dict[str, Any]:
+    redis = redis_client(settings)
+    await redis.flushdb()
+    await ensure_topics(settings)
+    await _publish_model(redis, config, work_dir)
+    producer_rate = await _produce_backlog(settings, config)
+    worker = WorkerProcess(settings, work_dir, f"bench-{uuid.uuid4().hex[:8]}").start()
+    try:
+        cpu = _cpu_counters(settings, worker)
+        throughput = await _drain(worker, config.events, timeout_s=600, cpu=cpu)
+        memory = await _memory(redis, config)
+        ceiling = await _faust_ceiling(settings, config.events, work_dir)
+        freshness = await _freshness(settings, redis, config)
+        sweep = [
+            await _freshness(
+                settings,
+                redis,
+                replace(config, freshness_rate=rate, freshness_seconds=config.sweep_seconds),
+            )
+            for rate in config.sweep_rates
+        ]
+        for run in sweep:
+            run.pop("samples")
+    finally:
+        worker.stop()
+        await redis.aclose()
+    return {
+        "benchmark": "stream",
+        "config": config.__dict__,
+        "producer_events_per_s": producer_rate,
+        "throughput": throughput,
+        "faust_noop_drain": ceiling,
+        "freshness": freshness,
+        "sweep": sweep,
+        "memory": memory,
+    }
+
+
+def run_with_local_services(config: StreamBenchConfig, use_running: bool) -> dict[str, Any]:
+    """Run against throwaway local services (or the configured ones)."""
+    with bench_services(use_running, "recsys-bench-") as (settings, work_dir):
+        return asyncio.run(run(settings, config, work_dir))

@@ -1,0 +1,1 @@
+"""The `recsys` commands: thin typer wrappers that parse options and call the deployables."""

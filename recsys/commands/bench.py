@@ -1,0 +1,197 @@
+"""`recsys bench ...`: benchmarks that print their figures and save JSON + Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Benchmarks. Each prints its figures and saves them as JSON and a Markdown report.",
+    no_args_is_help=True,
+)
+console = Console()
+JsonPath = Annotated[Path, typer.Option("--json", help="Where to save the figures.")]
+ReportPath = Annotated[Path, typer.Option(help="Where to save the Markdown report.")]
+
+
+@app.command("stream")
+def stream(
+    json_path: JsonPath = Path("reports/bench-stream.json"),
+    report: ReportPath = Path("reports/bench-stream.md"),
+    events: Annotated[
+        int, typer.Option(min=1000, help="Backlog for the throughput run.")
+    ] = 200_000,
+    users: Annotated[int, typer.Option(min=10, help="Distinct users in the backlog.")] = 20_000,
+    rate: Annotated[int, typer.Option(min=1, help="Offered rate of the freshness run.")] = 1_000,
+    seconds: Annotated[float, typer.Option(min=1, help="Length of the freshness run.")] = 30.0,
+    use_running: Annotated[
+        bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
+    ] = False,
+) -> None:
+    """Throughput, freshness and Redis memory per user of one stream worker process."""
+    from recsys.bench.common import save
+    from recsys.bench.stream import StreamBenchConfig, run_with_local_services
+    from recsys.bench.stream_report import markdown, plot
+
+    config = StreamBenchConfig(
+        events=events, users=users, freshness_rate=rate, freshness_seconds=seconds
+    )
+    with console.status("Running the stream benchmark (services, backlog, drain, freshness)…"):
+        result = run_with_local_services(config, use_running)
+    samples = result["freshness"].pop("samples")
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, samples, plot_path)
+    save(result, markdown(result, plot_path.name), json_path, report)
+    summary = {
+        "events_per_s": round(result["throughput"]["events_per_s"]),
+        "freshness_ms": {k: round(v * 1000, 1) for k, v in result["freshness"]["seconds"].items()},
+        "bytes_per_user": round(result["memory"]["bytes_per_user"]["total_mean"]),
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("api")
+def api(
+    json_path: JsonPath = Path("reports/bench-api.json"),
+    report: ReportPath = Path("reports/bench-api.md"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where ml-100k is read from (default: RECSYS_DATA_DIR)."),
+    ] = None,
+    rate: Annotated[int, typer.Option(min=1, help="Requests/s of the fixed-rate runs.")] = 200,
+    seconds: Annotated[float, typer.Option(min=1, help="Length of each fixed-rate run.")] = 30.0,
+    saturation_seconds: Annotated[
+        float, typer.Option(min=1, help="Length of each wrk saturation run.")
+    ] = 30.0,
+    connections: Annotated[
+        int, typer.Option(min=1, help="wrk connections (keep-alive, closed loop).")
+    ] = 8,
+    wrk_threads: Annotated[int, typer.Option(min=1, help="wrk threads.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 2,
+    use_running: Annotated[
+        bool,
+        typer.Option(
+            help="Use the configured Redis and Kafka instead of throwaway ones (a new ml-100k "
+            "model version is published and made active there)."
+        ),
+    ] = False,
+) -> None:
+    """Latency of GET /recommend at a fixed rate (open loop) and requests/s at saturation (wrk),
+    with GET /health/live as the floor; needs `wrk` on PATH."""
+    from recsys.bench.api import ApiBenchConfig, BenchError, require_wrk, run_with_local_services
+    from recsys.bench.api_report import markdown, plot
+    from recsys.bench.common import save
+
+    try:
+        require_wrk()
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    config = ApiBenchConfig(
+        rate=rate,
+        seconds=seconds,
+        saturation_seconds=saturation_seconds,
+        connections=connections,
+        wrk_threads=wrk_threads,
+        workers=workers,
+    )
+    # No spinner: training prints its own progress and rich allows one live display at a time.
+    console.print("Running the API benchmark (services, ml-100k model, fixed rate, wrk)…")
+    try:
+        result = run_with_local_services(config, data_dir, use_running)
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    samples = {name: result[name]["fixed_rate"].pop("samples_ms") for name in ("recommend", "live")}
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, samples, plot_path)
+    save(result, markdown(result, plot_path.name), json_path, report)
+    rec = result["recommend"]
+    summary = {
+        "recommend_ms_at_rate": {
+            k: round(v, 2) for k, v in rec["fixed_rate"]["latency_ms"].items()
+        },
+        "recommend_rps_saturation": round(rec["saturation"]["requests_per_s"]),
+        "live_rps_saturation": round(result["live"]["saturation"]["requests_per_s"]),
+        "sources": rec["fixed_rate"]["sources"],
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("freshness")
+def freshness(
+    json_path: JsonPath = Path("reports/bench-freshness.json"),
+    report: ReportPath = Path("reports/bench-freshness.md"),
+    rate: Annotated[
+        int, typer.Option(min=1, help="Background load: `recsys simulate --rate`.")
+    ] = 1_000,
+    probes: Annotated[int, typer.Option(min=1, help="New users probed, 0.1 s apart.")] = 300,
+) -> None:
+    """Publish -> change visible through GET /recommend, while `recsys simulate` loads the
+    stack (throwaway Kafka and Redis; worker, API and simulator as separate processes)."""
+    from recsys.bench.common import save
+    from recsys.bench.freshness import FreshnessBenchConfig, markdown, plot, run
+
+    console.print("Running the freshness benchmark (services, model, worker, API, simulator)…")
+    result = run(FreshnessBenchConfig(rate=rate, probes=probes))
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, plot_path)
+    result.pop("samples")
+    save(result, markdown(result, plot_path.name), json_path, report)
+    ms = {k: round(v * 1000, 1) for k, v in result["seconds"].items()}
+    console.print_json(json.dumps({"freshness_ms": ms, "observed": result["observed"]}))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("all")
+def all_benchmarks(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where ml-100k is read from (default: RECSYS_DATA_DIR)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where every JSON, report and plot goes.")] = Path(
+        "docs/benchmarks"
+    ),
+    benchmarks_md: Annotated[
+        Path, typer.Option(help="The Markdown file whose generated sections are rewritten.")
+    ] = Path("BENCHMARKS.md"),
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run (or render) only these sections (repeat): evaluate, evaluate-synthetic, "
+            "train, stream, freshness, api, replay."
+        ),
+    ] = None,
+    render_only: Annotated[
+        bool, typer.Option(help="Re-render BENCHMARKS.md from the saved JSON; run nothing.")
+    ] = False,
+) -> None:
+    """Run the batch, stream, freshness, API and replay benchmarks one after the other (about
+    25 minutes on 2 cores; each starts throwaway services of its own), then rewrite the
+    generated sections of BENCHMARKS.md: the exact commands, the machine, tables and plots."""
+    from core.settings import Settings
+    from recsys.bench.run_all import SECTIONS, BenchAllError, plan, render, run_step
+
+    sections = list(only or SECTIONS)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise typer.BadParameter(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    steps = plan(data_dir or Settings().data_dir, out)
+    try:
+        if not render_only:
+            for step in (s for s in steps if s.section in sections):
+                run_step(step, console.print)
+        render(benchmarks_md, steps, out, sections)
+    except BenchAllError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"rewrote {', '.join(sections)} in {benchmarks_md}")

@@ -1,0 +1,117 @@
+"""`evaluate`: run P1 or P2 on a dataset for a set of models and write JSON + Markdown + PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from batch.evaluation.names import Protocol
+from core.settings import Settings
+from recsys.progress import progress_bars
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+
+def parse_models(values: list[str] | None) -> list[str]:
+    """Model names from repeated and/or comma-separated options (default: every model)."""
+    if not values:
+        from batch.models.registry import model_names
+
+        return model_names()
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return list(dict.fromkeys(names))
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="ml-100k, ml-1m, ml-latest-small, synthetic[:...] or a CSV/Parquet file."
+        ),
+    ],
+    protocol: Annotated[
+        Protocol, typer.Option(help="temporal (P1) or leave-last-out (P2).")
+    ] = Protocol.TEMPORAL,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(help="Models to run, comma-separated or repeated (default: all)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Dataset directory (default: RECSYS_DATA_DIR).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="JSON output (default: under the state dir).")
+    ] = None,
+    report_path: Annotated[
+        Path | None,
+        typer.Option("--report", help="Markdown report; plots go next to it."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the models and the bootstrap.")] = 0,
+    skip_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
+        ),
+    ] = False,
+) -> None:
+    """Compare models offline under protocol P1 (temporal) or P2 (leave-last-out).
+
+    Each model is tuned on the validation split, refit on train + validation and scored on test
+    with full ranking; writes JSON, a Markdown report and PNG plots.
+    """
+    # Imported here so that `recsys --help` and the other commands start fast.
+    from batch.datasets import load_dataset
+    from batch.evaluation.report import write_json, write_report
+    from batch.evaluation.runner import evaluate_models
+    from batch.evaluation.tuning import param_grid
+    from batch.models.registry import UnknownModelError, model_factory
+    from recsys.commands.data import exit_on_dataset_error
+
+    names = parse_models(models)
+    for name in names:
+        try:
+            model_factory(name)
+        except UnknownModelError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--models") from None
+        except RuntimeError:
+            pass  # unavailable models are skipped, with a note, by the runner
+    settings = Settings()
+    stem = f"evaluation-{dataset}-{protocol}"
+    json_path = json_path or settings.state_dir / "reports" / f"{stem}.json"
+    report_path = report_path or json_path.with_suffix(".md")
+
+    data = exit_on_dataset_error(
+        lambda: load_dataset(dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed)
+    )
+    if data.skipped_rows:
+        console.print(f"[yellow]{data.skipped_rows:,} malformed rows skipped[/yellow]")
+    steps = sum(len(param_grid(name)) + 2 for name in names)  # tuning fits, refit, scoring
+    with progress_bars(console) as progress:
+        task = progress.add_task("loading", total=steps)
+        started: list[str] = []
+
+        def on_step(name: str, step: str) -> None:
+            if started:
+                progress.advance(task)
+            started.append(step)
+            progress.update(task, description=f"{name}: {step}")
+
+        result = evaluate_models(data, protocol, names, seed=seed, on_step=on_step)
+        progress.update(task, completed=steps, description="done")
+
+    write_json(result, json_path)
+    plots = write_report(result, report_path)
+    for name, reason in result.skipped.items():
+        console.print(f"[yellow]skipped {name}:[/yellow] {reason}")
+    console.print(f"JSON: {json_path}\nReport: {report_path}")
+    for plot in plots:
+        console.print(f"Plot: {plot}")
+
+
+if __name__ == "__main__":
+    app()

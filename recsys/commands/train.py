@@ -1,0 +1,82 @@
+"""`recsys train`: parses options, shows progress and calls `batch.train.train_and_publish`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from core.settings import Settings
+from recsys.progress import stage_bars, train_stage_labels
+
+console = Console()
+
+
+def train_command(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="ml-100k, ml-1m, ml-latest-small, synthetic[:users=..,items=..,events=..,seed=..]"
+            ", or a CSV/Parquet interactions file."
+        ),
+    ] = "synthetic",
+    model: Annotated[str, typer.Option(help="Model to serve: als or two-tower.")] = "als",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where datasets live (default: RECSYS_DATA_DIR).")
+    ] = None,
+    params: Annotated[
+        str, typer.Option(help="Hyperparameters as JSON, e.g. '{\"factors\": 64}'.")
+    ] = "{}",
+    keep_versions: Annotated[
+        int, typer.Option(min=1, help="Model versions to keep (older ones are removed).")
+    ] = 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also save the timings as JSON here.")
+    ] = None,
+    skip_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
+        ),
+    ] = False,
+) -> None:
+    """Train a model on a dataset and publish it as the active model version.
+
+    Item vectors with their payload go to Qdrant; user vectors, popularity and the item factors
+    the stream worker needs go to Redis; then readers switch to the new version atomically.
+
+    Needs Redis (see `recsys services up`) and Qdrant (embedded by default, or RECSYS_QDRANT_URL).
+    """
+    try:
+        hyper: dict[str, Any] = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--params is not JSON: {exc}") from None
+    from batch.train import TrainError, train_and_publish
+
+    try:
+        with stage_bars(console, train_stage_labels(dataset, model)) as report:
+            summary = train_and_publish(
+                Settings(), dataset, model, data_dir, hyper, keep_versions, skip_malformed, report
+            )
+    except TrainError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    skipped = summary["skipped_rows"]
+    console.print(
+        f"{summary['dataset']}: {summary['interactions']:,} interactions, "
+        f"{summary['users']:,} users, {summary['items']:,} items"
+        + (f", {skipped:,} malformed rows skipped" if skipped else "")
+    )
+    console.print(
+        f"[green]Published version {summary['version']}[/green]: fit {summary['fit_seconds']} s, "
+        f"publish {summary['publish_seconds']} s, total {summary['total_seconds']} s, "
+        f"peak RSS {summary['peak_rss_mib']} MiB"
+    )
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        from core.provenance import provenance
+
+        json_path.write_text(json.dumps(summary | provenance(), indent=2, default=str))
