@@ -3,6 +3,12 @@
 Everything the worker reads and writes for a user lives in that one hash (vector, counters,
 windows, genre affinity, recent history and recent event ids), so a batch costs one read and
 one write per user, and one key's overhead in memory.
+
+Who writes: the stream worker alone (`streams.applier`, in the Lua scripts of
+`streams.redis_scripts`), one batch at a time, exactly once per event. Who reads: the worker
+(before each write) and the API (`api.catalog.user_context`, one round trip per request), which
+never writes it. The format is shared here so that both sides decode the same fields the same way;
+a change to a field's encoding changes both at once.
 """
 
 from __future__ import annotations
