@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _XDG_STATE = Path.home() / ".local" / "state" / "recsys"
@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", description="Redis URL (db number included)."
     )
     redis_password: SecretStr | None = Field(None, description="Redis password (AUTH).")
+    redis_cluster: bool = Field(
+        False,
+        description=(
+            "RECSYS_REDIS_URL names one node of a Redis Cluster (or a cluster-mode service such "
+            "as Valkey or ElastiCache); clients discover the other nodes from it."
+        ),
+    )
 
     # --- Qdrant ----------------------------------------------------------------------------
     qdrant_url: str | None = Field(
@@ -168,6 +175,16 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> Self:
+        if self.redis_cluster:
+            parts = urlsplit(self.redis_url)
+            if parts.scheme == "unix":
+                raise ValueError("RECSYS_REDIS_CLUSTER needs a redis:// or rediss:// node URL")
+            if parts.path.strip("/") not in {"", "0"}:
+                raise ValueError("a Redis Cluster has only database 0: end RECSYS_REDIS_URL in /0")
+        return self
 
     @cached_property
     def kafka_port(self) -> int:

@@ -45,6 +45,29 @@ def free_port() -> int:
         return port
 
 
+def free_port_run(count: int, also_at: int = 0, attempts: int = 200) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.1 (and, with `also_at`, the same
+    ports shifted by it: a Redis Cluster node also listens on its port + 10000)."""
+    import random
+
+    for _ in range(attempts):
+        first = random.randint(20_000, 65_535 - count - also_at)
+        wanted = [first + n for n in range(count)]
+        wanted += [port + also_at for port in wanted] if also_at else []
+        if not any(port_is_open(port) for port in wanted) and all(map(_bindable, wanted)):
+            return first
+    raise ServiceError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

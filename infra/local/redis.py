@@ -15,6 +15,8 @@ class RedisServer:
     home: Path
     port: int
     appendonly: bool = False
+    # A node of a Redis Cluster (`RedisCluster` joins several): cluster mode, its own nodes file.
+    cluster_node: bool = False
 
     @property
     def process(self) -> ManagedProcess:
@@ -54,6 +56,16 @@ class RedisServer:
             # 64-byte listpack limit; as a listpack it takes about half the memory.
             "--hash-max-listpack-value", "1024",
         ]  # fmt: skip
+        if self.cluster_node:
+            argv += [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                # A stopped master is declared failed after this long (tests stop one on purpose).
+                "--cluster-node-timeout", "3000",
+                # Without replicas a failed master leaves its slots uncovered; the other shards
+                # keep answering for theirs instead of the whole cluster refusing every command.
+                "--cluster-require-full-coverage", "no",
+            ]  # fmt: skip
         self.process.start(argv, cwd=self.home)
         self.process.wait_ready(lambda: ping_ok(self.url), timeout_s)
         return True

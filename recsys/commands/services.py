@@ -28,9 +28,29 @@ def up(
     redis_aof: Annotated[
         bool, typer.Option(help="Run Redis with append-only persistence.")
     ] = False,
+    redis_cluster: Annotated[
+        int | None,
+        typer.Option(
+            min=3,
+            help="Run a Redis Cluster of this many masters instead of one Redis, on consecutive "
+            "ports from RECSYS_REDIS_URL's (3 when RECSYS_REDIS_CLUSTER=true and unset).",
+        ),
+    ] = None,
+    redis_replicas: Annotated[
+        int, typer.Option(min=0, help="Replicas of each cluster master (with --redis-cluster).")
+    ] = 0,
 ) -> None:
-    """Start Kafka and Redis (a no-op for those already running) and wait until both answer."""
-    services = LocalServices.from_settings(Settings(), redis_appendonly=redis_aof)
+    """Start Kafka and Redis (a no-op for those already running) and wait until both answer.
+
+    With --redis-cluster N, Redis is a real Redis Cluster: N `redis-server --cluster-enabled yes`
+    processes joined once with `redis-cli --cluster create`; `down` stops them too.
+    """
+    services = LocalServices.from_settings(
+        Settings(),
+        redis_appendonly=redis_aof,
+        redis_cluster_masters=redis_cluster,
+        redis_cluster_replicas=redis_replicas,
+    )
     try:
         with console.status("Starting Redis and Kafka (the first run downloads Kafka's jars)…"):
             started = services.up()
@@ -46,7 +66,8 @@ def up(
 
 @app.command()
 def down() -> None:
-    """Stop the Kafka and Redis processes that `recsys services up` started (and nothing else)."""
+    """Stop the Kafka and Redis processes (cluster nodes included) that `recsys services up`
+    started, and nothing else."""
     services = LocalServices.from_settings(Settings())
     for name, stopped in services.down().items():
         console.print(f"{name}: {'stopped' if stopped else 'not running'}")
