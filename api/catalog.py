@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,9 +10,9 @@ from typing import Any
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from core import keys
+from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import PREVIOUS_EPOCH_WEIGHT, trending_epoch
 from core.user_state import STATE_FIELDS, UserState
@@ -59,22 +58,13 @@ def passes(candidate: Candidate, genres: Sequence[str], exclude_genres: Sequence
     return not set(exclude_genres) & set(candidate.genres)
 
 
-# The active version, the user's online state and their batch vector of that version, in one
-# round trip: the batch vector's key depends on the version, which a pipeline cannot chain.
-# ARGV[2] .. version .. ARGV[3] is `core.keys.user_vectors(version)`; ARGV[4..] are the
-# state's fields (`STATE_FIELDS`), read as the stream worker reads them.
-_USER_CONTEXT = """
-local version = redis.call('GET', KEYS[1])
-local state = redis.call('HMGET', KEYS[2], unpack(ARGV, 4))
-local batch = false
-if version then
-  batch = redis.call('HGET', ARGV[2] .. version .. ARGV[3], ARGV[1])
-end
-return {version, state, batch}
-"""
-# Called by its digest: Redis then neither receives nor hashes the script's text per request.
-_USER_CONTEXT_SHA = hashlib.sha1(_USER_CONTEXT.encode()).hexdigest()
-_VECTORS_KEY_AROUND = keys.user_vectors("\x00").split("\x00")
+@dataclass
+class VersionHint:
+    """The active version as this process last read it: a request asks for the user's batch
+    vector of that version in the same round trip as the pointer itself, and asks again only
+    in the rare request that sees the pointer move."""
+
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,43 +74,59 @@ class UserContext:
     batch_vector: np.ndarray | None
 
 
-async def user_context(redis: aioredis.Redis, user_id: str) -> UserContext:
-    """What a request needs to know about a user, in one round trip (see `_USER_CONTEXT`)."""
-    keys_and_args: list[str | bytes] = [
-        keys.ACTIVE_MODEL, keys.user_state(user_id), user_id, *_VECTORS_KEY_AROUND, *STATE_FIELDS,
-    ]  # fmt: skip
-    try:
-        reply = await _on_pooled_connection(redis, "EVALSHA", _USER_CONTEXT_SHA, 2, *keys_and_args)
-    except NoScriptError:  # a restarted or flushed Redis: this call loads the script again
-        reply = await redis.eval(_USER_CONTEXT, 2, *keys_and_args)
-    raw_version, raw_state, raw_batch = reply
+async def user_context(redis: RedisClient, user_id: str, hint: VersionHint) -> UserContext:
+    """What a request needs to know about a user: the active version, the user's online state
+    and batch vector, in one round trip (each key is read on its own node of a cluster, the
+    state on the user's)."""
+    known = hint.version
+    commands: list[tuple[str | bytes, ...]] = [
+        ("GET", keys.ACTIVE_MODEL),
+        ("HMGET", keys.user_state(user_id), *STATE_FIELDS),
+    ]
+    if known is not None:
+        commands.append(("HGET", keys.user_vectors(known), user_id))
+    replies = await _round_trip(redis, commands)
+    raw_version, raw_state = replies[0], replies[1]
+    version = as_bytes(raw_version).decode() if raw_version else None
+    if version == known:
+        raw_batch = replies[2] if known is not None else None
+    else:  # a new version was published since this process last asked
+        hint.version = version
+        raw_batch = await redis.hget(keys.user_vectors(version), user_id) if version else None
     return UserContext(
-        version=as_bytes(raw_version).decode() if raw_version else None,
+        version=version,
         state=UserState.from_fields([as_bytes(v) if v else None for v in raw_state]),
         batch_vector=vector_from_bytes(as_bytes(raw_batch)) if raw_batch else None,
     )
 
 
-async def _on_pooled_connection(redis: aioredis.Redis, *command: str | bytes | int) -> Any:
-    """One command on a connection of the client's pool, its reply as Redis sent it.
+async def _round_trip(redis: RedisClient, commands: list[tuple[str | bytes, ...]]) -> list[Any]:
+    """Several commands in one round trip, their replies as Redis sent them.
 
-    For the call every request makes: the client's own command path (retry wrapper, event
-    dispatch, observability hooks; about 220 Python calls) took 150 to 200 µs more than this
-    when the process had been idle for 5 ms (ad-hoc timing on the 2-core benchmark machine).
-    The pool still connects, authenticates and replaces a connection the server closed; a
-    connection that fails or is cancelled mid-reply is disconnected by redis-py itself.
+    On one Redis, straight on a connection of the client's pool: for the read every request
+    makes, the client's own command path (retry wrapper, event dispatch, observability hooks;
+    about 220 Python calls a command) took 150 to 200 µs more than this when the process had
+    been idle for 5 ms (ad-hoc timing on the 2-core benchmark machine). The pool still
+    connects, authenticates and replaces a connection the server closed; a connection that
+    fails or is cancelled mid-reply is disconnected by redis-py itself. On a cluster, a
+    pipeline: redis-py sends each command to its key's node, concurrently.
     """
+    if isinstance(redis, aioredis.RedisCluster):
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        await connection.send_packed_command(connection.pack_command(*command), check_health=False)
-        return await connection.read_response()
+        await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        return [await connection.read_response() for _ in commands]
     finally:
         await pool.release(connection)
 
 
 async def payloads(
-    redis: aioredis.Redis, version: str, item_ids: Sequence[str]
+    redis: RedisClient, version: str, item_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
     if not item_ids:
         return {}
@@ -129,7 +135,7 @@ async def payloads(
 
 
 async def item_vectors(
-    redis: aioredis.Redis, version: str, item_ids: Sequence[str]
+    redis: RedisClient, version: str, item_ids: Sequence[str]
 ) -> dict[str, np.ndarray]:
     if not item_ids:
         return {}
@@ -148,23 +154,31 @@ def _merge(scored: Iterable[tuple[list[Any], float]]) -> list[tuple[str, float]]
 
 
 async def trending(
-    redis: aioredis.Redis, half_life_s: float, limit: int, now_s: float | None = None
+    redis: RedisClient,
+    half_life_s: float,
+    limit: int,
+    shards: int,
+    now_s: float | None = None,
 ) -> list[tuple[str, float]]:
-    """The top trending items, from the current and the previous epoch's decayed counts.
+    """The top trending items, from the current and the previous epoch's decayed counts of
+    every item shard (an item is counted in one shard only, so the shards' tops merge into
+    the overall top): 2 x `shards` ranked reads, each of at most `limit` items.
 
     Each epoch is read by rank with a limit instead of ZUNION over whole sets: an item that
     would only make the top through the (2**-16 weighted) previous epoch is negligible.
     """
     epoch = trending_epoch(time.time() if now_s is None else now_s, half_life_s)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrevrange(keys.trending(epoch), 0, limit - 1, withscores=True)
-        pipe.zrevrange(keys.trending(epoch - 1), 0, limit - 1, withscores=True)
-        current, previous = await pipe.execute()
-    return _merge([(current, 1.0), (previous, PREVIOUS_EPOCH_WEIGHT)])[:limit]
+        for shard in range(shards):
+            pipe.zrevrange(keys.trending(shard, epoch), 0, limit - 1, withscores=True)
+            pipe.zrevrange(keys.trending(shard, epoch - 1), 0, limit - 1, withscores=True)
+        replies = await pipe.execute()
+    weights = [1.0, PREVIOUS_EPOCH_WEIGHT] * shards
+    return _merge(zip(replies, weights, strict=True))[:limit]
 
 
 async def popular(
-    redis: aioredis.Redis, version: str, genres: Sequence[str], limit: int
+    redis: RedisClient, version: str, genres: Sequence[str], limit: int
 ) -> list[tuple[str, float]]:
     """The most interacted-with items of the model's data, overall or within any of `genres`."""
     if not genres:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Header, HTTPException, Request, status
 
 from api.publisher import EventPublisher
 from api.recommender import RecommendationService
 from api.services import Services
+from core.clients import RedisClient
 
 
 async def get_services(request: Request) -> Services:
@@ -35,13 +35,13 @@ async def get_publisher(services: ServicesDep) -> EventPublisher:
     return services.publisher
 
 
-async def get_redis(services: ServicesDep) -> aioredis.Redis:
+async def get_redis(services: ServicesDep) -> RedisClient:
     return services.redis
 
 
 RecommenderDep = Annotated[RecommendationService, Depends(get_recommender)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
-RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+RedisDep = Annotated[RedisClient, Depends(get_redis)]
 
 
 async def require_api_key(

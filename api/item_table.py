@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from api.mmr import unit_rows
+from core.clients import RedisClient
 from core.heap import freeze_long_lived
 from core.model_version import VersionItems, load_version_items
 from core.vectors import PointScores, point_id
@@ -56,7 +56,7 @@ class ItemTable:
         return [row for row, _ in kept], [score for _, score in kept]
 
 
-async def load_item_table(redis: aioredis.Redis, version: str) -> ItemTable | None:
+async def load_item_table(redis: RedisClient, version: str) -> ItemTable | None:
     """The version's items from Redis (`core.model_version.load_version_items`); None if it has
     none."""
     items = await load_version_items(redis, version)
@@ -81,7 +81,7 @@ class ItemTables:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         retry_after_s: float = RETRY_AFTER_S,
         keep: int = KEEP_VERSIONS,
     ) -> None:

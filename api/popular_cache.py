@@ -7,17 +7,16 @@ import asyncio
 import logging
 from collections.abc import Collection, Sequence
 
-import redis.asyncio as aioredis
-
 from api import catalog
 from api.catalog import Candidate
+from core.clients import RedisClient
 from core.model_version import active_version
 
 log = logging.getLogger(__name__)
 
 
 class PopularCache:
-    def __init__(self, redis: aioredis.Redis, size: int, timeout_s: float = 2.0) -> None:
+    def __init__(self, redis: RedisClient, size: int, timeout_s: float = 2.0) -> None:
         self._redis = redis
         self.size = size
         self.timeout_s = timeout_s

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
-import redis.asyncio as aioredis
 from opentelemetry.trace import Tracer
 
 from api import catalog, metrics
@@ -29,6 +28,7 @@ from api.mmr import mmr, unit_rows
 from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
 from api.popular_cache import PopularCache
 from api.telemetry import child_span
+from core.clients import RedisClient
 from core.settings import Settings
 from core.user_state import UserState
 from core.vectors import ItemFilter, VectorIndex
@@ -63,10 +63,11 @@ class NoCandidatesError(Exception):
 
 @dataclass(frozen=True)
 class Backends:
-    redis: aioredis.Redis
+    redis: RedisClient
     index: VectorIndex
     redis_guard: GuardedBackend
     qdrant_guard: GuardedBackend
+    versions: catalog.VersionHint = field(default_factory=catalog.VersionHint)
 
 
 class RecommendationService:
@@ -90,7 +91,9 @@ class RecommendationService:
             context = await redis_guard.call(
                 "user_state",
                 budget,
-                lambda: catalog.user_context(self.backends.redis, query.user_id),
+                lambda: catalog.user_context(
+                    self.backends.redis, query.user_id, self.backends.versions
+                ),
             )
         except BackendUnavailableError as exc:
             return self._from_memory(query, [exc.reason])
@@ -253,6 +256,7 @@ class RecommendationService:
                 redis,
                 self.settings.stream_trending_half_life_s,
                 self.settings.api_fallback_candidates,
+                self.settings.redis_item_shards,
             ),
         )
         ranked = [(i, s) for i, s in ranked if i not in excluded]

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from opentelemetry.trace import Tracer
 
 from api.backends import GuardedBackend
@@ -16,7 +15,7 @@ from api.breaker import CircuitBreaker
 from api.popular_cache import PopularCache
 from api.publisher import EventPublisher
 from api.recommender import Backends, RecommendationService
-from core.clients import close_within, redis_client
+from core.clients import RedisClient, close_within, redis_client_for
 from core.settings import Settings, env_var
 from core.vectors import VectorIndex
 
@@ -34,7 +33,7 @@ class Services:
     tracer: Tracer
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> RedisClient:
         return self.backends.redis
 
     @property
@@ -61,7 +60,7 @@ async def open_services(
     # guard, the popular and item-table loads, the readiness check), and redis-py disconnects
     # a connection whose read is cancelled. A socket timeout would add a task per command
     # (redis-py sends through asyncio.wait_for), on every request's path.
-    redis = redis_client(settings, socket_connect_timeout=max(redis_timeout_s, 0.5))
+    redis = redis_client_for(settings, socket_connect_timeout=max(redis_timeout_s, 0.5))
     index = vector_index_factory(settings)
     backends = Backends(
         redis=redis,

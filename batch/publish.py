@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from core import keys
+from core.clients import RedisClient
 from core.model_version import ModelMeta, active_version, as_bytes, vector_to_bytes
 from core.rules import gram_matrix
 from core.settings import Settings
@@ -87,7 +87,7 @@ def new_version_id(model: str) -> str:
 async def publish(
     artifacts: ModelArtifacts,
     index: VectorIndex,
-    redis: aioredis.Redis,
+    redis: RedisClient,
     models_dir: Path,
     *,
     keep_versions: int = 3,
@@ -100,11 +100,10 @@ async def publish(
     artifacts.save(models_dir / version, version)
     await _write_index(artifacts, index, version, progress)
     await _write_redis(artifacts, redis, version, progress)
-    now = time.time()
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.ACTIVE_MODEL, version)
-        pipe.zadd(keys.MODEL_VERSIONS, {version: now})
-        await pipe.execute()
+    # Listed first, then the one switch: the two keys may live on different nodes of a cluster,
+    # and a version listed but never activated is removed like any old one.
+    await redis.zadd(keys.MODEL_VERSIONS, {version: time.time()})
+    await redis.set(keys.ACTIVE_MODEL, version)
     await remove_old_versions(index, redis, models_dir, keep_versions)
     return version
 
@@ -131,11 +130,11 @@ async def publish_configured(
 ) -> str:
     """`publish` to the Qdrant and Redis that `settings` name (artifacts saved under the state
     directory); the clients are opened for it and closed after."""
-    from core.clients import redis_client
+    from core.clients import redis_client_for
     from core.vectors import open_vector_index
 
     index = open_vector_index(settings)
-    redis = redis_client(settings)
+    redis = redis_client_for(settings)
     try:
         return await publish(
             artifacts,
@@ -178,7 +177,7 @@ async def _write_index(
 
 
 async def _write_redis(
-    artifacts: ModelArtifacts, redis: aioredis.Redis, version: str, progress: Progress
+    artifacts: ModelArtifacts, redis: RedisClient, version: str, progress: Progress
 ) -> None:
     item_ids = [str(i) for i in artifacts.item_ids]
     user_ids = [str(u) for u in artifacts.user_ids]
@@ -232,7 +231,7 @@ async def _write_redis(
 
 
 async def _write_popularity(
-    artifacts: ModelArtifacts, redis: aioredis.Redis, version: str, item_ids: list[str]
+    artifacts: ModelArtifacts, redis: RedisClient, version: str, item_ids: list[str]
 ) -> None:
     by_genre: dict[str, dict[str, float]] = {}
     overall: dict[str, float] = {}
@@ -252,7 +251,7 @@ async def _write_popularity(
 
 
 async def remove_old_versions(
-    index: VectorIndex, redis: aioredis.Redis, models_dir: Path, keep_versions: int
+    index: VectorIndex, redis: RedisClient, models_dir: Path, keep_versions: int
 ) -> list[str]:
     """Delete all but the newest `keep_versions` versions (the active one always stays)."""
     active = await active_version(redis)

@@ -36,12 +36,30 @@ def kafka_common(settings: Settings) -> dict[str, Any]:
     return options
 
 
+# A client of one Redis, or of a Redis Cluster (RECSYS_REDIS_CLUSTER=true). Code that takes one
+# uses only what both offer: commands on keys, pipelines, scripts (`core.scripts`).
+RedisClient = aioredis.Redis | aioredis.RedisCluster
+
+
 def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
+    """A client of the one Redis RECSYS_REDIS_URL names (see `redis_client_for` for either)."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     client: aioredis.Redis = aioredis.Redis.from_url(
         settings.redis_url, password=password, decode_responses=False, **options
     )
     return client
+
+
+def redis_client_for(settings: Settings, **options: Any) -> RedisClient:
+    """A client of the Redis the settings name: a cluster client (the URL is a seed node) with
+    RECSYS_REDIS_CLUSTER=true, else a client of one server."""
+    if not settings.redis_cluster:
+        return redis_client(settings, **options)
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    cluster: aioredis.RedisCluster = aioredis.RedisCluster.from_url(
+        settings.redis_url, password=password, decode_responses=False, **options
+    )
+    return cluster
 
 
 def kafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:

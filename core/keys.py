@@ -11,9 +11,15 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:popular:genre:{genre}   zset    item_id -> interaction count, per genre
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
 
+Cluster-safe: every script touches keys of one hash slot only and declares them (KEYS); a
+user's keys share the hash tag `{u:<id>}`, an item shard's keys the tag `{i:<shard>}`. So the
+same layout runs on one Redis and on a Redis Cluster, and no slot takes a write from every
+event. Model-version keys are written once per version and read by every process.
+
 Per-user state (written by the stream worker; expires after RECSYS_STREAM_USER_TTL_DAYS idle),
 all in one hash so that a batch costs one read and one write per user:
-  recsys:user:{u}:state                    hash    v: the user vector (float32 bytes);
+  recsys:{u:<id>}:state                    hash    c: change counter (checked before a write);
+                                                   v: the user vector (float32 bytes);
                                                    s: JSON {mv: its model version, n: events
                                                    applied, ts: last event (epoch ms), upd: last
                                                    write (epoch ms), g: genre affinity, w: window
@@ -22,16 +28,23 @@ all in one hash so that a batch costs one read and one write per user:
                                                    h: recent history, newest first, lines
                                                    "ts_ms|v/c/p|item_id";
                                                    e: recent event ids for dedup, 12 bytes each
-                                                   (8-byte id prefix, 4-byte ts seconds)
+                                                   (8-byte id prefix, 4-byte ts seconds);
+                                                   o: JSON {"<topic code>:<partition>": the last
+                                                   offset applied to this user} (redeliveries)
 
-Items (stream worker):
-  recsys:items:{window}:{start}            hash    "{type}:{item_id}" -> count; TTL two windows
-  recsys:trending:{epoch}                  zset    item_id -> decayed weighted count (see
+Items, spread over RECSYS_REDIS_ITEM_SHARDS shards by a hash of the item id (stream worker):
+  recsys:{i:<s>}:win:{window}:{start}      hash    "{type}:{item_id}" -> count; TTL two windows
+  recsys:{i:<s>}:trending:{epoch}          zset    item_id -> decayed weighted count (see
                                                    core.rules.trending_increment)
-  recsys:stream:applied                    hash    "{topic}:{partition}" -> last applied offset
+  recsys:{i:<s>}:applied                   hash    "<topic code>:<partition>" -> the last offset
+                                                   counted in this shard (redeliveries)
 """
 
 from __future__ import annotations
+
+import zlib
+
+from schemas.topics import TOPIC_BY_EVENT_TYPE
 
 PREFIX = "recsys"
 ACTIVE_MODEL = f"{PREFIX}:model:active"
@@ -76,15 +89,43 @@ def model_pattern(version: str) -> str:
 
 
 def user_state(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:state"
+    return f"{PREFIX}:{{u:{user_id}}}:state"
 
 
-def item_window(window: str, start: int) -> str:
-    return f"{PREFIX}:items:{window}:{start}"
+def user_state_pattern() -> str:
+    """Glob over every user's state key (SCAN)."""
+    return f"{PREFIX}:{{u:*}}:state"
 
 
-def trending(epoch: int) -> str:
-    return f"{PREFIX}:trending:{epoch}"
+def item_shard(item_id: str, shards: int) -> int:
+    """The shard that counts `item_id`: stable across processes and restarts (CRC-32)."""
+    return zlib.crc32(item_id.encode()) % shards
 
 
-STREAM_APPLIED = f"{PREFIX}:stream:applied"
+def item_window(shard: int, window: str, start: int) -> str:
+    return f"{PREFIX}:{{i:{shard}}}:win:{window}:{start}"
+
+
+def trending(shard: int, epoch: int) -> str:
+    return f"{PREFIX}:{{i:{shard}}}:trending:{epoch}"
+
+
+def shard_applied(shard: int) -> str:
+    return f"{PREFIX}:{{i:{shard}}}:applied"
+
+
+# The event topics' codes in offset records ("v:3": events.view, partition 3, from the event
+# type's initial); any other topic is recorded by its name.
+TOPIC_CODES = {topic: event_type[0] for event_type, topic in TOPIC_BY_EVENT_TYPE.items()}
+TOPIC_NAMES = {code: topic for topic, code in TOPIC_CODES.items()}
+
+
+def offset_slot(topic: str, partition: int) -> str:
+    """How an offset record names a topic's partition."""
+    return f"{TOPIC_CODES.get(topic, topic)}:{partition}"
+
+
+def slot_topic(slot: str) -> str:
+    """The topic of an offset record's name (`offset_slot` reversed)."""
+    code = slot.rsplit(":", 1)[0]
+    return TOPIC_NAMES.get(code, code)

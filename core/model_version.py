@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from core import keys
+from core.clients import RedisClient
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,12 @@ def vector_from_bytes(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32)
 
 
-async def active_version(redis: aioredis.Redis) -> str | None:
+async def active_version(redis: RedisClient) -> str | None:
     raw = await redis.get(keys.ACTIVE_MODEL)
     return as_bytes(raw).decode() if raw else None
 
 
-async def model_meta(redis: aioredis.Redis, version: str) -> ModelMeta | None:
+async def model_meta(redis: RedisClient, version: str) -> ModelMeta | None:
     raw = await redis.hgetall(keys.model_meta(version))
     return (
         ModelMeta.from_hash(version, {as_bytes(k): as_bytes(v) for k, v in raw.items()})
@@ -87,12 +87,12 @@ async def model_meta(redis: aioredis.Redis, version: str) -> ModelMeta | None:
     )
 
 
-async def item_vector(redis: aioredis.Redis, version: str, item_id: str) -> np.ndarray | None:
+async def item_vector(redis: RedisClient, version: str, item_id: str) -> np.ndarray | None:
     raw = await redis.hget(keys.item_vectors(version), item_id)
     return vector_from_bytes(as_bytes(raw)) if raw else None
 
 
-async def batch_user_vector(redis: aioredis.Redis, version: str, user_id: str) -> np.ndarray | None:
+async def batch_user_vector(redis: RedisClient, version: str, user_id: str) -> np.ndarray | None:
     raw = await redis.hget(keys.user_vectors(version), user_id)
     return vector_from_bytes(as_bytes(raw)) if raw else None
 
@@ -118,7 +118,7 @@ class VersionItems:
         return {item: row for row, item in enumerate(self.item_ids)}
 
 
-async def load_version_items(redis: aioredis.Redis, version: str) -> VersionItems | None:
+async def load_version_items(redis: RedisClient, version: str) -> VersionItems | None:
     """The version's items from its Redis hashes in one round trip; None if it has none.
 
     Decoding is CPU work proportional to the catalog: it runs off the event loop, so that a large

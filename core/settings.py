@@ -45,6 +45,16 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", description="Redis URL (db number included)."
     )
     redis_password: SecretStr | None = Field(None, description="Redis password (AUTH).")
+    redis_item_shards: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description=(
+            "Keys the per-item counts (trending, windows) are spread over, so that no Redis "
+            "slot takes a write from every event; readers merge them. Set once: changing it "
+            "starts the counts afresh."
+        ),
+    )
     redis_cluster: bool = Field(
         False,
         description=(

@@ -1,4 +1,4 @@
-"""A user's online state: one Redis hash per user (`recsys:user:{u}:state`).
+"""A user's online state: one Redis hash per user (`recsys:{u:<id>}:state`, `core.keys`).
 
 Everything the worker reads and writes for a user lives in that one hash (vector, counters,
 windows, genre affinity, recent history and recent event ids), so a batch costs one read and
@@ -34,8 +34,8 @@ MAX_GENRES = 8
 _RECORD = struct.Struct(f">{ID_PREFIX_BYTES}sI")
 _RECORD_TIME = struct.Struct(f">{ID_PREFIX_BYTES}xI")  # the time alone
 # The fields of a state hash, in the order `UserState.from_fields` takes them: change counter,
-# metadata (JSON), history, recent event ids, vector.
-STATE_FIELDS = (b"c", b"s", b"h", b"e", b"v")
+# metadata (JSON), history, recent event ids, vector, applied offsets (JSON).
+STATE_FIELDS = (b"c", b"s", b"h", b"e", b"v", b"o")
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,10 @@ class UserState:
     genres: dict[str, float] = field(default_factory=dict)
     history_raw: bytes = b""  # newest first; see `history` and `push_history`
     recent_ids: RecentIds = field(default_factory=RecentIds)
+    # The last offset applied to this user per topic partition (`core.keys.offset_slot`): an
+    # event at or below it is a redelivery. Per user, so that exactly-once needs no key that
+    # every batch writes, and a user whose events arrive on several partitions stays correct.
+    offsets: dict[str, int] = field(default_factory=dict)
     change: bytes | None = None  # the hash's change counter as read (None: new user)
 
     @property
@@ -142,8 +146,10 @@ class UserState:
     @classmethod
     def from_fields(cls, values: Sequence[bytes | None]) -> UserState:
         """From the values of `STATE_FIELDS`, in that order (HMGET: None where absent)."""
-        change, meta, history, recent, vector = values
+        change, meta, history, recent, vector, offsets = values
         state = cls(change=change, history_raw=history or b"", recent_ids=RecentIds(recent or b""))
+        if offsets:
+            state.offsets = orjson.loads(offsets)
         if vector:
             state.vector = vector_from_bytes(vector).copy()
         if meta:
@@ -180,6 +186,7 @@ class UserState:
             b"s": orjson.dumps(meta),
             b"h": self.history_raw,
             b"e": self.recent_ids.raw,
+            b"o": orjson.dumps(self.offsets),
         }
         if self.vector is not None:
             out[b"v"] = vector_to_bytes(self.vector)

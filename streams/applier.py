@@ -1,15 +1,23 @@
-"""Apply a batch of valid events to Redis: exactly once in effect, in two round trips.
+"""Apply a batch of valid events to Redis: exactly once in effect, on one Redis or a Cluster.
 
-1. Read the batch's users' state hashes, their batch vectors and the per-partition applied
-   offsets with one script call;
-2. compute the new state in Python and write it all with one script call, together with the
-   dedup records (recent event ids) and the new applied offsets. The write script first checks
-   that nothing it read has changed since (see `streams.redis_scripts`).
+1. Read, in one pipeline: each of the batch's users' state hash (with the offsets applied to that
+   user), the applied offsets of each item shard the batch touches, and the users' batch vectors;
+2. count the fresh events in the item shards (trending, windows): one script call per shard,
+   checked against the shard's applied offsets;
+3. write each user's new state (vector, history, windows, dedup records, applied offsets): one
+   script call per user, checked against the user's change counter.
 
-An event is skipped when its offset is at or below its partition's applied offset (a
-redelivery after a crash or rebalance) or when its event id was already applied (a duplicate
-publish). If another writer touches a watched key in between, EXEC fails and the batch is
-recomputed from fresh reads.
+An event is skipped for a user when its offset is at or below the user's applied offset of its
+partition (a redelivery after a crash or rebalance) or when its event id was already applied
+to the user (a duplicate publish); a shard skips an event at or below its own applied offset.
+Every write is recorded with its offsets in the same atomic call, per user and per shard, so a
+batch whose writes partly failed (one shard down) is completed by its redelivery and nothing is
+counted twice. Shards are written before users: an event a shard has counted stays fresh for
+its user until the user's write lands. A call whose check fails (another worker wrote the user
+or shard in between) writes nothing, and that user or shard is recomputed from fresh reads.
+
+Each call touches one hash slot (`core.keys`); a pipeline sends them, grouped by node and
+concurrently on a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from core import keys
+from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import (
     EVENT_WEIGHTS,
@@ -41,11 +49,12 @@ from core.rules import (
     trending_ttl_s,
     window_start,
 )
+from core.scripts import ScriptSet
 from core.settings import Settings
 from core.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
 from schemas import AnyEvent
 from streams.model_cache import ActiveModel
-from streams.redis_scripts import READ_BATCH, WRITE_BATCH, WritePlan, pack
+from streams.redis_scripts import WRITE_SHARD, WRITE_USER, ShardPlan
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,11 @@ class SourcedEvent:
     def ts_ms(self) -> int:
         return int(self.ts_s * 1000)
 
+    @cached_property
+    def slot(self) -> str:
+        """Its partition as offset records name it (`core.keys.offset_slot`)."""
+        return keys.offset_slot(self.topic, self.partition)
+
 
 @dataclass(frozen=True)
 class UpdateConfig:
@@ -85,6 +99,7 @@ class UpdateConfig:
     dedup_window_s: int
     user_ttl_s: int
     trending_half_life_s: float
+    item_shards: int = 16
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpdateConfig:
@@ -101,6 +116,7 @@ class UpdateConfig:
             dedup_window_s=settings.stream_dedup_window_s,
             user_ttl_s=int(settings.stream_user_ttl_days * 86_400),
             trending_half_life_s=settings.stream_trending_half_life_s,
+            item_shards=settings.redis_item_shards,
         )
 
 
@@ -123,27 +139,33 @@ class _UserWork:
 
 
 class BatchApplier:
-    def __init__(self, redis: aioredis.Redis, config: UpdateConfig) -> None:
+    def __init__(self, redis: RedisClient, config: UpdateConfig) -> None:
         self.redis = redis
         self.config = config
-        self._read_script = redis.register_script(READ_BATCH)
-        self._write_script = redis.register_script(WRITE_BATCH)
+        self._scripts = ScriptSet(redis, {"user": WRITE_USER, "shard": WRITE_SHARD})
 
     async def apply(self, batch: Sequence[SourcedEvent], model: ActiveModel | None) -> BatchOutcome:
-        """Apply `batch` atomically; recomputed on write conflicts. Redis errors propagate."""
-        conflicts = 0
-        while True:
-            by_user: dict[str, list[SourcedEvent]] = defaultdict(list)
-            for sourced in batch:
-                by_user[sourced.event.user_id].append(sourced)
-            applied_offsets, work = await self._read(by_user, model)
-            outcome = BatchOutcome(conflicts=conflicts)
-            self._select_fresh(by_user, work, applied_offsets, outcome)
-            plan = self._plan(work, model, outcome)
-            self._plan_offsets(plan, batch, applied_offsets)
-            if await self._write_script(args=[plan.blob()]) == 1:
+        """Apply `batch` exactly once in effect. Redis errors propagate; the batch is then
+        redelivered, and what was written before the error is recognised and skipped."""
+        by_user: dict[str, list[SourcedEvent]] = defaultdict(list)
+        for sourced in batch:
+            by_user[sourced.event.user_id].append(sourced)
+        outcome = BatchOutcome()
+        work = await self._read_users(list(by_user), model)
+        self._select_fresh(by_user, work, outcome)
+        await self._write_shards(batch, work)
+        pending = {user: item for user, item in work.items() if item.fresh}
+        while pending:
+            conflicted = await self._write_users(pending, model, by_user, outcome)
+            if not conflicted:
                 break
-            conflicts += 1
+            outcome.conflicts += len(conflicted)
+            # Another worker wrote these users since they were read: read them again, and only
+            # what is still fresh for them is applied.
+            reread = await self._read_users(conflicted, model)
+            self._select_fresh(by_user, reread, outcome)
+            work.update(reread)
+            pending = {user: item for user, item in reread.items() if item.fresh}
         now = time.time()
         for item in work.values():
             for sourced in item.fresh:
@@ -151,48 +173,135 @@ class BatchApplier:
                 outcome.freshness_s.append(max(0.0, now - sourced.ts_s))
         return outcome
 
-    async def _read(
-        self, by_user: dict[str, list[SourcedEvent]], model: ActiveModel | None
-    ) -> tuple[dict[str, bytes], dict[str, _UserWork]]:
-        users = list(by_user)
-        request = [
-            [keys.user_state(u) for u in users],
-            keys.user_vectors(model.version) if model else "",
-            users if model else [],
-            keys.STREAM_APPLIED,
-            STATE_FIELDS,
-        ]
-        replies = await self._read_script(args=[pack(request)])
-        applied = {as_bytes(k).decode(): as_bytes(v) for k, v in _pairs(replies[0])}
-        batch_vectors = replies[-1]
+    async def _read_users(
+        self, users: list[str], model: ActiveModel | None
+    ) -> dict[str, _UserWork]:
+        """The users' states and batch vectors, in one pipeline."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.hmget(keys.user_state(user), STATE_FIELDS)
+            if model is not None and users:
+                pipe.hmget(keys.user_vectors(model.version), users)
+            replies = await pipe.execute()
+        batch_vectors = replies[len(users)] if model is not None and users else []
         work: dict[str, _UserWork] = {}
         for n, user in enumerate(users):
             raw_vector = batch_vectors[n] if n < len(batch_vectors) else None
             work[user] = _UserWork(
-                state=UserState.from_fields(replies[n + 1]),
+                state=UserState.from_fields(replies[n]),
                 batch_vector=vector_from_bytes(as_bytes(raw_vector)) if raw_vector else None,
             )
-        return applied, work
+        return work
 
     @staticmethod
     def _select_fresh(
-        by_user: dict[str, list[SourcedEvent]],
-        work: dict[str, _UserWork],
-        applied_offsets: dict[str, bytes],
-        outcome: BatchOutcome,
+        by_user: dict[str, list[SourcedEvent]], work: dict[str, _UserWork], outcome: BatchOutcome
     ) -> None:
         for user, item in work.items():
             known = item.state.recent_ids.prefixes()
+            applied = item.state.offsets
+            item.fresh = []
             for sourced in by_user[user]:
                 event_id = RecentIds.prefix(sourced.event.event_id.bytes)
-                slot = f"{sourced.topic}:{sourced.partition}"
-                if sourced.offset <= int(applied_offsets.get(slot, b"-1")):
+                if sourced.offset <= applied.get(sourced.slot, -1):
                     outcome.redelivered += 1
                 elif event_id in known:
                     outcome.duplicates += 1
                 else:
                     known.add(event_id)
                     item.fresh.append(sourced)
+
+    async def _write_shards(
+        self, batch: Sequence[SourcedEvent], work: dict[str, _UserWork]
+    ) -> None:
+        """Count the batch's fresh events in their item shards, each shard skipping what it has
+        already counted; a shard written by someone else meanwhile is read and planned again."""
+        shards = self.config.item_shards
+        by_shard: dict[int, list[SourcedEvent]] = defaultdict(list)
+        for sourced in batch:
+            by_shard[keys.item_shard(sourced.event.item_id, shards)].append(sourced)
+        fresh = {id(s) for item in work.values() for s in item.fresh}
+        pending = list(by_shard)
+        while pending:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard in pending:
+                    pipe.hgetall(keys.shard_applied(shard))
+                replies = await pipe.execute()
+            plans = {
+                shard: self._plan_shard(shard, by_shard[shard], fresh, _decoded(applied))
+                for shard, applied in zip(pending, replies, strict=True)
+            }
+            results = await self._scripts.run(
+                "shard", [(plan.keys, [plan.blob()]) for plan in plans.values()]
+            )
+            pending = [shard for shard, done in zip(plans, results, strict=True) if done != 1]
+
+    def _plan_shard(
+        self,
+        shard: int,
+        events: list[SourcedEvent],
+        fresh: set[int],
+        applied: dict[str, bytes],
+    ) -> ShardPlan:
+        config = self.config
+        plan = ShardPlan(keys.shard_applied(shard))
+        # Keyed by (window, start): the Redis key is formatted once per window, not per event.
+        item_windows: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        latest: dict[str, int] = {}
+        for sourced in events:
+            slot = sourced.slot
+            latest[slot] = max(latest.get(slot, -1), sourced.offset)
+            if id(sourced) not in fresh or sourced.offset <= int(applied.get(slot, b"-1")):
+                continue
+            event = sourced.event
+            for name, length in WINDOWS.items():
+                start = window_start(sourced.ts_s, length)
+                item_windows[name, start][f"{event.event_type}:{event.item_id}"] += 1
+            weight = EVENT_WEIGHTS[event.event_type]
+            epoch, increment = trending_increment(sourced.ts_s, weight, config.trending_half_life_s)
+            trending[epoch][event.item_id] += increment
+        for (name, start), counts in item_windows.items():
+            key = keys.item_window(shard, name, start)
+            plan.add("hincrby", key, 2 * WINDOWS[name], list(counts.items()))
+        ttl = trending_ttl_s(config.trending_half_life_s)
+        for epoch, increments in trending.items():
+            plan.add("zincrby", keys.trending(shard, epoch), ttl, list(increments.items()))
+        for slot, offset in latest.items():
+            if offset > int(applied.get(slot, b"-1")):
+                plan.expect(slot, applied.get(slot))
+                plan.record(slot, offset)
+        return plan
+
+    async def _write_users(
+        self,
+        pending: dict[str, _UserWork],
+        model: ActiveModel | None,
+        by_user: dict[str, list[SourcedEvent]],
+        outcome: BatchOutcome,
+    ) -> list[str]:
+        """Write the new state of each user with fresh events; returns those whose change
+        counter had moved (nothing written for them)."""
+        config = self.config
+        now_ms = int(time.time() * 1000)
+        vectors = self._new_vectors(pending, model, outcome) if model is not None else {}
+        calls = []
+        for user, item in pending.items():
+            state = item.state
+            if model is not None:
+                state.vector = vectors[user]
+                state.model_version = model.version
+            self._apply_to_state(state, item.fresh, model, outcome)
+            for sourced in by_user[user]:
+                state.offsets[sourced.slot] = max(
+                    state.offsets.get(sourced.slot, -1), sourced.offset
+                )
+            fields = [x for pair in state.to_hash(now_ms).items() for x in pair]
+            calls.append(
+                ([keys.user_state(user)], [state.change or b"", config.user_ttl_s, *fields])
+            )
+        results = await self._scripts.run("user", calls)
+        return [user for user, done in zip(pending, results, strict=True) if done != 1]
 
     def _new_vectors(
         self, work: dict[str, _UserWork], model: ActiveModel, outcome: BatchOutcome
@@ -250,85 +359,44 @@ class BatchApplier:
             prior_weight=self.config.fold_in_prior,
         )
 
-    def _plan(
-        self, work: dict[str, _UserWork], model: ActiveModel | None, outcome: BatchOutcome
-    ) -> WritePlan:
-        config = self.config
-        now_ms = int(time.time() * 1000)
-        plan = WritePlan()
-        # Keyed by (window, start): the Redis key is formatted once per window, not per event.
-        item_windows: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        vectors = self._new_vectors(work, model, outcome) if model is not None else {}
-        for user, item in work.items():
-            if not item.fresh:
-                continue
-            state = item.state
-            if model is not None:
-                state.vector = vectors[user]
-                state.model_version = model.version
-            for sourced in item.fresh:
-                event = sourced.event
-                ts_s = sourced.ts_s
-                windows = state.windows
-                for name, previous_name, length in _WINDOW_SLOTS:
-                    current, previous, counted = add_to_windows(
-                        windows.get(name), windows.get(previous_name), ts_s, event.event_type,
-                        length,
-                    )  # fmt: skip
-                    windows[name], windows[previous_name] = current, previous
-                    outcome.late_window_events += not counted
-                    start = window_start(ts_s, length)
-                    item_windows[name, start][f"{event.event_type}:{event.item_id}"] += 1
-                weight = EVENT_WEIGHTS[event.event_type]
-                epoch, increment = trending_increment(ts_s, weight, config.trending_half_life_s)
-                trending[epoch][event.item_id] += increment
-                if model is not None:
-                    elapsed = (sourced.ts_ms - state.last_event_ms) / 1000
-                    state.genres = decay_affinity(state.genres, elapsed, GENRE_HALF_LIFE_S)
-                    for genre in model.genres(event.item_id):
-                        state.genres[genre] = state.genres.get(genre, 0.0) + weight
-                state.events += 1
-                state.last_event_ms = max(state.last_event_ms, sourced.ts_ms)
-            fresh_entries = [
-                HistoryEntry(s.ts_ms, s.event.event_type, s.event.item_id)
-                for s in reversed(item.fresh)
-            ]
-            state.history_raw = push_history(
-                state.history_raw, fresh_entries, config.history_length
-            )
-            state.recent_ids = state.recent_ids.push(
-                [(s.event.event_id.bytes, s.ts_ms // 1000) for s in reversed(item.fresh)],
-                config.dedup_window_s,
-                RECENT_IDS_LIMIT,
-            )
-            key = keys.user_state(user)
-            plan.expect(key, "c", state.change)
-            plan.add("hset", key, config.user_ttl_s, list(state.to_hash(now_ms).items()))
-        for (name, start), counts in item_windows.items():
-            ttl = 2 * WINDOWS[name]
-            plan.add("hincrby", keys.item_window(name, start), ttl, list(counts.items()))
-        for epoch, increments in trending.items():
-            ttl = trending_ttl_s(config.trending_half_life_s)
-            plan.add("zincrby", keys.trending(epoch), ttl, list(increments.items()))
-        return plan
-
-    @staticmethod
-    def _plan_offsets(
-        plan: WritePlan, batch: Sequence[SourcedEvent], applied: dict[str, bytes]
+    def _apply_to_state(
+        self,
+        state: UserState,
+        fresh: list[SourcedEvent],
+        model: ActiveModel | None,
+        outcome: BatchOutcome,
     ) -> None:
-        latest: dict[str, int] = {}
-        for sourced in batch:
-            slot = f"{sourced.topic}:{sourced.partition}"
-            latest[slot] = max(latest.get(slot, -1), sourced.offset)
-        changed = []
-        for slot, offset in latest.items():
-            if offset > int(applied.get(slot, b"-1")):
-                plan.expect(keys.STREAM_APPLIED, slot, applied.get(slot))
-                changed.append((slot, offset))
-        plan.add("hset", keys.STREAM_APPLIED, 0, changed)
+        """Windows, genre affinity, counters, history and dedup records of `fresh` events."""
+        config = self.config
+        windows = state.windows
+        for sourced in fresh:
+            event = sourced.event
+            ts_s = sourced.ts_s
+            for name, previous_name, length in _WINDOW_SLOTS:
+                current, previous, counted = add_to_windows(
+                    windows.get(name), windows.get(previous_name), ts_s, event.event_type, length
+                )
+                windows[name], windows[previous_name] = current, previous
+                outcome.late_window_events += not counted
+            if model is not None:
+                weight = EVENT_WEIGHTS[event.event_type]
+                elapsed = (sourced.ts_ms - state.last_event_ms) / 1000
+                state.genres = decay_affinity(state.genres, elapsed, GENRE_HALF_LIFE_S)
+                for genre in model.genres(event.item_id):
+                    state.genres[genre] = state.genres.get(genre, 0.0) + weight
+            state.events += 1
+            state.last_event_ms = max(state.last_event_ms, sourced.ts_ms)
+        fresh_entries = [
+            HistoryEntry(s.ts_ms, s.event.event_type, s.event.item_id) for s in reversed(fresh)
+        ]
+        state.history_raw = push_history(state.history_raw, fresh_entries, config.history_length)
+        state.recent_ids = state.recent_ids.push(
+            [(s.event.event_id.bytes, s.ts_ms // 1000) for s in reversed(fresh)],
+            config.dedup_window_s,
+            RECENT_IDS_LIMIT,
+        )
 
 
-def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
-    """A script's HGETALL reply is a flat [field, value, field, value, ...] list."""
-    return list(zip(flat[::2], flat[1::2], strict=True))
+def _decoded(applied: dict[Any, Any]) -> dict[str, bytes]:
+    """A shard's applied offsets as HGETALL returns them, by slot name."""
+    return {as_bytes(slot).decode(): as_bytes(offset) for slot, offset in applied.items()}

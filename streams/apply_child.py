@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from core.clients import redis_client
+from core.clients import redis_client_for
 from core.heap import tune_for_long_running_process
 from core.settings import Settings
 from core.tracing import setup_tracing
@@ -54,7 +54,7 @@ async def serve(
         dead_letters.append((key, value))  # delivered by the worker before it acknowledges
 
     recorder = JournalRecorder()
-    redis = redis_client(settings)
+    redis = redis_client_for(settings)
     processor = EventProcessor(
         redis,
         UpdateConfig.from_settings(settings),

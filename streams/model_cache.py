@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from core import keys
+from core.clients import RedisClient
 from core.heap import freeze_long_lived
 from core.model_version import (
     ModelMeta,
@@ -55,7 +55,7 @@ class ActiveModel:
         return float(self.meta.params.get("regularization", 0.01))
 
 
-async def load_model(redis: aioredis.Redis, version: str) -> ActiveModel | None:
+async def load_model(redis: RedisClient, version: str) -> ActiveModel | None:
     meta = await model_meta(redis, version)
     items = await load_version_items(redis, version)
     if meta is None or items is None:
@@ -78,7 +78,7 @@ async def load_model(redis: aioredis.Redis, version: str) -> ActiveModel | None:
 class ModelCache:
     """Keeps the active version loaded; `get()` is cheap between refreshes."""
 
-    def __init__(self, redis: aioredis.Redis, refresh_s: float = 5.0) -> None:
+    def __init__(self, redis: RedisClient, refresh_s: float = 5.0) -> None:
         self.redis = redis
         self.refresh_s = refresh_s
         self._model: ActiveModel | None = None

@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.clients import RedisClient
 from core.tracing import context_from_headers
 from schemas import EventDecodeError, decode_event, encode_event
 from schemas.dead_letter import DeadLetter
@@ -72,7 +72,7 @@ class DecodedBatch:
 class EventProcessor:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         config: UpdateConfig,
         send_dead_letter: DeadLetterSender,
         *,

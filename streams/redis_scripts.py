@@ -1,18 +1,13 @@
-"""Lua scripts that read and write a whole batch in one Redis command each.
+"""The Lua scripts that write a batch: one call per user and one per item shard.
 
-A batch touches about a thousand users and as many items. Sent as one command per key, the
-client spends far more time encoding arguments and parsing replies than Redis spends running
-them; so each direction is one script call whose argument is a single MessagePack blob
-(Redis's Lua has cmsgpack built in).
+Cluster-safe: each call declares the keys it touches (KEYS), all of one hash slot (a user's
+`{u:<id>}` keys, or an item shard's `{i:<s>}` keys), so the calls of a batch are grouped by node
+and sent concurrently on a Redis Cluster, and pipelined on one Redis (`streams.applier`).
 
-Atomicity without WATCH: every user hash carries a change counter `c`. The write script first
-checks that each user's counter, and each partition's applied offset, still has the value the
-read returned; if any changed (another worker during a rebalance, say), it writes nothing and
-returns 0, and the batch is recomputed from fresh reads. Scripts run atomically, so check and
-write cannot interleave with anyone else's.
-
-Keys are named inside the blob rather than declared, so these scripts need a standalone Redis
-(or one shard): a batch spans many hash slots anyway.
+Atomicity without WATCH: each call first checks what the batch's plan was computed from (a
+user's change counter `c`, a shard's applied offsets); if any changed (another worker during a
+rebalance, say), it writes nothing and returns 0, and that user or shard is recomputed from
+fresh reads. Scripts run atomically, so check and write cannot interleave with anyone else's.
 """
 
 from __future__ import annotations
@@ -21,51 +16,40 @@ from typing import Any
 
 import msgpack
 
-# ARGV[1]: msgpack [state keys, batch-vector hash key, user ids, applied-offsets key,
-#                   state fields].
-# Returns {applied offsets (flat field/value array), state_1 .. state_n (the state fields' values,
-# nil where absent), batch vectors (one per user, nil where absent)}.
-READ_BATCH = """
-local req = cmsgpack.unpack(ARGV[1])
-local state_keys, vectors_key, users, fields = req[1], req[2], req[3], req[5]
-local out = {redis.call('HGETALL', req[4])}
-for i = 1, #state_keys do
-  out[i + 1] = redis.call('HMGET', state_keys[i], unpack(fields))
-end
-local vectors = {}
-for start = 1, #users, 500 do
-  local stop = math.min(start + 499, #users)
-  local part = redis.call('HMGET', vectors_key, unpack(users, start, stop))
-  for _, v in ipairs(part) do vectors[#vectors + 1] = v end
-end
-out[#state_keys + 2] = vectors
-return out
+# KEYS[1]: the user's state hash. ARGV[1]: its change counter as read ("" = absent); ARGV[2]:
+# TTL in seconds; ARGV[3..]: field, value pairs. 0 if the counter moved (nothing written), else 1.
+WRITE_USER = """
+local current = redis.call('HGET', KEYS[1], 'c')
+if current == false then current = '' end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
-# ARGV[1]: msgpack [checks, writes].
-#   checks: [key, field, expected value ("" = absent)]; any mismatch -> return 0, no write.
-#   writes: [op, key, ttl seconds (0 = keep), flat pairs]; op is
-#     "hset" (field, value ...), "hincrby" (field, increment ...), "zincrby" (member, incr ...).
-WRITE_BATCH = """
+# KEYS[1]: the shard's applied-offsets hash; KEYS[2..]: the shard's window hashes and trending
+# sets. ARGV[1]: msgpack [checks, writes, offsets].
+#   checks: [field of KEYS[1], expected value ("" = absent)]; any mismatch -> return 0, no write.
+#   writes: [op, index into KEYS, ttl seconds (0 = keep), flat pairs]; op is
+#     "hincrby" (field, increment ...) or "zincrby" (member, increment ...).
+#   offsets: flat [field, offset ...] written to KEYS[1] last.
+WRITE_SHARD = """
 local plan = cmsgpack.unpack(ARGV[1])
 for _, check in ipairs(plan[1]) do
-  local current = redis.call('HGET', check[1], check[2])
+  local current = redis.call('HGET', KEYS[1], check[1])
   if current == false then current = '' end
-  if current ~= check[3] then return 0 end
+  if current ~= check[2] then return 0 end
 end
 for _, w in ipairs(plan[2]) do
-  local op, key, ttl, pairs = w[1], w[2], w[3], w[4]
-  if op == 'hset' then
-    for start = 1, #pairs, 1000 do
-      redis.call('HSET', key, unpack(pairs, start, math.min(start + 999, #pairs)))
-    end
-  elseif op == 'hincrby' then
+  local op, key, ttl, pairs = w[1], KEYS[w[2]], w[3], w[4]
+  if op == 'hincrby' then
     for j = 1, #pairs, 2 do redis.call('HINCRBY', key, pairs[j], pairs[j + 1]) end
   elseif op == 'zincrby' then
     for j = 1, #pairs, 2 do redis.call('ZINCRBY', key, pairs[j + 1], pairs[j]) end
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
+if #plan[3] > 0 then redis.call('HSET', KEYS[1], unpack(plan[3])) end
 return 1
 """
 
@@ -76,20 +60,27 @@ def pack(value: Any) -> bytes:
     return packed
 
 
-class WritePlan:
-    """The checks and writes of one batch, as WRITE_BATCH's argument."""
+class ShardPlan:
+    """The checks and writes of one item shard for one batch, as WRITE_SHARD's keys and
+    argument."""
 
-    def __init__(self) -> None:
-        self.checks: list[tuple[str, str, bytes]] = []
-        self.writes: list[tuple[str, str, int, list[Any]]] = []
+    def __init__(self, applied_key: str) -> None:
+        self.keys: list[str] = [applied_key]
+        self.checks: list[tuple[str, bytes]] = []
+        self.writes: list[tuple[str, int, int, list[Any]]] = []
+        self.offsets: list[Any] = []
 
-    def expect(self, key: str, field: str, value: bytes | None) -> None:
-        """Write only if `key`'s `field` still holds `value` (None: absent)."""
-        self.checks.append((key, field, value or b""))
+    def expect(self, slot: str, value: bytes | None) -> None:
+        """Write only if the shard's applied offset of `slot` is still `value` (None: absent)."""
+        self.checks.append((slot, value or b""))
 
     def add(self, op: str, key: str, ttl_s: int, pairs: list[tuple[Any, Any]]) -> None:
         if pairs:
-            self.writes.append((op, key, ttl_s, [x for pair in pairs for x in pair]))
+            self.keys.append(key)
+            self.writes.append((op, len(self.keys), ttl_s, [x for pair in pairs for x in pair]))
+
+    def record(self, slot: str, offset: int) -> None:
+        self.offsets += [slot, offset]
 
     def blob(self) -> bytes:
-        return pack([self.checks, self.writes])
+        return pack([self.checks, self.writes, self.offsets])

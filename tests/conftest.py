@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core.clients import redis_client
+from core.clients import RedisClient, redis_client, redis_client_for
 from core.settings import Settings
 from infra.local.kafka import KafkaServer
-from infra.local.process import ServiceError, free_port
+from infra.local.process import ServiceError, free_port, free_port_run
 from infra.local.redis import RedisServer
+from infra.local.redis_cluster import RedisCluster
 
 # The CLI's cache (RECSYS_CACHE_DIR, else the default): Kafka's jars are resolved once for both.
 CACHE_DIR = Settings().cache_dir
@@ -87,5 +88,40 @@ async def redis(service_settings: Settings) -> AsyncIterator[aioredis.Redis]:
     """A client of the session's Redis, emptied first: each test starts from a clean slate."""
     client = redis_client(service_settings)
     await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server(services_home: Path) -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster, for the tests that run on both topologies."""
+    cluster = RedisCluster(services_home / "redis-cluster", free_port_run(3, also_at=10_000))
+    try:
+        cluster.start()
+    except ServiceError as exc:
+        pytest.fail(f"could not start the test Redis Cluster: {exc}", pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def topology_settings(request: pytest.FixtureRequest, service_settings: Settings) -> Settings:
+    """The session's settings on one Redis, then on a Redis Cluster: a test that takes this
+    runs once on each topology."""
+    if request.param == "standalone":
+        return service_settings
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster_server")
+    return service_settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+
+
+@pytest.fixture
+async def any_redis(topology_settings: Settings) -> AsyncIterator[RedisClient]:
+    """A client of the Redis of `topology_settings`, emptied first (every primary of a
+    cluster)."""
+    client = redis_client_for(topology_settings)
+    if isinstance(client, aioredis.RedisCluster):
+        await client.flushdb(target_nodes=aioredis.RedisCluster.PRIMARIES)
+    else:
+        await client.flushdb()
     yield client
     await client.aclose()

@@ -27,7 +27,9 @@ async def user_profile(
     budget = Budget(services.settings.api_request_budget_ms / 1000)
     backends = services.backends
     context = await backends.redis_guard.call(
-        "user_state", budget, lambda: catalog.user_context(backends.redis, user_id)
+        "user_state",
+        budget,
+        lambda: catalog.user_context(backends.redis, user_id, backends.versions),
     )
     version, state = context.version, context.state
     vector_source: Literal["online", "batch"] | None = None

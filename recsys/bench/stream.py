@@ -217,7 +217,7 @@ async def _freshness(
             if message["type"] != "pmessage":
                 continue
             channel = as_bytes(message["channel"]).decode()
-            user = channel.split(":user:", 1)[1].rsplit(":state", 1)[0]
+            user = channel.split("{u:", 1)[1].rsplit("}:state", 1)[0]
             seen_at.setdefault(user, time.perf_counter())
             if len(seen_at) >= total:
                 all_seen.set()

@@ -82,14 +82,14 @@ def forget_offsets_command(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
 ) -> None:
-    """Forget the offsets the stream workers have applied (the recsys:stream:applied hash)
-    after the event topics were deleted and created again: a recreated topic starts its
-    offsets at 0, and the workers would skip every event at an offset they have already
+    """Forget the offsets the stream workers have applied (recorded in every user's state and
+    every item shard) after the event topics were deleted and created again: a recreated topic
+    starts its offsets at 0, and the workers would skip every event at an offset they have already
     passed, taking it for a redelivery. Stop the workers, run this, start them again. It is
     not a way to replay old events into existing state: duplicates are recognised by event id
     only among each user's recent events, so older ones would be counted again (replay into
     an empty Redis instead)."""
-    from core.clients import redis_client
+    from core.clients import redis_client_for
     from streams.applied_offsets import applied_offsets, forget_applied_offsets
 
     unknown = sorted(set(topics or ()) - set(EVENT_TOPICS))
@@ -102,11 +102,12 @@ def forget_offsets_command(
     settings = Settings()
 
     async def forget(confirmed: bool) -> dict[str, int]:
-        redis = redis_client(settings)
+        redis = redis_client_for(settings)
+        shards = settings.redis_item_shards
         try:
             if confirmed:
-                return await forget_applied_offsets(redis, chosen)
-            recorded = await applied_offsets(redis)
+                return await forget_applied_offsets(redis, chosen, shards)
+            recorded = await applied_offsets(redis, shards)
             return {s: o for s, o in recorded.items() if s.rsplit(":", 1)[0] in chosen}
         finally:
             await redis.aclose()

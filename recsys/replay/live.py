@@ -2,9 +2,9 @@
 
 For every replayed event the harness asks GET /recommend for the user (seen(u) excluded with
 `exclude_ids`, MMR off and at the default diversity), scores the answer, then publishes the
-event to Kafka. In synchronous mode it waits until the worker's applied-offset watermark
-(`recsys:stream:applied`) covers the event before going on; in asynchronous mode it publishes
-at a fixed rate and records, per event, the time from publish until the watermark covered it.
+event to Kafka. In synchronous mode it waits until the user's state records the event's offset
+as applied (`core.keys`, field `o`) before going on; in asynchronous mode it publishes at a
+fixed rate and records, per event, the time from publish until the user's state recorded it.
 Each configuration gets fresh Kafka and Redis, so no state leaks from one into the next.
 """
 
@@ -14,13 +14,13 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from api.routes.filters import MAX_EXCLUDED_IDS
@@ -33,11 +33,10 @@ from batch.evaluation.prequential import (
     replay_events,
 )
 from core import keys
-from core.clients import kafka_producer, redis_client
+from core.clients import RedisClient, kafka_producer, redis_client_for
 from core.settings import Settings
 from schemas import encode_event, event_key, new_event, topic_for
 from schemas.events import stream_event_type
-from streams.applied_offsets import applied_offsets
 
 POLL_S = 0.0005  # watermark polling while waiting for one event (sync mode)
 
@@ -65,24 +64,47 @@ class LiveOutcome:
 
 
 class _Watermark:
-    """The worker's applied offsets, read from Redis."""
+    """What the worker has applied to each user, read from the users' own offset records."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
-    async def read(self) -> dict[str, int]:
-        return await applied_offsets(self.redis)
+    async def applied(self, pending: Iterable[_Sent]) -> set[_Sent]:
+        """The events of `pending` now applied to their users, in one pipeline."""
+        pending = list(pending)
+        users = sorted({sent.user for sent in pending})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.hget(keys.user_state(user), "o")
+            replies = await pipe.execute()
+        recorded = {
+            u: orjson.loads(raw) if raw else {} for u, raw in zip(users, replies, strict=True)
+        }
+        return {s for s in pending if recorded[s.user].get(s.slot, -1) >= s.offset}
 
-    async def wait_for(self, slot: str, offset: int, timeout_s: float) -> None:
+    async def wait_for(self, sent: _Sent, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            raw = await self.redis.hget(keys.STREAM_APPLIED, slot)
-            if raw is not None and int(raw) >= offset:
+            if await self.applied([sent]):
                 return
             await asyncio.sleep(POLL_S)
         raise ReplayError(
-            f"the worker did not apply {slot}@{offset} within {timeout_s:.0f} s; see its log"
+            f"the worker did not apply {sent.slot}@{sent.offset} to user {sent.user} within "
+            f"{timeout_s:.0f} s; see its log"
         )
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One published event: its user and its offset record (`core.keys.offset_slot`)."""
+
+    user: str
+    slot: str
+    offset: int
+
+    @classmethod
+    def of(cls, user: str, record: Any) -> _Sent:
+        return cls(user, keys.offset_slot(record.topic, record.partition), record.offset)
 
 
 def _exclusion(event: ReplayEvent) -> str:
@@ -127,7 +149,7 @@ async def replay_live(
     apply_timeout_s: float = 60.0,
 ) -> LiveOutcome:
     """Replay `split` against a running API (and worker, unless updates are off)."""
-    redis = redis_client(settings)
+    redis = redis_client_for(settings)
     producer: AIOKafkaProducer | None = None
     if config.updates is not None:
         producer = kafka_producer(settings, linger_ms=0)
@@ -183,9 +205,7 @@ class _LiveReplay:
 
     async def publish_and_wait(self, event: ReplayEvent) -> None:
         record = await (await self.publish(event))
-        await self.watermark.wait_for(
-            f"{record.topic}:{record.partition}", record.offset, self.apply_timeout_s
-        )
+        await self.watermark.wait_for(_Sent.of(event.user_id, record), self.apply_timeout_s)
 
     async def synchronous(self, split: PrequentialSplit, progress: Progress) -> LiveOutcome:
         """Score, publish, wait until applied; every diversity is asked at each event."""
@@ -213,7 +233,7 @@ class _LiveReplay:
         headline = list(self.outcome.scores)[:1]
         await self.score(first, headline)
         await self.publish_and_wait(first)
-        sent: dict[tuple[str, int], float] = {}
+        sent: dict[_Sent, float] = {}
         poller = asyncio.create_task(
             _collect_freshness(self.watermark, sent, self.outcome.freshness_s)
         )
@@ -251,7 +271,7 @@ class _LiveReplay:
         diversities: Sequence[float],
         previous: asyncio.Future[None] | None,
         published: asyncio.Future[None],
-        sent: dict[tuple[str, int], float],
+        sent: dict[_Sent, float],
     ) -> None:
         try:
             await self.score(event, diversities)
@@ -264,7 +284,7 @@ class _LiveReplay:
             raise
         published.set_result(None)
         record = await delivered
-        sent[(f"{record.topic}:{record.partition}", record.offset)] = at
+        sent[_Sent.of(event.user_id, record)] = at
 
 
 async def _pace(started: float, n: int, rate: float) -> None:
@@ -274,19 +294,19 @@ async def _pace(started: float, n: int, rate: float) -> None:
 
 
 async def _collect_freshness(
-    watermark: _Watermark, sent: dict[tuple[str, int], float], freshness: list[float]
+    watermark: _Watermark, sent: dict[_Sent, float], freshness: list[float]
 ) -> None:
-    """Every 2 ms: events whose offsets the watermark now covers are applied; record how long
+    """Every 2 ms: events whose users now record their offsets are applied; record how long
     after their publish that happened (to within the polling period)."""
     while True:
-        applied = await watermark.read()
+        applied = await watermark.applied(list(sent)) if sent else set()
         now = time.perf_counter()
-        for slot_offset in [so for so in sent if applied.get(so[0], -1) >= so[1]]:
-            freshness.append(now - sent.pop(slot_offset))
+        for event in applied:
+            freshness.append(now - sent.pop(event))
         await asyncio.sleep(0.002)
 
 
-async def _drain(sent: dict[tuple[str, int], float], timeout_s: float) -> None:
+async def _drain(sent: dict[_Sent, float], timeout_s: float) -> None:
     """Wait until the freshness poller has seen every published event applied."""
     deadline = time.monotonic() + timeout_s
     while sent and time.monotonic() < deadline:  # noqa: ASYNC110 - the poller empties `sent`

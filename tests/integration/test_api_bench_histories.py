@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import redis.asyncio as aioredis
 
-from api.catalog import user_context
+from api.catalog import VersionHint, user_context
 from core.settings import Settings
 from recsys.bench.api import seed_histories
 
@@ -28,9 +28,12 @@ async def test_each_user_gets_their_newest_events_as_history(
     mean_length = seed_histories(service_settings.redis_url, interactions, keep=3)
 
     assert mean_length == pytest.approx((3 + 2) / 2)
-    a = (await user_context(redis, "a")).state
+    a = (await user_context(redis, "a", VersionHint())).state
     assert [(h.item_id, h.ts_ms) for h in a.history] == [("2", 500_000), ("5", 400_000),
                                                         ("4", 300_000)]  # fmt: skip
     assert a.events == 3
-    assert [h.item_id for h in (await user_context(redis, "b")).state.history] == ["3", "6"]
-    assert (await user_context(redis, "nobody")).state.history == []
+    assert [h.item_id for h in (await user_context(redis, "b", VersionHint())).state.history] == [
+        "3",
+        "6",
+    ]
+    assert (await user_context(redis, "nobody", VersionHint())).state.history == []

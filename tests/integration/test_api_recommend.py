@@ -113,7 +113,9 @@ async def test_cold_user_gets_popular_then_trending(
     assert len(body["items"]) == 4
 
     epoch = trending_epoch(time.time(), service_settings.stream_trending_half_life_s)
-    await redis.zadd(keys.trending(epoch), {"d5": 9.0, "c7": 5.0})
+    shards = service_settings.redis_item_shards
+    for item, count in {"d5": 9.0, "c7": 5.0}.items():  # each in its own item shard
+        await redis.zadd(keys.trending(keys.item_shard(item, shards), epoch), {item: count})
     body = (await api.get("/recommend/nobody", params={"k": 4})).json()
     assert body["source"] == "trending"
     assert item_ids(body)[:2] == ["d5", "c7"]

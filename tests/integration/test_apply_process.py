@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import keys
-from core.model_version import as_bytes
 from core.settings import Settings
 from core.user_state import UserState
 from schemas import encode_event, new_event
 from schemas.dead_letter import DeadLetter
+from streams.applied_offsets import applied_offsets
 from streams.apply_process import ApplyProcess
 from streams.apply_protocol import Record
 from tests.integration.test_stream_worker import publish_model
@@ -128,7 +128,6 @@ async def test_batches_spread_over_partitions_are_applied_exactly_once_with_the_
         assert [h.item_id for h in reversed(state.history)] == [
             f"i{(round_ + len(user)) % 10}" for round_ in range(6)
         ]
-    applied = await redis.hgetall(keys.STREAM_APPLIED)
-    assert {as_bytes(k).decode(): int(v) for k, v in applied.items()} == {
+    assert await applied_offsets(redis, Settings().redis_item_shards) == {
         f"events.view:{p}": offsets[p] - 1 for p in range(4)
     }

@@ -8,19 +8,21 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
 from core import keys
+from core.clients import RedisClient
 from core.model_version import as_bytes
 from core.rules import ema_update, fold_in, gram_matrix, normalize, trending_epoch
 from core.settings import Settings
 from core.user_state import UserState
 from core.vectors.edge import EdgeVectorIndex
 from schemas import new_event
+from streams.applied_offsets import applied_offsets
 from streams.applier import BatchApplier, SourcedEvent, UpdateConfig
 from streams.model_cache import ModelCache
 
@@ -28,6 +30,12 @@ pytestmark = pytest.mark.integration
 
 DIM = 4
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def redis(any_redis: RedisClient) -> RedisClient:
+    """Every test here runs on one Redis and on a Redis Cluster (`any_redis`)."""
+    return any_redis
 
 
 def artifacts(seed: int, trained_until: int) -> ModelArtifacts:
@@ -50,7 +58,7 @@ def artifacts(seed: int, trained_until: int) -> ModelArtifacts:
 
 
 async def publish_model(
-    redis: aioredis.Redis, tmp_path: Path, seed: int = 0, trained_until: int = 0
+    redis: RedisClient, tmp_path: Path, seed: int = 0, trained_until: int = 0
 ) -> ModelArtifacts:
     art = artifacts(seed, trained_until)
     index = EdgeVectorIndex(tmp_path / "qdrant")
@@ -70,12 +78,20 @@ def config(**overrides: object) -> UpdateConfig:
     return UpdateConfig.from_settings(Settings(**overrides))  # type: ignore[arg-type]
 
 
-async def user_state(redis: aioredis.Redis, user: str) -> UserState:
+async def user_state(redis: RedisClient, user: str) -> UserState:
     return UserState.from_hash(await redis.hgetall(keys.user_state(user)))
 
 
+async def trending_top(redis: RedisClient, epoch: int, shards: int) -> list[bytes]:
+    """The item with the highest decayed count in `epoch`, over every item shard."""
+    best: list[Any] = []
+    for shard in range(shards):
+        best += await redis.zrevrange(keys.trending(shard, epoch), 0, 0, withscores=True)
+    return [max(best, key=lambda pair: pair[1])[0]] if best else []
+
+
 async def test_ema_history_windows_trending_for_a_known_user(
-    redis: aioredis.Redis, tmp_path: Path
+    redis: RedisClient, tmp_path: Path
 ) -> None:
     art = await publish_model(redis, tmp_path)
     cfg = config()
@@ -107,17 +123,16 @@ async def test_ema_history_windows_trending_for_a_known_user(
 
     history = (await user_state(redis, "known")).history
     assert [(h.event_type, h.item_id) for h in history] == [("purchase", "i2"), ("view", "i1")]
-    window = keys.item_window("5m", int(T0.timestamp()))
+    window = keys.item_window(keys.item_shard("i7", cfg.item_shards), "5m", int(T0.timestamp()))
     assert await redis.hget(window, "click:i7") == b"1"
-    top = await redis.zrevrange(
-        keys.trending(trending_epoch(T0.timestamp(), cfg.trending_half_life_s)), 0, 0
-    )
+    epoch = trending_epoch(T0.timestamp(), cfg.trending_half_life_s)
+    top = await trending_top(redis, epoch, cfg.item_shards)
     assert top == [b"i2"]  # a purchase outweighs a view and a click
     assert await redis.ttl(keys.user_state("known")) > 0
 
 
 async def test_redelivered_and_duplicate_events_change_nothing(
-    redis: aioredis.Redis, tmp_path: Path
+    redis: RedisClient, tmp_path: Path
 ) -> None:
     await publish_model(redis, tmp_path)
     applier = BatchApplier(redis, config())
@@ -137,12 +152,14 @@ async def test_redelivered_and_duplicate_events_change_nothing(
         k: v for k, v in before.items() if k != b"upd"
     }
     assert len((await user_state(redis, "u")).history) == 2
-    applied = await redis.hgetall(keys.STREAM_APPLIED)
-    assert applied == {b"events.view:0": b"12", b"events.click:0": b"11"}
+    # The user records the offsets it applied; the item shards also passed the duplicate's.
+    assert (await user_state(redis, "u")).offsets == {"v:0": 10, "c:0": 11}
+    shards = applier.config.item_shards
+    assert await applied_offsets(redis, shards) == {"events.view:0": 12, "events.click:0": 11}
 
 
 async def test_a_new_model_version_rebases_the_user_on_its_batch_vector(
-    redis: aioredis.Redis, tmp_path: Path
+    redis: RedisClient, tmp_path: Path
 ) -> None:
     await publish_model(redis, tmp_path, seed=0)
     cfg = config()
@@ -169,7 +186,7 @@ async def test_a_new_model_version_rebases_the_user_on_its_batch_vector(
 
 
 async def test_fold_in_mode_solves_against_the_item_factors(
-    redis: aioredis.Redis, tmp_path: Path
+    redis: RedisClient, tmp_path: Path
 ) -> None:
     art = await publish_model(redis, tmp_path)
     applier = BatchApplier(redis, config(stream_user_update="fold-in", stream_fold_in_prior=0.0))
@@ -188,7 +205,7 @@ async def test_fold_in_mode_solves_against_the_item_factors(
 
 
 async def test_forgetting_a_recreated_topics_offsets_lets_its_new_events_apply(
-    redis: aioredis.Redis, tmp_path: Path, service_settings: Settings
+    redis: RedisClient, tmp_path: Path, topology_settings: Settings
 ) -> None:
     await publish_model(redis, tmp_path)
     applier = BatchApplier(redis, config())
@@ -202,14 +219,19 @@ async def test_forgetting_a_recreated_topics_offsets_lets_its_new_events_apply(
 
     command = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "recsys", "forget-offsets", "--topic", "events.view", "--yes",
-        env={**os.environ, "RECSYS_REDIS_URL": service_settings.redis_url},
+        env={
+            **os.environ,
+            "RECSYS_REDIS_URL": topology_settings.redis_url,
+            "RECSYS_REDIS_CLUSTER": str(topology_settings.redis_cluster).lower(),
+        },
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     printed, _ = await asyncio.wait_for(command.communicate(), timeout=60)
     assert command.returncode == 0, printed.decode()
     assert b"events.view:0  applied up to offset 10" in printed
 
-    assert await redis.hgetall(keys.STREAM_APPLIED) == {b"events.click:0": b"11"}
+    assert await applied_offsets(redis, applier.config.item_shards) == {"events.click:0": 11}
+    assert (await user_state(redis, "u")).offsets == {"c:0": 11}
     outcome = await applier.apply(recreated, model)
     assert (outcome.redelivered, sum(outcome.applied.values())) == (0, 1)
     assert [e.item_id for e in (await user_state(redis, "u")).history] == ["i3", "i2", "i1"]
