@@ -104,6 +104,7 @@ class WorkerProcess(ChildProcess):
                 **os.environ,
                 "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                 "RECSYS_REDIS_URL": settings.redis_url,
+                "RECSYS_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
                 "RECSYS_STATE_DIR": str(settings.state_dir),
                 "RECSYS_LOG_LEVEL": "WARNING",
                 **(env or {}),

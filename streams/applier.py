@@ -49,12 +49,12 @@ from core.rules import (
     trending_ttl_s,
     window_start,
 )
-from core.scripts import ScriptSet
+from core.scripts import ScriptSet, slot_groups
 from core.settings import Settings
 from core.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
 from schemas import AnyEvent
 from streams.model_cache import ActiveModel
-from streams.redis_scripts import WRITE_SHARD, WRITE_USER, ShardPlan
+from streams.redis_scripts import READ_USERS, WRITE_SHARD, WRITE_USERS, ShardPlan, pack
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,9 @@ class BatchApplier:
     def __init__(self, redis: RedisClient, config: UpdateConfig) -> None:
         self.redis = redis
         self.config = config
-        self._scripts = ScriptSet(redis, {"user": WRITE_USER, "shard": WRITE_SHARD})
+        self._scripts = ScriptSet(
+            redis, {"read": READ_USERS, "write": WRITE_USERS, "shard": WRITE_SHARD}
+        )
 
     async def apply(self, batch: Sequence[SourcedEvent], model: ActiveModel | None) -> BatchOutcome:
         """Apply `batch` exactly once in effect. Redis errors propagate; the batch is then
@@ -150,10 +152,15 @@ class BatchApplier:
         by_user: dict[str, list[SourcedEvent]] = defaultdict(list)
         for sourced in batch:
             by_user[sourced.event.user_id].append(sourced)
+        by_shard: dict[int, list[SourcedEvent]] = defaultdict(list)
+        for sourced in batch:
+            by_shard[keys.item_shard(sourced.event.item_id, self.config.item_shards)].append(
+                sourced
+            )
         outcome = BatchOutcome()
-        work = await self._read_users(list(by_user), model)
+        work, shard_offsets = await self._read(list(by_user), list(by_shard), model)
         self._select_fresh(by_user, work, outcome)
-        await self._write_shards(batch, work)
+        await self._write_shards(by_shard, work, shard_offsets)
         pending = {user: item for user, item in work.items() if item.fresh}
         while pending:
             conflicted = await self._write_users(pending, model, by_user, outcome)
@@ -162,7 +169,7 @@ class BatchApplier:
             outcome.conflicts += len(conflicted)
             # Another worker wrote these users since they were read: read them again, and only
             # what is still fresh for them is applied.
-            reread = await self._read_users(conflicted, model)
+            reread, _ = await self._read(conflicted, [], model)
             self._select_fresh(by_user, reread, outcome)
             work.update(reread)
             pending = {user: item for user, item in reread.items() if item.fresh}
@@ -173,25 +180,32 @@ class BatchApplier:
                 outcome.freshness_s.append(max(0.0, now - sourced.ts_s))
         return outcome
 
-    async def _read_users(
-        self, users: list[str], model: ActiveModel | None
-    ) -> dict[str, _UserWork]:
-        """The users' states and batch vectors, in one pipeline."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.hmget(keys.user_state(user), STATE_FIELDS)
-            if model is not None and users:
-                pipe.hmget(keys.user_vectors(model.version), users)
-            replies = await pipe.execute()
-        batch_vectors = replies[len(users)] if model is not None and users else []
+    async def _read(
+        self, users: list[str], shards: list[int], model: ActiveModel | None
+    ) -> tuple[dict[str, _UserWork], dict[int, dict[str, bytes]]]:
+        """In one pipeline: the users' states (one script call per slot group), their batch
+        vectors and the item shards' applied offsets."""
+        state_keys = [keys.user_state(user) for user in users]
+        groups = slot_groups(self.redis, state_keys)
+        calls = [([state_keys[n] for n in group], STATE_FIELDS) for group in groups]
+        commands: list[tuple[Any, ...]] = [("HGETALL", keys.shard_applied(s)) for s in shards]
+        if model is not None and users:
+            commands.append(("HMGET", keys.user_vectors(model.version), *users))
+        replies, other = await self._scripts.run_with("read", calls, commands)
+        shard_offsets = {s: _decoded(applied) for s, applied in zip(shards, other, strict=False)}
+        batch_vectors = other[len(shards)] if len(other) > len(shards) else []
+        states: list[Any] = [None] * len(users)
+        for group, reply in zip(groups, replies, strict=True):
+            for n, fields in zip(group, reply, strict=True):
+                states[n] = fields
         work: dict[str, _UserWork] = {}
         for n, user in enumerate(users):
             raw_vector = batch_vectors[n] if n < len(batch_vectors) else None
             work[user] = _UserWork(
-                state=UserState.from_fields(replies[n]),
+                state=UserState.from_fields(states[n]),
                 batch_vector=vector_from_bytes(as_bytes(raw_vector)) if raw_vector else None,
             )
-        return work
+        return work, shard_offsets
 
     @staticmethod
     def _select_fresh(
@@ -212,29 +226,31 @@ class BatchApplier:
                     item.fresh.append(sourced)
 
     async def _write_shards(
-        self, batch: Sequence[SourcedEvent], work: dict[str, _UserWork]
+        self,
+        by_shard: dict[int, list[SourcedEvent]],
+        work: dict[str, _UserWork],
+        applied: dict[int, dict[str, bytes]],
     ) -> None:
         """Count the batch's fresh events in their item shards, each shard skipping what it has
-        already counted; a shard written by someone else meanwhile is read and planned again."""
-        shards = self.config.item_shards
-        by_shard: dict[int, list[SourcedEvent]] = defaultdict(list)
-        for sourced in batch:
-            by_shard[keys.item_shard(sourced.event.item_id, shards)].append(sourced)
+        already counted (`applied`, as read with the users); a shard written by someone else
+        meanwhile is read and planned again."""
         fresh = {id(s) for item in work.values() for s in item.fresh}
         pending = list(by_shard)
         while pending:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for shard in pending:
-                    pipe.hgetall(keys.shard_applied(shard))
-                replies = await pipe.execute()
             plans = {
-                shard: self._plan_shard(shard, by_shard[shard], fresh, _decoded(applied))
-                for shard, applied in zip(pending, replies, strict=True)
+                shard: self._plan_shard(shard, by_shard[shard], fresh, applied[shard])
+                for shard in pending
             }
             results = await self._scripts.run(
                 "shard", [(plan.keys, [plan.blob()]) for plan in plans.values()]
             )
             pending = [shard for shard, done in zip(plans, results, strict=True) if done != 1]
+            if pending:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for shard in pending:
+                        pipe.hgetall(keys.shard_applied(shard))
+                    replies = await pipe.execute()
+                applied = dict(zip(pending, map(_decoded, replies), strict=True))
 
     def _plan_shard(
         self,
@@ -285,23 +301,33 @@ class BatchApplier:
         config = self.config
         now_ms = int(time.time() * 1000)
         vectors = self._new_vectors(pending, model, outcome) if model is not None else {}
-        calls = []
-        for user, item in pending.items():
+        users = list(pending)
+        plans: list[list[Any]] = []
+        for user in users:
+            item = pending[user]
             state = item.state
             if model is not None:
                 state.vector = vectors[user]
                 state.model_version = model.version
             self._apply_to_state(state, item.fresh, model, outcome)
+            offsets = state.offsets
             for sourced in by_user[user]:
-                state.offsets[sourced.slot] = max(
-                    state.offsets.get(sourced.slot, -1), sourced.offset
-                )
+                offsets[sourced.slot] = max(offsets.get(sourced.slot, -1), sourced.offset)
             fields = [x for pair in state.to_hash(now_ms).items() for x in pair]
-            calls.append(
-                ([keys.user_state(user)], [state.change or b"", config.user_ttl_s, *fields])
-            )
-        results = await self._scripts.run("user", calls)
-        return [user for user, done in zip(pending, results, strict=True) if done != 1]
+            plans.append([state.change or b"", fields])
+        state_keys = [keys.user_state(user) for user in users]
+        groups = slot_groups(self.redis, state_keys)
+        calls = [
+            ([state_keys[n] for n in group], [config.user_ttl_s, pack([plans[n] for n in group])])
+            for group in groups
+        ]
+        replies = await self._scripts.run("write", calls)
+        return [
+            users[n]
+            for group, statuses in zip(groups, replies, strict=True)
+            for n, status in zip(group, statuses, strict=True)
+            if status != 1
+        ]
 
     def _new_vectors(
         self, work: dict[str, _UserWork], model: ActiveModel, outcome: BatchOutcome

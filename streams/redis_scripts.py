@@ -1,8 +1,10 @@
-"""The Lua scripts that write a batch: one call per user and one per item shard.
+"""The Lua scripts that read and write a batch: users' states, and item shards' counts.
 
-Cluster-safe: each call declares the keys it touches (KEYS), all of one hash slot (a user's
-`{u:<id>}` keys, or an item shard's `{i:<s>}` keys), so the calls of a batch are grouped by node
-and sent concurrently on a Redis Cluster, and pipelined on one Redis (`streams.applier`).
+Cluster-safe: each call declares the keys it touches (KEYS). On a Redis Cluster a batch makes one
+call per hash slot (a user's `{u:<id>}` keys; an item shard's `{i:<s>}` keys), grouped by node
+and sent concurrently; one Redis has no slots, and there a batch's users go in one call each way,
+as the client spends far more time encoding commands and parsing replies than Redis spends
+running them (`core.scripts.slot_groups`).
 
 Atomicity without WATCH: each call first checks what the batch's plan was computed from (a
 user's change counter `c`, a shard's applied offsets); if any changed (another worker during a
@@ -16,15 +18,38 @@ from typing import Any
 
 import msgpack
 
-# KEYS[1]: the user's state hash. ARGV[1]: its change counter as read ("" = absent); ARGV[2]:
-# TTL in seconds; ARGV[3..]: field, value pairs. 0 if the counter moved (nothing written), else 1.
-WRITE_USER = """
-local current = redis.call('HGET', KEYS[1], 'c')
-if current == false then current = '' end
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+# KEYS: users' state hashes. ARGV: the state fields to read. Returns each hash's values of
+# those fields (nil where absent), in KEYS order.
+READ_USERS = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
+end
+return out
+"""
+
+# KEYS: users' state hashes. ARGV[1]: TTL in seconds; ARGV[2]: msgpack, one entry per key:
+# [its change counter as read ("" = absent), flat field, value pairs]. Returns one status per
+# key: 1 written, 0 its counter had moved (that user is not written).
+WRITE_USERS = """
+local ttl = tonumber(ARGV[1])
+local plan = cmsgpack.unpack(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  local current = redis.call('HGET', KEYS[i], 'c')
+  if current == false then current = '' end
+  if current == plan[i][1] then
+    local pairs = plan[i][2]
+    for start = 1, #pairs, 1000 do
+      redis.call('HSET', KEYS[i], unpack(pairs, start, math.min(start + 999, #pairs)))
+    end
+    redis.call('EXPIRE', KEYS[i], ttl)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
 """
 
 # KEYS[1]: the shard's applied-offsets hash; KEYS[2..]: the shard's window hashes and trending

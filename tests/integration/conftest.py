@@ -89,8 +89,13 @@ ApiSettings = Callable[..., Settings]
 
 @pytest.fixture
 def make_api_settings(service_settings: Settings, tmp_path: Path) -> ApiSettings:
-    """Settings for an app under test: generous timeouts (the test machine is shared and
-    slow) and a breaker that retries fast; keyword arguments override any field."""
+    return api_settings_factory(service_settings, tmp_path)
+
+
+def api_settings_factory(base: Settings, tmp_path: Path) -> ApiSettings:
+    """Settings for an app under test on `base`'s services: generous timeouts (the test machine
+    is shared and slow) and a breaker that retries fast; keyword arguments override any
+    field."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -103,7 +108,7 @@ def make_api_settings(service_settings: Settings, tmp_path: Path) -> ApiSettings
             "api_popular_refresh_s": 0.2,
             **overrides,
         }
-        return service_settings.model_copy(update=values)
+        return base.model_copy(update=values)
 
     return make
 

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from core import keys
+from core.clients import RedisClient
 from core.model_version import batch_user_vector
 from core.rules import WindowCounts, trending_epoch
 from core.settings import Settings
 from core.user_state import HistoryEntry, UserState, push_history
+from tests.integration.conftest import ApiSettings, api_settings_factory
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def redis(any_redis: RedisClient) -> RedisClient:
+    """Every test here runs on one Redis and on a Redis Cluster (`any_redis`)."""
+    return any_redis
+
+
+@pytest.fixture
+def make_api_settings(topology_settings: Settings, tmp_path: Path) -> ApiSettings:
+    return api_settings_factory(topology_settings, tmp_path)
+
+
 async def write_online_state(
-    redis: aioredis.Redis, version: str, user: str, history: list[str]
+    redis: RedisClient, version: str, user: str, history: list[str]
 ) -> None:
     """A user state as the stream worker writes it: the vector in the active model's space and
     recent history (newest first)."""
@@ -61,7 +74,7 @@ async def test_user_with_a_batch_vector_gets_personalized_items_of_their_taste(
 
 
 async def test_seen_items_are_excluded_and_explanations_name_them(
-    api: httpx.AsyncClient, redis: aioredis.Redis, model_version: str
+    api: httpx.AsyncClient, redis: RedisClient, model_version: str
 ) -> None:
     before = item_ids((await api.get("/recommend/u3", params={"k": 5})).json())
     await write_online_state(redis, model_version, "u3", history=before[:3])
@@ -103,7 +116,7 @@ async def test_lower_diversity_lambda_changes_the_list_but_keeps_k(api: httpx.As
 
 
 async def test_cold_user_gets_popular_then_trending(
-    api: httpx.AsyncClient, redis: aioredis.Redis, service_settings: Settings
+    api: httpx.AsyncClient, redis: RedisClient, service_settings: Settings
 ) -> None:
     response = await api.get("/recommend/nobody", params={"k": 4})
     assert response.status_code == 200
@@ -137,7 +150,7 @@ async def test_similar_items_and_unknown_item(api: httpx.AsyncClient) -> None:
 
 
 async def test_profile_shows_history_windows_genres_and_vector_freshness(
-    api: httpx.AsyncClient, redis: aioredis.Redis, model_version: str
+    api: httpx.AsyncClient, redis: RedisClient, model_version: str
 ) -> None:
     await write_online_state(redis, model_version, "u5", history=["c1", "c2"])
     profile = (await api.get("/users/u5/profile")).json()

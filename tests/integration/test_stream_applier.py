@@ -17,7 +17,7 @@ from batch.publish import ModelArtifacts, publish
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes
-from core.rules import ema_update, fold_in, gram_matrix, normalize, trending_epoch
+from core.rules import ema_update, fold_in, gram_matrix, normalize, trending_epoch, window_start
 from core.settings import Settings
 from core.user_state import UserState
 from core.vectors.edge import EdgeVectorIndex
@@ -235,3 +235,33 @@ async def test_forgetting_a_recreated_topics_offsets_lets_its_new_events_apply(
     outcome = await applier.apply(recreated, model)
     assert (outcome.redelivered, sum(outcome.applied.values())) == (0, 1)
     assert [e.item_id for e in (await user_state(redis, "u")).history] == ["i3", "i2", "i1"]
+
+
+async def test_a_user_whose_events_arrive_on_two_partitions_gets_each_once(
+    redis: RedisClient, tmp_path: Path
+) -> None:
+    """A producer with another partitioner spreads one user over partitions 0 and 1; each
+    partition's redelivery is recognised by the user's own record of that partition."""
+    await publish_model(redis, tmp_path)
+    applier = BatchApplier(redis, config())
+    model = await ModelCache(redis).get()
+    on_0 = [sourced("view", "split", "i1", 40, partition=0), sourced("view", "split", "i2", 41)]
+    on_1 = [sourced("view", "split", "i3", 7, minutes=1, partition=1)]
+    first = await applier.apply([on_0[0], on_1[0]], model)
+    assert sum(first.applied.values()) == 2
+    # Partition 0 redelivers from offset 40 after a crash; partition 1 moves on to offset 8.
+    later = [sourced("view", "split", "i4", 8, minutes=2, partition=1)]
+    second = await applier.apply([*on_0, *later], model)
+    assert (second.redelivered, sum(second.applied.values())) == (1, 2)
+    state = await user_state(redis, "split")
+    assert state.events == 4
+    assert sorted(e.item_id for e in state.history) == ["i1", "i2", "i3", "i4"]
+    assert state.offsets == {"v:0": 41, "v:1": 8}
+    # Each item shard counted each event once, whatever the redeliveries.
+    shards = applier.config.item_shards
+    start = window_start(T0.timestamp(), 3600)
+    counted = 0
+    for item in ("i1", "i2", "i3", "i4"):
+        window = keys.item_window(keys.item_shard(item, shards), "1h", start)
+        counted += int(await redis.hget(window, f"view:{item}") or 0)
+    assert counted == 4

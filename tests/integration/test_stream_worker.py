@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from batch.publish import ModelArtifacts, publish
 from core import keys
-from core.clients import ensure_topics, kafka_common, kafka_producer
+from core.clients import RedisClient, ensure_topics, kafka_common, kafka_producer
 from core.settings import Settings
 from core.user_state import UserState, events_applied
 from core.vectors.edge import EdgeVectorIndex
@@ -32,7 +31,7 @@ ITEMS = [f"i{i}" for i in range(30)]
 FULL_HISTORY = {"RECSYS_STREAM_HISTORY_LENGTH": "1000"}
 
 
-async def publish_model(redis: aioredis.Redis, tmp_path: Path) -> None:
+async def publish_model(redis: RedisClient, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     artifacts = ModelArtifacts(
         model="als",
@@ -80,7 +79,7 @@ def as_messages(events: list[AnyEvent]) -> list[tuple[str, bytes | None, bytes]]
     return [(topic_for(e.event_type), event_key(e), encode_event(e)) for e in events]
 
 
-async def applied_count(redis: aioredis.Redis, users: set[str]) -> int:
+async def applied_count(redis: RedisClient, users: set[str]) -> int:
     async with redis.pipeline(transaction=False) as pipe:
         for user in users:
             pipe.hget(keys.user_state(user), "s")
@@ -88,11 +87,11 @@ async def applied_count(redis: aioredis.Redis, users: set[str]) -> int:
     return sum(events_applied(r) for r in replies)
 
 
-async def all_applied(redis: aioredis.Redis, users: set[str], expected: int) -> bool:
+async def all_applied(redis: RedisClient, users: set[str], expected: int) -> bool:
     return await applied_count(redis, users) == expected
 
 
-async def assert_applied_exactly_once(redis: aioredis.Redis, events: list[AnyEvent]) -> None:
+async def assert_applied_exactly_once(redis: RedisClient, events: list[AnyEvent]) -> None:
     """Per-user counts, histories and window totals match the distinct events published."""
     distinct = {e.event_id: e for e in events}
     by_user: dict[str, list[AnyEvent]] = {}
@@ -113,8 +112,10 @@ async def assert_applied_exactly_once(redis: aioredis.Redis, events: list[AnyEve
 
 
 async def test_worker_applies_events_and_dead_letters_malformed_ones(
-    service_settings: Settings, redis: aioredis.Redis, tmp_path: Path
+    topology_settings: Settings, any_redis: RedisClient, tmp_path: Path
 ) -> None:
+    """On one Redis and on a Redis Cluster."""
+    service_settings, redis = topology_settings, any_redis
     await ensure_topics(service_settings)
     await publish_model(redis, tmp_path)
     prefix = uuid.uuid4().hex[:6]
