@@ -13,6 +13,7 @@ from core.settings import Settings
 from recsys.commands.bench import app as bench_app
 from recsys.commands.data import app as data_app
 from recsys.commands.evaluate import evaluate as evaluate_command
+from recsys.commands.migrate import migrate_state_command
 from recsys.commands.serve import serve_command
 from recsys.commands.services import app as services_app
 from recsys.commands.train import train_command
@@ -35,6 +36,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)
 app.command("forget-offsets")(forget_offsets_command)
+app.command("migrate-state")(migrate_state_command)
 app.command("serve")(serve_command)
 app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)

@@ -1,0 +1,108 @@
+"""`recsys migrate-state`: state written in the layout before Redis Cluster support (one shared
+applied-offsets hash, unsharded item counts) is moved into today's layout, in place or into a
+Redis Cluster, and today's worker then skips what the old workers had applied."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from api.catalog import trending
+from core import keys
+from core.clients import RedisClient
+from core.rules import trending_epoch, window_start
+from core.settings import Settings
+from core.user_state import HistoryEntry, UserState, push_history
+from streams.applier import BatchApplier
+from streams.model_cache import ModelCache
+from tests.integration.test_stream_applier import T0, config, publish_model, sourced, user_state
+
+pytestmark = pytest.mark.integration
+
+HALF_LIFE_S = Settings().stream_trending_half_life_s
+
+
+async def write_legacy_state(old: aioredis.Redis) -> None:
+    """What the workers before cluster support left: a user applied up to offset 10 of
+    events.view partition 0, the shared offsets hash, a trending epoch and a 5-minute window."""
+    state = UserState(events=2, last_event_ms=int(T0.timestamp() * 1000))
+    state.history_raw = push_history(
+        b"", [HistoryEntry(2_000, "click", "i2"), HistoryEntry(1_000, "view", "i1")], 50
+    )
+    fields = [x for k, v in state.to_hash(3_000).items() if k != b"o" for x in (k, v)]
+    await old.hset("recsys:user:legacy-user:state", items=fields)
+    await old.expire("recsys:user:legacy-user:state", 3600)
+    await old.hset(LEGACY_APPLIED, mapping={"events.view:0": 10, "events.click:0": 11})
+    now_epoch = trending_epoch(time.time(), HALF_LIFE_S)
+    await old.zadd(f"recsys:trending:{now_epoch}", {"i5": 9.0, "i6": 4.0})
+    start = window_start(T0.timestamp(), 300)
+    await old.hset(f"recsys:items:5m:{start}", mapping={"view:i5": 3, "click:i6": 1})
+
+
+LEGACY_APPLIED = "recsys:stream:applied"
+
+
+async def migrate(settings: Settings, source_url: str | None) -> str:
+    env = {
+        **os.environ,
+        "RECSYS_REDIS_URL": settings.redis_url,
+        "RECSYS_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
+    }
+    args = ["migrate-state", "--yes", *(["--from", source_url] if source_url else [])]
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recsys", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    printed, _ = await asyncio.wait_for(command.communicate(), timeout=60)
+    assert command.returncode == 0, printed.decode()
+    return printed.decode()
+
+
+async def test_the_old_layout_moves_in_place_or_into_a_cluster(
+    redis: aioredis.Redis,
+    any_redis: RedisClient,
+    topology_settings: Settings,
+    service_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    into_cluster = topology_settings.redis_cluster
+    await write_legacy_state(redis)
+    printed = await migrate(topology_settings, service_settings.redis_url if into_cluster else None)
+    assert "moved 1 users" in printed
+    assert "applied offsets of 2 partitions" in printed
+    assert await redis.exists("recsys:user:legacy-user:state", LEGACY_APPLIED) == 0
+    assert not [key async for key in redis.scan_iter(match="recsys:trending:*")]
+
+    target = any_redis
+    moved = await user_state(target, "legacy-user")
+    assert [e.item_id for e in moved.history] == ["i2", "i1"]
+    assert moved.events == 2
+    assert moved.offsets == {"v:0": 10, "c:0": 11}
+    assert 0 < await target.ttl(keys.user_state("legacy-user")) <= 3600
+    shards = topology_settings.redis_item_shards
+    top = await trending(target, HALF_LIFE_S, 2, shards)
+    assert [item for item, _ in top] == ["i5", "i6"]
+    start = window_start(T0.timestamp(), 300)
+    window = keys.item_window(keys.item_shard("i5", shards), "5m", start)
+    assert await target.hget(window, "view:i5") == b"3"
+
+    # Today's worker skips what the old one applied, and applies what comes after.
+    await publish_model(target, tmp_path)
+    applier = BatchApplier(target, config())
+    model = await ModelCache(target).get()
+    outcome = await applier.apply(
+        [sourced("view", "legacy-user", "i1", 10), sourced("view", "legacy-user", "i3", 12)], model
+    )
+    assert (outcome.redelivered, sum(outcome.applied.values())) == (1, 1)
+    assert (await user_state(target, "legacy-user")).events == 3
+
+    # Nothing is left to move the second time.
+    assert "nothing to move" in await migrate(
+        topology_settings, service_settings.redis_url if into_cluster else None
+    )
