@@ -1,6 +1,10 @@
 """A real Redis Cluster on 127.0.0.1: several `redis-server --cluster-enabled yes` processes,
 joined once with `redis-cli --cluster create` (Debian's redis-tools), as `recsys services up
---redis-cluster N` and the cluster tests run it."""
+--redis-cluster N` and the cluster tests run it.
+
+`redis-cli` refuses fewer than three masters; a cluster of one or two (which `recsys bench stream`
+uses to show how the cost per shard changes with the number of shards) is formed by hand with
+CLUSTER ADDSLOTSRANGE and CLUSTER MEET, the commands `redis-cli` sends itself."""
 
 from __future__ import annotations
 
@@ -28,10 +32,12 @@ class RedisCluster:
     appendonly: bool = False
 
     def __post_init__(self) -> None:
-        if self.masters < 3:
-            raise ValueError("a Redis Cluster needs at least 3 masters (redis-cli refuses fewer)")
+        if self.masters < 1:
+            raise ValueError("a Redis Cluster needs at least one master")
         if self.replicas < 0:
             raise ValueError("replicas must be 0 or more")
+        if self.masters < 3 and self.replicas:
+            raise ValueError("replicas need 3 masters or more (redis-cli refuses fewer)")
 
     @property
     def nodes(self) -> list[RedisServer]:
@@ -52,7 +58,10 @@ class RedisCluster:
         already ran."""
         started = [node.start(timeout_s) for node in self.nodes]
         if not self.formed():
-            self._create()
+            if self.masters >= 3:
+                self._create()
+            else:
+                self._create_small()
         self._wait_ok(timeout_s)
         return any(started)
 
@@ -90,6 +99,28 @@ class RedisCluster:
                 f"{(outcome.stdout + outcome.stderr)[-1500:]}\nIf the nodes kept a half-made "
                 f"cluster, stop them (`recsys services down`) and remove {self.home}."
             )
+
+    def _create_small(self) -> None:
+        """Split the slots evenly over one or two masters and introduce them to each other."""
+        import redis
+
+        nodes = self.nodes
+        share = SLOTS // len(nodes)
+        for index, node in enumerate(nodes):
+            first = index * share
+            last = SLOTS - 1 if index == len(nodes) - 1 else first + share - 1
+            client = redis.Redis(port=node.port)
+            try:
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
+                if index:
+                    client.execute_command("CLUSTER MEET", "127.0.0.1", nodes[0].port)  # type: ignore[no-untyped-call]
+            except redis.RedisError as exc:
+                raise ServiceError(
+                    f"forming a {len(nodes)}-master Redis Cluster failed at port {node.port}: "
+                    f"{exc}. Stop the nodes (`recsys services down`) and remove {self.home}."
+                ) from exc
+            finally:
+                client.close()
 
     def _wait_ok(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -70,10 +70,13 @@ def save(result: dict[str, Any], markdown: str, json_path: Path, report_path: Pa
 
 
 @contextlib.contextmanager
-def bench_services(use_running: bool, prefix: str) -> Iterator[tuple[Settings, Path]]:
+def bench_services(
+    use_running: bool, prefix: str, redis_cluster: int | None = None
+) -> Iterator[tuple[Settings, Path]]:
     """Settings and a scratch directory for a benchmark: throwaway Kafka and Redis on free
-    ports, stopped afterwards (default), or the configured services as they are."""
-    from infra.local.process import free_port
+    ports (with `redis_cluster`, a Redis Cluster of that many masters), stopped afterwards
+    (default), or the configured services as they are."""
+    from infra.local.process import free_port, free_port_run
     from infra.local.services import LocalServices
 
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
@@ -81,13 +84,15 @@ def bench_services(use_running: bool, prefix: str) -> Iterator[tuple[Settings, P
         if use_running:
             yield Settings(), work_dir
             return
+        redis_port = free_port_run(redis_cluster, 10_000) if redis_cluster else free_port()
         settings = Settings(
             kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
             kafka_controller_port=free_port(),
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            redis_cluster=redis_cluster is not None,
             state_dir=work_dir,
         )
-        services = LocalServices.from_settings(settings)
+        services = LocalServices.from_settings(settings, redis_cluster_masters=redis_cluster)
         services.up()
         try:
             yield settings, work_dir
@@ -107,12 +112,28 @@ def redis_cpu_seconds(redis_url: str) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+def redis_node_urls(settings: Settings) -> list[str]:
+    """The Redis servers behind `settings`: the one server, or every node of the cluster (from
+    CLUSTER NODES of the seed), so that each one's CPU can be read."""
+    if not settings.redis_cluster:
+        return [settings.redis_url]
+    import redis
+
+    seed = redis.Redis.from_url(settings.redis_url)
+    try:
+        nodes = seed.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    finally:
+        seed.close()
+    return sorted(f"redis://{address.split('@')[0]}/0" for address in nodes)
+
+
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a `recsys serve` / `recsys worker` child that must use exactly the
     services of `settings` (the parent's own RECSYS_ variables are dropped)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update(
         RECSYS_REDIS_URL=settings.redis_url,
+        RECSYS_REDIS_CLUSTER=str(settings.redis_cluster).lower(),
         RECSYS_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         RECSYS_STATE_DIR=str(settings.state_dir),
         RECSYS_LOG_LEVEL="WARNING",

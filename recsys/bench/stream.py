@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,19 @@ import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
 from core import keys
-from core.clients import ensure_topics, kafka_producer, redis_client
+from core.clients import RedisClient, ensure_topics, kafka_producer, redis_client_for
 from core.model_version import as_bytes
 from core.settings import Settings
 from core.user_state import events_applied
 from core.vectors.edge import EdgeVectorIndex
 from infra.local.process import process_cpu_seconds, process_tree
-from recsys.bench.common import bench_services, percentiles, redis_cpu_seconds, service_env
+from recsys.bench.common import (
+    bench_services,
+    percentiles,
+    redis_cpu_seconds,
+    redis_node_urls,
+    service_env,
+)
 from recsys.processes import WorkerProcess
 from schemas import EVENT_TYPES, encode_event, event_key, new_event, topic_for
 
@@ -69,7 +76,7 @@ class StreamBenchConfig:
     seed: int = 0
 
 
-async def _publish_model(redis: aioredis.Redis, config: StreamBenchConfig, state_dir: Path) -> None:
+async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_dir: Path) -> None:
     rng = np.random.default_rng(config.seed)
     item_ids = np.array([f"i{i}" for i in range(config.items)])
     artifacts = ModelArtifacts(
@@ -134,11 +141,15 @@ def _cpu_counters(settings: Settings, worker: WorkerProcess) -> dict[str, Callab
     def apply_process() -> float:  # started with the first batch, and restarted if it dies
         return sum(process_cpu_seconds(pid) for pid in process_tree(worker_pid)[1:])
 
+    nodes = redis_node_urls(settings)
     counters = {
         "worker": lambda: process_cpu_seconds(worker_pid),
         "apply process": apply_process,
-        "redis": lambda: redis_cpu_seconds(settings.redis_url),
+        "redis": lambda: sum(map(redis_cpu_seconds, nodes)),
     }
+    if settings.redis_cluster:  # each shard's share too ("redis@host:port")
+        for url in nodes:
+            counters[f"redis@{url.split('//')[1].split('/')[0]}"] = partial(redis_cpu_seconds, url)
     kafka_pid = LocalServices.from_settings(settings).kafka.process.pid()
     if kafka_pid is not None:
         counters["kafka"] = lambda: process_cpu_seconds(kafka_pid)
@@ -199,20 +210,24 @@ async def _faust_ceiling(settings: Settings, events: int, work_dir: Path) -> dic
     return result
 
 
-async def _freshness(
-    settings: Settings, redis: aioredis.Redis, config: StreamBenchConfig
-) -> dict[str, Any]:
-    await redis.config_set("notify-keyspace-events", "Kh")
+async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str, Any]:
     db = int(settings.redis_url.rsplit("/", 1)[-1] or 0)
     prefix = f"fresh{uuid.uuid4().hex[:6]}-"
     total = int(config.freshness_rate * config.freshness_seconds)
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
     all_seen = asyncio.Event()
-    pubsub = redis.pubsub()
-    await pubsub.psubscribe(f"__keyspace@{db}__:{keys.user_state(prefix + '*')}")
+    # Every server announces the writes to its own keys: listen to each (one, or every node of
+    # a cluster).
+    servers = [aioredis.Redis.from_url(url) for url in redis_node_urls(settings)]
+    pubsubs = []
+    for server in servers:
+        await server.config_set("notify-keyspace-events", "Kh")
+        pubsub = server.pubsub()
+        await pubsub.psubscribe(f"__keyspace@{db}__:{keys.user_state(prefix + '*')}")
+        pubsubs.append(pubsub)
 
-    async def listen() -> None:
+    async def listen(pubsub: Any) -> None:
         async for message in pubsub.listen():
             if message["type"] != "pmessage":
                 continue
@@ -222,7 +237,7 @@ async def _freshness(
             if len(seen_at) >= total:
                 all_seen.set()
 
-    listener = asyncio.create_task(listen())
+    listeners = [asyncio.create_task(listen(pubsub)) for pubsub in pubsubs]
     producer = kafka_producer(settings)
     await producer.start()
     started = time.perf_counter()
@@ -246,9 +261,13 @@ async def _freshness(
         bench_cpu_s = time.process_time() - cpu_started
     finally:
         await producer.stop()
-        listener.cancel()
-        await pubsub.punsubscribe()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        for listener in listeners:
+            listener.cancel()
+        for pubsub in pubsubs:
+            await pubsub.punsubscribe()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        for server in servers:
+            await server.aclose()
     latencies = [seen_at[u] - sent_at[u] for u in sent_at if u in seen_at]
     span_s = max(seen_at.values(), default=started) - started
     return {
@@ -263,7 +282,7 @@ async def _freshness(
     }
 
 
-async def _memory(redis: aioredis.Redis, config: StreamBenchConfig) -> dict[str, Any]:
+async def _memory(redis: RedisClient, config: StreamBenchConfig) -> dict[str, Any]:
     """Redis's own accounting (MEMORY USAGE) of the users' state hashes, plus field sizes."""
     rng = np.random.default_rng(config.seed + 2)
     size = min(config.memory_sample, config.users)
@@ -296,8 +315,11 @@ async def _memory(redis: aioredis.Redis, config: StreamBenchConfig) -> dict[str,
 
 
 async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> dict[str, Any]:
-    redis = redis_client(settings)
-    await redis.flushdb()
+    redis = redis_client_for(settings)
+    if isinstance(redis, aioredis.RedisCluster):
+        await redis.flushdb(target_nodes=aioredis.RedisCluster.PRIMARIES)
+    else:
+        await redis.flushdb()
     await ensure_topics(settings)
     await _publish_model(redis, config, work_dir)
     producer_rate = await _produce_backlog(settings, config)
@@ -307,11 +329,10 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         throughput = await _drain(worker, config.events, timeout_s=600, cpu=cpu)
         memory = await _memory(redis, config)
         ceiling = await _faust_ceiling(settings, config.events, work_dir)
-        freshness = await _freshness(settings, redis, config)
+        freshness = await _freshness(settings, config)
         sweep = [
             await _freshness(
                 settings,
-                redis,
                 replace(config, freshness_rate=rate, freshness_seconds=config.sweep_seconds),
             )
             for rate in config.sweep_rates
@@ -323,6 +344,9 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         await redis.aclose()
     return {
         "benchmark": "stream",
+        "redis": f"cluster of {len(redis_node_urls(settings))} nodes"
+        if settings.redis_cluster
+        else "one server",
         "config": config.__dict__,
         "producer_events_per_s": producer_rate,
         "throughput": throughput,
@@ -333,7 +357,10 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
     }
 
 
-def run_with_local_services(config: StreamBenchConfig, use_running: bool) -> dict[str, Any]:
-    """Run against throwaway local services (or the configured ones)."""
-    with bench_services(use_running, "recsys-bench-") as (settings, work_dir):
+def run_with_local_services(
+    config: StreamBenchConfig, use_running: bool, redis_cluster: int | None = None
+) -> dict[str, Any]:
+    """Run against throwaway local services (with `redis_cluster`, a Redis Cluster of that many
+    masters), or the configured ones."""
+    with bench_services(use_running, "recsys-bench-", redis_cluster) as (settings, work_dir):
         return asyncio.run(run(settings, config, work_dir))

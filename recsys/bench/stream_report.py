@@ -116,11 +116,23 @@ def figures_table(result: dict[str, Any]) -> str:
             + (f", {noop_cpu:,.0f} µs of CPU per event" if noop_cpu is not None else ""),
             "",
         ))  # fmt: skip
-    if cpu := throughput.get("cpu_us_per_event"):
+    cpu = {k: v for k, v in (throughput.get("cpu_us_per_event") or {}).items() if "@" not in k}
+    by_node = {
+        k.split("@", 1)[1]: v
+        for k, v in (throughput.get("cpu_us_per_event") or {}).items()
+        if "@" in k
+    }
+    if cpu:
         rows.insert(1, (
             "CPU per applied event while draining: " + " / ".join(cpu),
             " / ".join(f"{us:,.0f}" for us in cpu.values())
             + f" µs: {_cores_needed(cpu, 10_000):.2f} cores at 10,000 events/s",
+            "",
+        ))  # fmt: skip
+    if by_node:
+        rows.insert(2, (
+            "Redis CPU per applied event, by cluster node",
+            " / ".join(f"{node}: {us:,.1f} µs" for node, us in by_node.items()),
             "",
         ))  # fmt: skip
     lines = ["| figure | value | target |", "|---|---|---|"]

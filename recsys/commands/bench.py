@@ -31,6 +31,13 @@ def stream(
     use_running: Annotated[
         bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
     ] = False,
+    redis_cluster: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Run on a throwaway Redis Cluster of this many masters instead of one Redis.",
+        ),
+    ] = None,
 ) -> None:
     """Throughput, freshness and Redis memory per user of one stream worker process."""
     from recsys.bench.common import save
@@ -41,7 +48,7 @@ def stream(
         events=events, users=users, freshness_rate=rate, freshness_seconds=seconds
     )
     with console.status("Running the stream benchmark (services, backlog, drain, freshness)…"):
-        result = run_with_local_services(config, use_running)
+        result = run_with_local_services(config, use_running, redis_cluster)
     samples = result["freshness"].pop("samples")
     plot_path = report.with_suffix(".png")
     report.parent.mkdir(parents=True, exist_ok=True)

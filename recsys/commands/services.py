@@ -31,7 +31,7 @@ def up(
     redis_cluster: Annotated[
         int | None,
         typer.Option(
-            min=3,
+            min=1,
             help="Run a Redis Cluster of this many masters instead of one Redis, on consecutive "
             "ports from RECSYS_REDIS_URL's (3 when RECSYS_REDIS_CLUSTER=true and unset).",
         ),
@@ -43,8 +43,13 @@ def up(
     """Start Kafka and Redis (a no-op for those already running) and wait until both answer.
 
     With --redis-cluster N, Redis is a real Redis Cluster: N `redis-server --cluster-enabled yes`
-    processes joined once with `redis-cli --cluster create`; `down` stops them too.
+    processes joined once with `redis-cli --cluster create` (fewer than 3 masters, which redis-cli
+    refuses, are joined by hand and can have no replicas); `down` stops them too.
     """
+    if redis_replicas and (redis_cluster or 3) < 3:
+        raise typer.BadParameter(
+            "replicas need --redis-cluster 3 or more", param_hint="--redis-replicas"
+        )
     services = LocalServices.from_settings(
         Settings(),
         redis_appendonly=redis_aof,
