@@ -132,10 +132,9 @@ def train_and_publish(
     and peak memory. Raises `TrainError` with what to do when the data, the parameters or Redis
     fail.
     """
-    from redis.exceptions import RedisError
-
     from batch.datasets import load_dataset
     from batch.publish import publish_configured
+    from core.clients import REDIS_ERRORS
 
     started = time.perf_counter()
     try:
@@ -151,7 +150,7 @@ def train_and_publish(
         version = asyncio.run(
             publish_configured(artifacts, settings, keep_versions=keep_versions, progress=progress)
         )
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise TrainError(
             f"Redis at {mask_url_password(settings.redis_url)} failed ({exc}). Start the local "
             "services with `recsys services up`, or set RECSYS_REDIS_URL."

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from redis import exceptions as redis_errors
 
 from core.settings import Settings
 from schemas.topics import ALL_TOPICS
@@ -60,6 +61,54 @@ def redis_client_for(settings: Settings, **options: Any) -> RedisClient:
         settings.redis_url, password=password, decode_responses=False, **options
     )
     return cluster
+
+
+# Errors of a Redis that is away for now (down, restarting, loading, failing over) rather than of
+# the command sent: the caller waits and sends the same thing again.
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ClusterDownError,  # CLUSTERDOWN: a shard lost, the cluster not yet healed
+    redis_errors.TryAgainError,  # a slot moving between shards
+    redis_errors.MasterDownError,  # a master failing over to its replica
+    redis_errors.SlotNotCoveredError,  # no node known to serve the slot yet
+    ConnectionError,
+    OSError,
+)
+
+
+# Any failure of a Redis or Redis Cluster call (a cluster client's own errors are not
+# RedisErrors): what a command catches to print a clear message instead of a traceback.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.RedisError,
+    redis_errors.RedisClusterException,
+    OSError,
+)
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means "Redis is away for now, try again" rather than a bad command.
+
+    A cluster client that reaches none of its nodes raises a bare RedisClusterException ("cannot
+    be connected") caused by the connection error; the same class also reports mistakes such as
+    keys of several slots in one call, which retrying would never fix, so its cause decides."""
+    if isinstance(exc, REDIS_UNAVAILABLE):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return (
+        isinstance(exc, redis_errors.RedisClusterException)
+        and cause is not None
+        and (redis_unavailable(cause))
+    )
+
+
+async def flush_everywhere(client: RedisClient) -> None:
+    """Empty the one Redis, or every primary of a cluster (tests and benchmarks start clean)."""
+    if isinstance(client, aioredis.RedisCluster):
+        await client.flushdb(target_nodes=aioredis.RedisCluster.PRIMARIES)
+    else:
+        await client.flushdb()
 
 
 def kafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
-from redis.exceptions import RedisError
 
+from core.clients import redis_unavailable
 from core.settings import Settings
 from infra.local.process import free_port
 
@@ -131,8 +131,10 @@ async def wait_until(
         try:
             if await check():
                 return
-        except (RedisError, OSError):
-            pass  # the check's own connection went with a restarted Redis: ask again
+        except Exception as exc:
+            if not redis_unavailable(exc):
+                raise
+            # the check's own connection went with a restarted Redis: ask again
         await asyncio.sleep(0.2)
     detail = f"\nworker log:\n{worker.log_tail()}" if worker else ""
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{detail}")

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from core.clients import redis_client_for
+from core.clients import redis_client_for, redis_unavailable
 from core.heap import tune_for_long_running_process
 from core.settings import Settings
 from core.tracing import setup_tracing
 from streams.applier import UpdateConfig
 from streams.apply_protocol import Report, decode_batch, encode_report, read_frame
 from streams.metrics import JournalRecorder
-from streams.processor import RETRYABLE, DecodedBatch, EventProcessor
+from streams.processor import DecodedBatch, EventProcessor
 
 SERVICE_NAME = "recsys-worker"  # its spans belong to the worker
 
@@ -102,8 +101,11 @@ async def serve(
     try:
         # Load the model while the worker joins its consumer group, not with the first batch;
         # if Redis is not there yet, the first batch retries as usual.
-        with contextlib.suppress(*RETRYABLE):
+        try:
             await processor.models.get()
+        except Exception as exc:
+            if not redis_unavailable(exc):
+                raise
         # Any failure ends the process (the worker starts a new one and sends the batches it has
         # no report for again); the others are cancelled rather than left waiting for it.
         async with asyncio.TaskGroup() as group:

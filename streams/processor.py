@@ -17,11 +17,8 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
-from redis.exceptions import BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.clients import RedisClient
+from core.clients import RedisClient, redis_unavailable
 from core.tracing import context_from_headers
 from schemas import EventDecodeError, decode_event, encode_event
 from schemas.dead_letter import DeadLetter
@@ -32,7 +29,6 @@ from streams.model_cache import ModelCache
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("recsys.streams")
 
-RETRYABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, OSError)
 MAX_BACKOFF_S = 2.0
 
 DeadLetterSender = Callable[[bytes | None, bytes], Awaitable[None]]
@@ -182,7 +178,9 @@ class EventProcessor:
                     outcome = await self.applier.apply(valid, model)
                     self.recorder.redis_apply(time.perf_counter() - redis_started)
                     return outcome
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
                 attempt += 1
                 self.recorder.redis_error()
                 delay = min(MAX_BACKOFF_S, 0.05 * 2**attempt)

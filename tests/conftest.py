@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core.clients import RedisClient, redis_client, redis_client_for
+from core.clients import RedisClient, flush_everywhere, redis_client, redis_client_for
 from core.settings import Settings
 from infra.local.kafka import KafkaServer
 from infra.local.process import ServiceError, free_port, free_port_run
@@ -119,9 +119,6 @@ async def any_redis(topology_settings: Settings) -> AsyncIterator[RedisClient]:
     """A client of the Redis of `topology_settings`, emptied first (every primary of a
     cluster)."""
     client = redis_client_for(topology_settings)
-    if isinstance(client, aioredis.RedisCluster):
-        await client.flushdb(target_nodes=aioredis.RedisCluster.PRIMARIES)
-    else:
-        await client.flushdb()
+    await flush_everywhere(client)
     yield client
     await client.aclose()

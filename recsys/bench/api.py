@@ -46,7 +46,7 @@ from infra.local.process import (
     process_tree,
     sockets_by_process,
 )
-from recsys.bench.common import idle_wake_cost, redis_cpu_seconds
+from recsys.bench.common import idle_wake_cost, redis_cpu_total, redis_node_urls, redis_topology
 from recsys.bench.open_loop import REQUEST_TIMEOUT_S, run_open_loop
 from recsys.processes import ChildProcess
 
@@ -337,7 +337,7 @@ def serving(env: dict[str, str], workers: int, log_dir: Path) -> Iterator[Server
 # --- The whole run --------------------------------------------------------------------------
 
 
-def seed_histories(redis_url: str, interactions: Any, keep: int) -> float:
+def seed_histories(settings: Any, interactions: Any, keep: int) -> float:
     """Write for every user the state the stream worker would hold after their newest `keep`
     events (their recent history), so that every personalized request excludes the items the
     user has seen, as it does in production. Returns the mean history length."""
@@ -348,7 +348,11 @@ def seed_histories(redis_url: str, interactions: Any, keep: int) -> float:
 
     newest_first = interactions.sort_values("ts", ascending=False, kind="stable")
     lengths: list[int] = []
-    client = redis.Redis.from_url(redis_url)
+    client: Any = (
+        redis.RedisCluster.from_url(settings.redis_url)
+        if settings.redis_cluster
+        else redis.Redis.from_url(settings.redis_url)
+    )
     try:
         pipe = client.pipeline(transaction=False)
         for user, rows in newest_first.groupby("user_id", sort=False):
@@ -371,15 +375,16 @@ def seed_histories(redis_url: str, interactions: Any, keep: int) -> float:
 
 
 @contextlib.contextmanager
-def _cpu_meter(server: ServerProcess, redis_url: str) -> Iterator[dict[str, float]]:
-    """CPU seconds the server and Redis used inside the block, and the wall time."""
+def _cpu_meter(server: ServerProcess, redis_urls: list[str]) -> Iterator[dict[str, float]]:
+    """CPU seconds the server and Redis (every node of a cluster) used inside the block, and the
+    wall time."""
     figures: dict[str, float] = {}
-    server_before, redis_before = server.cpu_s(), redis_cpu_seconds(redis_url)
+    server_before, redis_before = server.cpu_s(), redis_cpu_total(redis_urls)
     started = time.perf_counter()
     yield figures
     figures["wall_s"] = time.perf_counter() - started
     figures["server_cpu_s"] = server.cpu_s() - server_before
-    figures["redis_cpu_s"] = redis_cpu_seconds(redis_url) - redis_before
+    figures["redis_cpu_s"] = redis_cpu_total(redis_urls) - redis_before
 
 
 def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -> dict[str, Any]:
@@ -390,8 +395,9 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
     require_wrk()  # fail before minutes of set-up, not after
     load_before = os.getloadavg()
     published = train_and_publish(settings, "ml-100k", data_dir=data_dir)
+    redis_urls = redis_node_urls(settings)
     history_items = seed_histories(
-        settings.redis_url,
+        settings,
         load_dataset("ml-100k", data_dir).interactions,
         settings.stream_history_length,
     )
@@ -415,7 +421,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
         )
         run_open_loop(host, port, warm, config.rate, False, config.max_connections)
         for name, paths, read_source in (("recommend", recommend, True), ("live", live, False)):
-            with _cpu_meter(server, settings.redis_url) as cpu:
+            with _cpu_meter(server, redis_urls) as cpu:
                 fixed = run_open_loop(
                     host, port, paths, config.rate, read_source, config.max_connections
                 )
@@ -429,7 +435,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
                 lambda found=split: found.append(server.connections_per_worker()),
             )
             sampler.start()
-            with _cpu_meter(server, settings.redis_url) as cpu:
+            with _cpu_meter(server, redis_urls) as cpu:
                 saturated = run_wrk(
                     server.base_url,
                     saturation_paths[:1] if name == "live" else saturation_paths,
@@ -446,6 +452,7 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
     idle_wake["after"] = idle_wake_cost()
     return {
         "benchmark": "api",
+        "redis": redis_topology(settings),
         "config": asdict(config),
         "model": {k: published.get(k) for k in ("version", "fit_seconds", "publish_seconds")},
         "users": len(users),
@@ -461,11 +468,15 @@ def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -
 
 
 def run_with_local_services(
-    config: ApiBenchConfig, data_dir: Path | None, use_running: bool
+    config: ApiBenchConfig,
+    data_dir: Path | None,
+    use_running: bool,
+    redis_cluster: int | None = None,
 ) -> dict[str, Any]:
-    """Run against throwaway local services (or, with `use_running`, the configured ones:
-    a new ml-100k model version is then published and made active there)."""
+    """Run against throwaway local services (with `redis_cluster`, a Redis Cluster of that many
+    masters), or, with `use_running`, the configured ones: a new ml-100k model version is then
+    published and made active there."""
     from recsys.bench.common import bench_services
 
-    with bench_services(use_running, "recsys-bench-api-") as (settings, work_dir):
+    with bench_services(use_running, "recsys-bench-api-", redis_cluster) as (settings, work_dir):
         return run(settings, config, data_dir or settings.data_dir, work_dir)

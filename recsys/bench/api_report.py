@@ -171,6 +171,7 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
     rf, rs = result["recommend"]["fixed_rate"], result["recommend"]["saturation"]
     lf, ls = result["live"]["fixed_rate"], result["live"]["saturation"]
     table = figures_table(result)
+    redis = result.get("redis", "one Redis server")
     gen_rows = [
         (
             "fixed rate, /recommend",
@@ -205,8 +206,8 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
     return f"""# API benchmark
 
 {{header}}`recsys serve --workers {config["workers"]}` on 127.0.0.1 with the embedded Qdrant
-engine, a real Redis (and Kafka, idle here) on the same machine, and an ALS model trained on
-ml-100k and published (`{result["model"]["version"]}`). Requests ask for k={config["k"]},
+engine, {redis} (and Kafka, idle here) on the same machine, and an ALS model
+trained on ml-100k and published (`{result["model"]["version"]}`). Requests ask for k={config["k"]},
 diversity={config["diversity"]} (MMR over {result["mmr_candidates"]} candidates) for the
 {result["users"]} ml-100k users in shuffled rounds.{_history_line(result)}
 

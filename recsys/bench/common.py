@@ -127,6 +127,18 @@ def redis_node_urls(settings: Settings) -> list[str]:
     return sorted(f"redis://{address.split('@')[0]}/0" for address in nodes)
 
 
+def redis_topology(settings: Settings) -> str:
+    """How the benchmark's Redis is deployed, in words for its report."""
+    if not settings.redis_cluster:
+        return "one Redis server"
+    return f"a Redis Cluster of {len(redis_node_urls(settings))} masters"
+
+
+def redis_cpu_total(urls: list[str]) -> float:
+    """CPU seconds used so far by all of these Redis servers together."""
+    return sum(map(redis_cpu_seconds, urls))
+
+
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a `recsys serve` / `recsys worker` child that must use exactly the
     services of `settings` (the parent's own RECSYS_ variables are dropped)."""

@@ -42,7 +42,13 @@ import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
 from core import keys
-from core.clients import RedisClient, ensure_topics, kafka_producer, redis_client_for
+from core.clients import (
+    RedisClient,
+    ensure_topics,
+    flush_everywhere,
+    kafka_producer,
+    redis_client_for,
+)
 from core.model_version import as_bytes
 from core.settings import Settings
 from core.user_state import events_applied
@@ -52,7 +58,9 @@ from recsys.bench.common import (
     bench_services,
     percentiles,
     redis_cpu_seconds,
+    redis_cpu_total,
     redis_node_urls,
+    redis_topology,
     service_env,
 )
 from recsys.processes import WorkerProcess
@@ -142,10 +150,10 @@ def _cpu_counters(settings: Settings, worker: WorkerProcess) -> dict[str, Callab
         return sum(process_cpu_seconds(pid) for pid in process_tree(worker_pid)[1:])
 
     nodes = redis_node_urls(settings)
-    counters = {
+    counters: dict[str, Callable[[], float]] = {
         "worker": lambda: process_cpu_seconds(worker_pid),
         "apply process": apply_process,
-        "redis": lambda: sum(map(redis_cpu_seconds, nodes)),
+        "redis": partial(redis_cpu_total, nodes),
     }
     if settings.redis_cluster:  # each shard's share too ("redis@host:port")
         for url in nodes:
@@ -316,10 +324,7 @@ async def _memory(redis: RedisClient, config: StreamBenchConfig) -> dict[str, An
 
 async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> dict[str, Any]:
     redis = redis_client_for(settings)
-    if isinstance(redis, aioredis.RedisCluster):
-        await redis.flushdb(target_nodes=aioredis.RedisCluster.PRIMARIES)
-    else:
-        await redis.flushdb()
+    await flush_everywhere(redis)
     await ensure_topics(settings)
     await _publish_model(redis, config, work_dir)
     producer_rate = await _produce_backlog(settings, config)
@@ -344,9 +349,7 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         await redis.aclose()
     return {
         "benchmark": "stream",
-        "redis": f"cluster of {len(redis_node_urls(settings))} nodes"
-        if settings.redis_cluster
-        else "one server",
+        "redis": redis_topology(settings),
         "config": config.__dict__,
         "producer_events_per_s": producer_rate,
         "throughput": throughput,

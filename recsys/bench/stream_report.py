@@ -145,10 +145,11 @@ def _cores_needed(cpu_us_per_event: dict[str, float], events_per_s: int) -> floa
 
 def markdown(result: dict[str, Any], plot_name: str) -> str:
     config = result["config"]
+    redis = result.get("redis", "one Redis server")
     return f"""# Stream worker benchmark
 
-{{header}}One worker process, real Kafka and Redis on the same machine; a published model with
-{config["items"]:,} random 64-dim item vectors; events from {config["users"]:,} users
+{{header}}One worker process, real Kafka and {redis} on the same machine; a published
+model with {config["items"]:,} random 64-dim item vectors; events from {config["users"]:,} users
 (80% views, 15% clicks, 5% purchases; Zipf item popularity).
 
 {figures_table(result)}

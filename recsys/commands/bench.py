@@ -16,6 +16,14 @@ app = typer.Typer(
 console = Console()
 JsonPath = Annotated[Path, typer.Option("--json", help="Where to save the figures.")]
 ReportPath = Annotated[Path, typer.Option(help="Where to save the Markdown report.")]
+RedisClusterOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Run on a throwaway Redis Cluster of this many masters instead of one Redis "
+        "(1 and 2 masters are formed by hand, for per-shard figures).",
+    ),
+]
 
 
 @app.command("stream")
@@ -31,13 +39,7 @@ def stream(
     use_running: Annotated[
         bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
     ] = False,
-    redis_cluster: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Run on a throwaway Redis Cluster of this many masters instead of one Redis.",
-        ),
-    ] = None,
+    redis_cluster: RedisClusterOption = None,
 ) -> None:
     """Throughput, freshness and Redis memory per user of one stream worker process."""
     from recsys.bench.common import save
@@ -88,6 +90,7 @@ def api(
             "model version is published and made active there)."
         ),
     ] = False,
+    redis_cluster: RedisClusterOption = None,
 ) -> None:
     """Latency of GET /recommend at a fixed rate (open loop) and requests/s at saturation (wrk),
     with GET /health/live as the floor; needs `wrk` on PATH."""
@@ -111,7 +114,7 @@ def api(
     # No spinner: training prints its own progress and rich allows one live display at a time.
     console.print("Running the API benchmark (services, ml-100k model, fixed rate, wrk)…")
     try:
-        result = run_with_local_services(config, data_dir, use_running)
+        result = run_with_local_services(config, data_dir, use_running, redis_cluster)
     except BenchError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -6,9 +6,9 @@ import asyncio
 from typing import Annotated
 
 import typer
-from redis.exceptions import RedisError
 from rich.console import Console
 
+from core.clients import REDIS_ERRORS
 from core.settings import Settings, mask_url_password
 
 console = Console(stderr=True)  # errors
@@ -74,7 +74,7 @@ def migrate_state_command(
 
     try:
         asyncio.run(run())
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         console.print(
             f"[red]error:[/red] Redis failed ({exc}). Check RECSYS_REDIS_URL (and --from), and "
             "that the services run (`recsys services status`)."

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 from rich.console import Console
 
-from core.clients import ensure_topics
+from core.clients import REDIS_ERRORS, ensure_topics
 from core.settings import Settings
 from core.tracing import setup_tracing
 from schemas.topics import EVENT_TOPICS
@@ -122,7 +121,7 @@ def forget_offsets_command(
         if not yes and not typer.confirm(f"Forget these {len(recorded)} records?"):
             raise typer.Exit(1)
         forgotten = asyncio.run(forget(confirmed=True))
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         console.print(
             f"[red]error:[/red] Redis at {settings.redis_url} is not reachable ({exc}). "
             "Start it with `recsys services up` or set RECSYS_REDIS_URL."

@@ -1,7 +1,8 @@
-"""Crashes and outages: nothing lost, nothing counted twice, the worker carries on.
+"""Crashes and outages: nothing lost, nothing counted twice, the worker carries on; each test
+runs on one Redis and on a 3-master Redis Cluster.
 
-The outage tests get their own Kafka broker and Redis (with AOF, so a restart keeps its data),
-because they stop and restart them.
+The outage tests get their own Kafka broker and Redis (with AOF, so a restart keeps its data;
+on a cluster, every node stops and starts), because they stop and restart them.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from core.clients import ensure_topics, redis_client
+from core.clients import RedisClient, ensure_topics, flush_everywhere, redis_client_for
 from core.settings import Settings
 from infra.local.kafka import KafkaServer
-from infra.local.process import free_port
+from infra.local.process import free_port, free_port_run
 from infra.local.redis import RedisServer
+from infra.local.redis_cluster import RedisCluster
 from recsys.processes import WorkerProcess, wait_until
 from tests.conftest import CACHE_DIR
 from tests.integration.test_stream_worker import (
@@ -47,8 +49,9 @@ async def produce_paced(
 
 
 async def test_kill_9_mid_stream_with_duplicates_applies_everything_once(
-    service_settings: Settings, redis: aioredis.Redis, tmp_path: Path
+    topology_settings: Settings, any_redis: RedisClient, tmp_path: Path
 ) -> None:
+    service_settings, redis = topology_settings, any_redis
     await ensure_topics(service_settings)
     await publish_model(redis, tmp_path)
     prefix = uuid.uuid4().hex[:6]
@@ -82,48 +85,72 @@ async def test_kill_9_mid_stream_with_duplicates_applies_everything_once(
         second.stop()
 
 
-async def _some_applied(redis: aioredis.Redis, users: set[str]) -> bool:
+async def _some_applied(redis: RedisClient, users: set[str]) -> bool:
     return await applied_count(redis, users) > 0
 
 
 @pytest.fixture(scope="module")
-def own_services(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[KafkaServer, RedisServer]]:
-    home = tmp_path_factory.mktemp("own-services")
-    kafka = KafkaServer(home / "kafka", free_port(), free_port(), CACHE_DIR)
-    redis_server = RedisServer(home / "redis", free_port(), appendonly=True)
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServer]:
+    home = tmp_path_factory.mktemp("own-kafka")
+    kafka = KafkaServer(home, free_port(), free_port(), CACHE_DIR)
     kafka.start()
-    redis_server.start()
-    yield kafka, redis_server
+    yield kafka
     kafka.stop()
-    redis_server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("own-redis"), free_port(), appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    home = tmp_path_factory.mktemp("own-redis-cluster")
+    cluster = RedisCluster(home, free_port_run(3, also_at=10_000), appendonly=True)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass(frozen=True)
+class Own:
+    """Services of this module's outage tests: settings, a client, and the Redis to stop."""
+
+    settings: Settings
+    redis: RedisClient
+    redis_server: RedisServer | RedisCluster
+    kafka: KafkaServer
+
+
+@pytest.fixture(params=["standalone", "cluster"])
 async def own(
-    own_services: tuple[KafkaServer, RedisServer], tmp_path: Path
-) -> AsyncIterator[tuple[Settings, aioredis.Redis]]:
-    kafka, redis_server = own_services
+    request: pytest.FixtureRequest, own_kafka: KafkaServer, tmp_path: Path
+) -> AsyncIterator[Own]:
+    redis_server: RedisServer | RedisCluster
+    if request.param == "standalone":
+        redis_server = request.getfixturevalue("own_redis")
+    else:
+        redis_server = request.getfixturevalue("own_redis_cluster")
     settings = Settings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        kafka_bootstrap_servers=own_kafka.bootstrap_servers,
         redis_url=redis_server.url,
+        redis_cluster=isinstance(redis_server, RedisCluster),
         state_dir=tmp_path / "state",
     )
-    client = redis_client(settings)
-    await client.flushdb()
+    client = redis_client_for(settings)
+    await flush_everywhere(client)
     await ensure_topics(settings)
-    yield settings, client
+    yield Own(settings, client, redis_server, own_kafka)
     await client.aclose()
 
 
 async def test_redis_down_for_10_s_mid_stream_loses_and_doubles_nothing(
-    own: tuple[Settings, aioredis.Redis],
-    own_services: tuple[KafkaServer, RedisServer],
-    tmp_path: Path,
+    own: Own, tmp_path: Path
 ) -> None:
-    settings, redis = own
-    _, redis_server = own_services
+    settings, redis, redis_server = own.settings, own.redis, own.redis_server
     await publish_model(redis, tmp_path)
     prefix = uuid.uuid4().hex[:6]
     events = make_events(prefix, users=20, count=1500)
@@ -134,11 +161,11 @@ async def test_redis_down_for_10_s_mid_stream_loses_and_doubles_nothing(
             produce_paced(settings, as_messages(events), per_second=100)
         )
         await wait_until(lambda: _some_applied(redis, users), 60, "the first events", worker)
-        redis_server.stop()
+        await asyncio.to_thread(redis_server.stop)
         down_since = time.monotonic()
         await asyncio.sleep(10)
         assert worker.alive, worker.log_tail()
-        redis_server.start()
+        await asyncio.to_thread(redis_server.start)
         assert time.monotonic() - down_since >= 10
         await producing
         await wait_until(lambda: all_applied(redis, users, len(events)), 90, "all events", worker)
@@ -150,12 +177,9 @@ async def test_redis_down_for_10_s_mid_stream_loses_and_doubles_nothing(
 
 
 async def test_broker_restart_the_worker_reconnects_and_carries_on(
-    own: tuple[Settings, aioredis.Redis],
-    own_services: tuple[KafkaServer, RedisServer],
-    tmp_path: Path,
+    own: Own, tmp_path: Path
 ) -> None:
-    settings, redis = own
-    kafka, _ = own_services
+    settings, redis, kafka = own.settings, own.redis, own.kafka
     await publish_model(redis, tmp_path)
     prefix = uuid.uuid4().hex[:6]
     before, after = make_events(f"{prefix}a", 10, 200), make_events(f"{prefix}b", 10, 200)
