@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("evaluate", "evaluate-synthetic", "train", "stream", "freshness", "api", "replay")
+SECTIONS = (
+    "evaluate", "evaluate-synthetic", "train", "stream", "freshness", "api", "cluster", "replay",
+)  # fmt: skip
 SYNTHETIC_10M = "synthetic:users=1000000,items=50000,events=10000000,seed=7"
 # Small enough for every model, two-tower and its grid included, in a few minutes per protocol.
 SYNTHETIC_EVALUATION = "synthetic:users=5000,items=1000,events=100000,seed=7"
@@ -69,6 +71,8 @@ def plan(data_dir: Path, out: Path) -> list[Step]:
         Step("freshness", ("bench", "freshness", *files("bench-freshness")),
              out / "bench-freshness.json"),
         Step("api", ("bench", "api", *data, *files("bench-api")), out / "bench-api.json"),
+        Step("cluster", ("bench", "cluster", *data, *files("bench-cluster")),
+             out / "bench-cluster.json"),
         Step("replay", ("replay", "--dataset", "ml-100k", *data, *files("replay")),
              out / "replay.json"),
     ]  # fmt: skip
@@ -148,6 +152,8 @@ def _figures(section: str, result: dict[str, Any]) -> str:
         from recsys.bench.api_report import figures_table
     elif section == "freshness":
         from recsys.bench.freshness import figures_table
+    elif section == "cluster":
+        from recsys.bench.cluster_report import figures_table
     else:
         from recsys.replay.report import figures_table
     return figures_table(result)
@@ -175,8 +181,18 @@ def render_section(section: str, steps: list[Step], out: Path, root: Path) -> st
         parts.append(_figures(section, results[-1]))
     for step in mine:
         for png in sorted(out.glob(f"{step.json_path.stem}*.png")):
-            parts += ["", f"![{png.stem}]({png.relative_to(root).as_posix()})"]
+            if _plot_owner(png, steps) is step:
+                parts += ["", f"![{png.stem}]({png.relative_to(root).as_posix()})"]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _plot_owner(png: Path, steps: list[Step]) -> Step:
+    """The step whose output stem is the longest prefix of the plot's name: bench-stream.png
+    is the stream benchmark's, bench-stream-cluster.png is not."""
+    return max(
+        (s for s in steps if png.stem.startswith(s.json_path.stem)),
+        key=lambda s: len(s.json_path.stem),
+    )
 
 
 def rewrite(markdown: str, section: str, block: str) -> str:

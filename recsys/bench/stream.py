@@ -77,6 +77,7 @@ class StreamBenchConfig:
     items: int = 10_000
     freshness_rate: int = 1_000
     freshness_seconds: float = 30.0
+    faust_ceiling: bool = True  # step 4, which no Redis figure depends on
     # Throughput vs offered rate: short fixed-rate runs, each event for a new user.
     sweep_rates: tuple[int, ...] = (1_000, 2_000, 4_000, 6_000, 8_000, 10_000)
     sweep_seconds: float = 8.0
@@ -84,7 +85,7 @@ class StreamBenchConfig:
     seed: int = 0
 
 
-async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_dir: Path) -> None:
+async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_dir: Path) -> str:
     rng = np.random.default_rng(config.seed)
     item_ids = np.array([f"i{i}" for i in range(config.items)])
     artifacts = ModelArtifacts(
@@ -103,8 +104,31 @@ async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_di
         params={"alpha": 10.0, "regularization": 0.05},
     )
     index = EdgeVectorIndex(state_dir / "qdrant")
-    await publish(artifacts, index, redis, state_dir / "models")
+    version = await publish(artifacts, index, redis, state_dir / "models")
     await index.close()
+    return version
+
+
+def _directory_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+async def _item_memory(
+    redis: RedisClient, version: str, items: int, qdrant_dir: Path
+) -> dict[str, float]:
+    """Bytes per item of a published version: Redis's accounting of its item vectors and
+    payloads (MEMORY USAGE), and the size on disk of the vector index's shard (vectors, HNSW
+    graph and payloads, which the engine maps into memory)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in (keys.item_vectors(version), keys.item_payloads(version)):
+            pipe.memory_usage(key, samples=0)
+        vectors, payloads = await pipe.execute()
+    on_disk = _directory_bytes(qdrant_dir)
+    return {
+        "redis_vectors": int(vectors or 0) / items,
+        "redis_payloads": int(payloads or 0) / items,
+        "vector_index_on_disk": on_disk / items,
+    }
 
 
 async def _produce_backlog(settings: Settings, config: StreamBenchConfig) -> float:
@@ -326,14 +350,19 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
     redis = redis_client_for(settings)
     await flush_everywhere(redis)
     await ensure_topics(settings)
-    await _publish_model(redis, config, work_dir)
+    version = await _publish_model(redis, config, work_dir)
+    item_memory = await _item_memory(redis, version, config.items, work_dir / "qdrant")
     producer_rate = await _produce_backlog(settings, config)
     worker = WorkerProcess(settings, work_dir, f"bench-{uuid.uuid4().hex[:8]}").start()
     try:
         cpu = _cpu_counters(settings, worker)
         throughput = await _drain(worker, config.events, timeout_s=600, cpu=cpu)
         memory = await _memory(redis, config)
-        ceiling = await _faust_ceiling(settings, config.events, work_dir)
+        ceiling = (
+            await _faust_ceiling(settings, config.events, work_dir)
+            if config.faust_ceiling
+            else None
+        )
         freshness = await _freshness(settings, config)
         sweep = [
             await _freshness(
@@ -357,6 +386,7 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         "freshness": freshness,
         "sweep": sweep,
         "memory": memory,
+        "bytes_per_item": item_memory,
     }
 
 

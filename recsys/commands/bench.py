@@ -136,6 +136,81 @@ def api(
     console.print(f"saved {json_path}, {report} and {plot_path}")
 
 
+@app.command("cluster")
+def cluster(
+    json_path: JsonPath = Path("reports/bench-cluster.json"),
+    report: ReportPath = Path("reports/bench-cluster.md"),
+    shards: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Masters of each cluster to run on, one run each (repeat the option; "
+            "default 1, 2 and 3).",
+        ),
+    ] = None,
+    events: Annotated[
+        int, typer.Option(min=1000, help="Backlog each stream run drains.")
+    ] = 200_000,
+    users: Annotated[int, typer.Option(min=1, help="Users of the stream runs' events.")] = 20_000,
+    api: Annotated[
+        bool, typer.Option(help="Also run the API benchmark on one Redis and the largest cluster.")
+    ] = True,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where ml-100k is read from, for the API runs (default: RECSYS_DATA_DIR)."
+        ),
+    ] = None,
+) -> None:
+    """The stream benchmark (and the API's) on one Redis and on throwaway Redis Clusters of 1, 2
+    and 3 masters, one after another, side by side: throughput, Redis CPU per event on each
+    shard, freshness, memory, latency. Needs `wrk` for the API runs."""
+    from dataclasses import replace
+
+    from recsys.bench.api import BenchError, require_wrk
+    from recsys.bench.cluster import ClusterBenchConfig, run
+    from recsys.bench.cluster_report import markdown, plot
+    from recsys.bench.common import save
+
+    config = ClusterBenchConfig(shards=tuple(sorted(set(shards or (1, 2, 3)))))
+    config = replace(config, stream=replace(config.stream, events=events, users=users))
+    if not api:
+        config = replace(config, api=None)
+    else:
+        try:
+            require_wrk()
+        except BenchError as exc:
+            console.print(f"[red]{exc}[/red] (or run with --no-api)")
+            raise typer.Exit(1) from None
+    runs = len(config.shards) + 1 + (2 if api else 0)
+    done = 0
+
+    def progress(what: str) -> None:
+        nonlocal done
+        done += 1
+        console.print(f"[{done}/{runs}] {what}…")
+
+    try:
+        result = run(config, data_dir, progress)
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    plot_path = report.with_suffix(".png")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, plot_path)
+    save(result, markdown(result, plot_path.name), json_path, report)
+    summary = {
+        run["topology"]: {
+            "events_per_s": round(run["events_per_s"]),
+            "redis_cpu_us_per_event": round(run["cpu_us_per_event"]["redis"], 1),
+        }
+        for run in result["stream"]
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
 @app.command("freshness")
 def freshness(
     json_path: JsonPath = Path("reports/bench-freshness.json"),

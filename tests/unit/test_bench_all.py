@@ -57,3 +57,16 @@ def test_a_section_whose_benchmark_never_ran_says_so(tmp_path: Path) -> None:
     md.write_text("<!-- generated:replay -->\n<!-- /generated:replay -->\n")
     with pytest.raises(BenchAllError, match="missing: run its benchmark first"):
         render(md, plan(Path("/data"), tmp_path), tmp_path, ["replay"])
+
+
+def test_a_plot_goes_to_the_step_whose_name_it_carries_not_to_a_shorter_prefix(
+    tmp_path: Path,
+) -> None:
+    from recsys.bench.run_all import Step, _plot_owner
+
+    stream = Step("stream", ("bench", "stream"), tmp_path / "bench-stream.json")
+    cluster = Step("cluster", ("bench", "cluster"), tmp_path / "bench-stream-cluster.json")
+    steps = [stream, cluster]
+    assert _plot_owner(tmp_path / "bench-stream.png", steps) is stream
+    assert _plot_owner(tmp_path / "bench-stream-cluster.png", steps) is cluster
+    assert _plot_owner(tmp_path / "bench-stream-sweep.png", steps) is stream

@@ -28,3 +28,20 @@ def test_the_table_names_each_sweep_rate_and_the_producers_cpu_when_measured() -
     assert all("producer" not in row for row in rows[1:])  # earlier runs did not measure it
     throughput = f"{result['throughput']['events_per_s']:,.0f} events/s"
     assert f"| **{throughput}** | >= 10,000 |" in table
+
+
+def test_bytes_per_item_show_when_measured_and_cluster_nodes_get_a_row() -> None:
+    result = json.loads(RESULT.read_text())
+    result.pop("bytes_per_item", None)
+    result["throughput"]["cpu_us_per_event"] = {"worker": 40.0, "redis": 20.0}
+    assert "bytes per item" not in figures_table(result)
+    assert "by cluster node" not in figures_table(result)
+
+    result["bytes_per_item"] = {
+        "redis_vectors": 301.2, "redis_payloads": 88.9, "vector_index_on_disk": 1234.0
+    }  # fmt: skip
+    result["throughput"]["cpu_us_per_event"] |= {"redis@h:1": 12.0, "redis@h:2": 8.0}
+    table = figures_table(result)
+    assert "| 301 / 89 / 1,234 bytes |" in table
+    assert "h:1: 12.0 µs / h:2: 8.0 µs" in table
+    assert "worker / redis | 40 / 20 µs" in table  # the nodes are not counted twice
