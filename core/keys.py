@@ -12,13 +12,22 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
 
 Cluster-safe: every script touches keys of one hash slot only and declares them (KEYS); a
-user's keys share the hash tag `{u:<id>}`, an item shard's keys the tag `{i:<shard>}`. So the
-same layout runs on one Redis and on a Redis Cluster, and no slot takes a write from every
-event. Model-version keys are written once per version and read by every process.
+user's keys share one of 32 hash tags `{u<t>}` (`user_tag`: picked by the CRC-32 of the user id),
+and an item shard's keys the tag `{i:<shard>}`. So the same layout runs on one
+Redis and on a Redis Cluster, and no slot takes a write from every event. Model-version keys are
+written once per version and read by every process.
+
+Why users share tags instead of one each: on a cluster a batch costs one script call per slot it
+touches, and the calls' cost (mostly the client's, in redis-py) was what made a cluster slower
+than one Redis: with a tag per user, a batch part of ~125 events (the worker's batches average
+~250 under load, split over two lanes) made ~250 calls, and one worker drained 68% of what it
+did on one Redis (`recsys bench cluster`). With 32 tags the same part makes ~30 calls a way;
+users can still be spread over up to 32 masters (about 800 GB of user state at 25 GB a master).
+The tags are part of the layout: changing them moves every user's key.
 
 Per-user state (written by the stream worker; expires after RECSYS_STREAM_USER_TTL_DAYS idle),
 all in one hash so that a batch costs one read and one write per user:
-  recsys:{u:<id>}:state                    hash    c: change counter (checked before a write);
+  recsys:{u<t>}:<id>:state                 hash    c: change counter (checked before a write);
                                                    v: the user vector (float32 bytes);
                                                    s: JSON {mv: its model version, n: events
                                                    applied, ts: last event (epoch ms), upd: last
@@ -42,6 +51,7 @@ Items, spread over RECSYS_REDIS_ITEM_SHARDS shards by a hash of the item id (str
 
 from __future__ import annotations
 
+import binascii
 import zlib
 
 from schemas.topics import TOPIC_BY_EVENT_TYPE
@@ -88,13 +98,46 @@ def model_pattern(version: str) -> str:
     return f"{PREFIX}:model:{version}:*"
 
 
+SLOTS = 16384  # a Redis Cluster's hash slots
+
+
+def _spread_tags(count: int) -> tuple[str, ...]:
+    """`count` hash tags whose slots fall one into each of `count` equal ranges of the slots: a
+    cluster whose masters serve equal ranges (as `redis-cli --cluster create` makes them) then
+    holds equal shares of the users, where tags picked blindly would leave some masters with
+    a third more than others. The slot is Redis's CRC16 (binascii's CRC-CCITT/XMODEM)."""
+    width = SLOTS // count
+    tags = []
+    for bucket in range(count):
+        attempt = 0
+        while binascii.crc_hqx(f"u{bucket}.{attempt}".encode(), 0) % SLOTS // width != bucket:
+            attempt += 1
+        tags.append(f"u{bucket}.{attempt}")
+    return tuple(tags)
+
+
+# The hash tags users are spread over (see the module's docstring); at most this many masters
+# share the users' keys.
+USER_TAGS = _spread_tags(32)
+
+
+def user_tag(user_id: str) -> str:
+    """The hash tag of `user_id`'s keys: stable across processes and restarts (CRC-32)."""
+    return USER_TAGS[zlib.crc32(user_id.encode()) % len(USER_TAGS)]
+
+
 def user_state(user_id: str) -> str:
-    return f"{PREFIX}:{{u:{user_id}}}:state"
+    return f"{PREFIX}:{{{user_tag(user_id)}}}:{user_id}:state"
 
 
-def user_state_pattern() -> str:
-    """Glob over every user's state key (SCAN)."""
-    return f"{PREFIX}:{{u:*}}:state"
+def user_state_pattern(user_glob: str = "*") -> str:
+    """Glob over the state keys of the users whose ids match `user_glob` (SCAN, notifications)."""
+    return f"{PREFIX}:{{u*}}:{user_glob}:state"
+
+
+def user_of_state_key(key: str) -> str:
+    """The user id in a state key (`user_state` reversed)."""
+    return key.split("}:", 1)[1].removesuffix(":state")
 
 
 def item_shard(item_id: str, shards: int) -> int:

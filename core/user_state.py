@@ -1,4 +1,4 @@
-"""A user's online state: one Redis hash per user (`recsys:{u:<id>}:state`, `core.keys`).
+"""A user's online state: one Redis hash per user (`recsys:{u<t>}:<id>:state`, `core.keys`).
 
 Everything the worker reads and writes for a user lives in that one hash (vector, counters,
 windows, genre affinity, recent history and recent event ids), so a batch costs one read and

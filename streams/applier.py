@@ -49,7 +49,7 @@ from core.rules import (
     trending_ttl_s,
     window_start,
 )
-from core.scripts import ScriptSet, slot_groups
+from core.scripts import ScriptSet
 from core.settings import Settings
 from core.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
 from schemas import AnyEvent
@@ -186,7 +186,7 @@ class BatchApplier:
         """In one pipeline: the users' states (one script call per slot group), their batch
         vectors and the item shards' applied offsets."""
         state_keys = [keys.user_state(user) for user in users]
-        groups = slot_groups(self.redis, state_keys)
+        groups = self._scripts.slot_groups(state_keys)
         calls = [([state_keys[n] for n in group], STATE_FIELDS) for group in groups]
         commands: list[tuple[Any, ...]] = [("HGETALL", keys.shard_applied(s)) for s in shards]
         if model is not None and users:
@@ -316,7 +316,7 @@ class BatchApplier:
             fields = [x for pair in state.to_hash(now_ms).items() for x in pair]
             plans.append([state.change or b"", fields])
         state_keys = [keys.user_state(user) for user in users]
-        groups = slot_groups(self.redis, state_keys)
+        groups = self._scripts.slot_groups(state_keys)
         calls = [
             ([state_keys[n] for n in group], [config.user_ttl_s, pack([plans[n] for n in group])])
             for group in groups

@@ -3,7 +3,7 @@
 
 The earlier layout kept each user's state in `recsys:user:<id>:state`, the partitions' applied
 offsets in one shared hash `recsys:stream:applied`, and the item counts in one key per window and
-per trending epoch. Here each user's hash is copied to `recsys:{u:<id>}:state` with the shared
+per trending epoch. Here each user's hash is copied to `recsys:{u<t>}:<id>:state` with the shared
 offsets recorded in it (every event at or below them had been applied to every user), and the
 item counts are added into their item shards, which record the same offsets. So a worker of
 today's code skips the redeliveries of what the old workers applied, exactly as before.

@@ -1,10 +1,10 @@
 """The Lua scripts that read and write a batch: users' states, and item shards' counts.
 
 Cluster-safe: each call declares the keys it touches (KEYS). On a Redis Cluster a batch makes one
-call per hash slot (a user's `{u:<id>}` keys; an item shard's `{i:<s>}` keys), grouped by node
+call per hash slot (a user's `{u<t>}` keys; an item shard's `{i:<s>}` keys), grouped by node
 and sent concurrently; one Redis has no slots, and there a batch's users go in one call each way,
 as the client spends far more time encoding commands and parsing replies than Redis spends
-running them (`core.scripts.slot_groups`).
+running them (`core.scripts.ScriptSet.slot_groups`).
 
 Atomicity without WATCH: each call first checks what the batch's plan was computed from (a
 user's change counter `c`, a shard's applied offsets); if any changed (another worker during a

@@ -256,7 +256,7 @@ async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str,
     for server in servers:
         await server.config_set("notify-keyspace-events", "Kh")
         pubsub = server.pubsub()
-        await pubsub.psubscribe(f"__keyspace@{db}__:{keys.user_state(prefix + '*')}")
+        await pubsub.psubscribe(f"__keyspace@{db}__:{keys.user_state_pattern(prefix + '*')}")
         pubsubs.append(pubsub)
 
     async def listen(pubsub: Any) -> None:
@@ -264,7 +264,7 @@ async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str,
             if message["type"] != "pmessage":
                 continue
             channel = as_bytes(message["channel"]).decode()
-            user = channel.split("{u:", 1)[1].rsplit("}:state", 1)[0]
+            user = keys.user_of_state_key(channel.split("__:", 1)[1])
             seen_at.setdefault(user, time.perf_counter())
             if len(seen_at) >= total:
                 all_seen.set()

@@ -28,7 +28,7 @@ def migrate_state_command(
 ) -> None:
     """Move user state, item counts and applied offsets written before Redis Cluster support
     (keys recsys:user:<id>:state, recsys:stream:applied, recsys:trending:*, recsys:items:*)
-    into today's layout (recsys:{u:<id>}:state and hash-tagged item shards), on the same Redis
+    into today's layout (recsys:{u<t>}:<id>:state and hash-tagged item shards), on the same Redis
     or from a single Redis into the cluster RECSYS_REDIS_URL names. Stop the workers first and
     start them again after: a worker of this version skips what the old ones applied. Users
     already in the new layout keep their new state; the old keys are deleted once copied."""
