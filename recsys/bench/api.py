@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from core.settings import Settings
 from infra.local.process import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
@@ -337,7 +338,7 @@ def serving(env: dict[str, str], workers: int, log_dir: Path) -> Iterator[Server
 # --- The whole run --------------------------------------------------------------------------
 
 
-def seed_histories(settings: Any, interactions: Any, keep: int) -> float:
+def seed_histories(settings: Settings, interactions: Any, keep: int) -> float:
     """Write for every user the state the stream worker would hold after their newest `keep`
     events (their recent history), so that every personalized request excludes the items the
     user has seen, as it does in production. Returns the mean history length."""
@@ -387,7 +388,9 @@ def _cpu_meter(server: ServerProcess, redis_urls: list[str]) -> Iterator[dict[st
     figures["redis_cpu_s"] = redis_cpu_total(redis_urls) - redis_before
 
 
-def run(settings: Any, config: ApiBenchConfig, data_dir: Path, work_dir: Path) -> dict[str, Any]:
+def run(
+    settings: Settings, config: ApiBenchConfig, data_dir: Path, work_dir: Path
+) -> dict[str, Any]:
     from batch.datasets import load_dataset
     from batch.train import train_and_publish
     from recsys.bench.common import service_env

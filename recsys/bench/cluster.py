@@ -51,6 +51,7 @@ def stream_summary(result: dict[str, Any], shards: int | None) -> dict[str, Any]
         "freshness_observed": result["freshness"]["observed"],
         "freshness_events": result["freshness"]["events"],
         "bytes_per_user": result["memory"]["bytes_per_user"]["total_mean"],
+        "bytes_per_item": result["bytes_per_item"],
     }
 
 

@@ -44,7 +44,7 @@ def stream_table(result: dict[str, Any]) -> str:
 def api_table(result: dict[str, Any]) -> str:
     lines = [
         "| Redis | GET /recommend p50 / p99 at the fixed rate | saturation | "
-        "CPU per request at saturation: server / Redis | errors |",
+        "CPU per request at saturation: server / Redis | errors: fixed rate / saturation |",
         "|---|---|---|---|---|",
     ]
     for run in result["api"]:
@@ -53,9 +53,15 @@ def api_table(result: dict[str, Any]) -> str:
             f"| {run['topology']} | {lat['p50']:.2f} / {lat['p99']:.2f} ms at "
             f"{run['rate']} requests/s | {run['saturation_requests_per_s']:,.0f} requests/s | "
             f"{run['server_cpu_us_per_request']:,.0f} / {run['redis_cpu_us_per_request']:,.0f} µs "
-            f"| {run['errors'] or 'none'} / {run['saturation_errors']} |"
+            f"| {_errors(run['errors'])} / {_errors(run['saturation_errors'])} |"
         )
     return "\n".join(lines)
+
+
+def _errors(errors: dict[str, int] | None) -> str:
+    """wrk's and the fixed-rate client's error counts by kind, or "none"."""
+    found = {kind: n for kind, n in (errors or {}).items() if n}
+    return ", ".join(f"{kind} {n:,}" for kind, n in found.items()) or "none"
 
 
 def verdicts(result: dict[str, Any]) -> list[tuple[str, str, str]]:

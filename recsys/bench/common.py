@@ -69,6 +69,22 @@ def save(result: dict[str, Any], markdown: str, json_path: Path, report_path: Pa
     report_path.write_text(markdown.replace("{header}", header))
 
 
+def save_with_plot(
+    result: dict[str, Any],
+    draw: Callable[[Path], None],
+    markdown: Callable[[str], str],
+    json_path: Path,
+    report_path: Path,
+) -> Path:
+    """Draw the plot beside the report (same name, .png), then `save` the figures and the
+    report, which `markdown` writes given the plot's file name. Returns the plot's path."""
+    plot_path = report_path.with_suffix(".png")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    draw(plot_path)
+    save(result, markdown(plot_path.name), json_path, report_path)
+    return plot_path
+
+
 @contextlib.contextmanager
 def bench_services(
     use_running: bool, prefix: str, redis_cluster: int | None = None

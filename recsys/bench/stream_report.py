@@ -146,7 +146,7 @@ def _item_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         return []
     return [(
         "bytes per item of the published version (64 dims): Redis vectors / payloads, vector "
-        "index shard on disk",
+        "index shard on disk (its fixed preallocations included)",
         f"{per_item['redis_vectors']:,.0f} / {per_item['redis_payloads']:,.0f} / "
         f"{per_item['vector_index_on_disk']:,.0f} bytes",
         "",

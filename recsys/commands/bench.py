@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -42,7 +43,7 @@ def stream(
     redis_cluster: RedisClusterOption = None,
 ) -> None:
     """Throughput, freshness and Redis memory per user of one stream worker process."""
-    from recsys.bench.common import save
+    from recsys.bench.common import save_with_plot
     from recsys.bench.stream import StreamBenchConfig, run_with_local_services
     from recsys.bench.stream_report import markdown, plot
 
@@ -52,10 +53,13 @@ def stream(
     with console.status("Running the stream benchmark (services, backlog, drain, freshness)…"):
         result = run_with_local_services(config, use_running, redis_cluster)
     samples = result["freshness"].pop("samples")
-    plot_path = report.with_suffix(".png")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, samples, plot_path)
-    save(result, markdown(result, plot_path.name), json_path, report)
+    plot_path = save_with_plot(
+        result,
+        lambda path: plot(result, samples, path),
+        lambda name: markdown(result, name),
+        json_path,
+        report,
+    )
     summary = {
         "events_per_s": round(result["throughput"]["events_per_s"]),
         "freshness_ms": {k: round(v * 1000, 1) for k, v in result["freshness"]["seconds"].items()},
@@ -96,7 +100,7 @@ def api(
     with GET /health/live as the floor; needs `wrk` on PATH."""
     from recsys.bench.api import ApiBenchConfig, BenchError, require_wrk, run_with_local_services
     from recsys.bench.api_report import markdown, plot
-    from recsys.bench.common import save
+    from recsys.bench.common import save_with_plot
 
     try:
         require_wrk()
@@ -119,10 +123,13 @@ def api(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     samples = {name: result[name]["fixed_rate"].pop("samples_ms") for name in ("recommend", "live")}
-    plot_path = report.with_suffix(".png")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, samples, plot_path)
-    save(result, markdown(result, plot_path.name), json_path, report)
+    plot_path = save_with_plot(
+        result,
+        lambda path: plot(result, samples, path),
+        lambda name: markdown(result, name),
+        json_path,
+        report,
+    )
     rec = result["recommend"]
     summary = {
         "recommend_ms_at_rate": {
@@ -171,7 +178,7 @@ def cluster(
     from recsys.bench.api import BenchError, require_wrk
     from recsys.bench.cluster import ClusterBenchConfig, run
     from recsys.bench.cluster_report import markdown, plot
-    from recsys.bench.common import save
+    from recsys.bench.common import save_with_plot
 
     config = ClusterBenchConfig(shards=tuple(sorted(set(shards or (1, 2, 3)))))
     config = replace(config, stream=replace(config.stream, events=events, users=users))
@@ -196,10 +203,9 @@ def cluster(
     except BenchError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    plot_path = report.with_suffix(".png")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, plot_path)
-    save(result, markdown(result, plot_path.name), json_path, report)
+    plot_path = save_with_plot(
+        result, partial(plot, result), partial(markdown, result), json_path, report
+    )
     summary = {
         run["topology"]: {
             "events_per_s": round(run["events_per_s"]),
@@ -222,16 +228,17 @@ def freshness(
 ) -> None:
     """Publish -> change visible through GET /recommend, while `recsys simulate` loads the
     stack (throwaway Kafka and Redis; worker, API and simulator as separate processes)."""
-    from recsys.bench.common import save
+    from recsys.bench.common import save_with_plot
     from recsys.bench.freshness import FreshnessBenchConfig, markdown, plot, run
 
     console.print("Running the freshness benchmark (services, model, worker, API, simulator)…")
     result = run(FreshnessBenchConfig(rate=rate, probes=probes))
-    plot_path = report.with_suffix(".png")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, plot_path)
-    result.pop("samples")
-    save(result, markdown(result, plot_path.name), json_path, report)
+
+    def draw(path: Path) -> None:
+        plot(result, path)
+        result.pop("samples")  # plotted, too many to keep in the JSON
+
+    plot_path = save_with_plot(result, draw, partial(markdown, result), json_path, report)
     ms = {k: round(v * 1000, 1) for k, v in result["seconds"].items()}
     console.print_json(json.dumps({"freshness_ms": ms, "observed": result["observed"]}))
     console.print(f"saved {json_path}, {report} and {plot_path}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,7 @@ def replay_command(
     touched). ml-100k takes 11 to 15 minutes on 2 cores; --limit makes a quick run.
     """
     from batch.data import DatasetError
-    from recsys.bench.common import save
+    from recsys.bench.common import save_with_plot
     from recsys.replay.live import ReplayError
     from recsys.replay.report import markdown, plot
     from recsys.replay.run import ReplayOptions, run_replay
@@ -82,10 +83,9 @@ def replay_command(
         except (DatasetError, ReplayError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
-    plot_path = report.with_suffix(".png")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, plot_path)
-    save(result, markdown(result, plot_path.name), json_path, report)
+    plot_path = save_with_plot(
+        result, partial(plot, result), partial(markdown, result), json_path, report
+    )
     summary = {
         name: {k: entry[k] for k in ("hr@10", "ndcg@10", "mrr", "scored_events")}
         for name, entry in result["configurations"].items()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import redis.asyncio as aioredis
 
 from api.catalog import VersionHint, user_context
+from core.clients import RedisClient
 from core.settings import Settings
 from recsys.bench.api import seed_histories
 
@@ -15,8 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_each_user_gets_their_newest_events_as_history(
-    redis: aioredis.Redis, service_settings: Settings
+    any_redis: RedisClient, topology_settings: Settings
 ) -> None:
+    redis = any_redis  # on one Redis, then on a Redis Cluster
     interactions = pd.DataFrame(
         {
             "user_id": ["a", "a", "b", "a", "a", "b", "a"],
@@ -25,7 +26,7 @@ async def test_each_user_gets_their_newest_events_as_history(
         }
     )
 
-    mean_length = seed_histories(service_settings.redis_url, interactions, keep=3)
+    mean_length = seed_histories(topology_settings, interactions, keep=3)
 
     assert mean_length == pytest.approx((3 + 2) / 2)
     a = (await user_context(redis, "a", VersionHint())).state

@@ -23,6 +23,7 @@ def stream_result(events_per_s: float, redis_by_node: dict[str, float]) -> dict[
         "throughput": {"events_per_s": events_per_s, "cpu_us_per_event": cpu},
         "freshness": {"seconds": {"p50": 0.02, "p99": 0.04}, "observed": 100, "events": 100},
         "memory": {"bytes_per_user": {"total_mean": 1000.0}},
+        "bytes_per_item": {"redis_vectors": 300.0},
     }
 
 
@@ -76,7 +77,8 @@ def test_the_report_has_both_tables_and_a_plot(tmp_path: Path) -> None:
     result = cluster_result(9_000, THREE_NODES)
     result["api"] = [
         {"topology": name, "rate": 200, "latency_ms": {"p50": 1.5, "p99": 3.0}, "errors": {},
-         "saturation_requests_per_s": 2000.0, "saturation_errors": "none",
+         "saturation_requests_per_s": 2000.0,
+         "saturation_errors": {"connect": 0, "timeout": 3 if name != "one Redis" else 0},
          "server_cpu_us_per_request": 900.0, "redis_cpu_us_per_request": 40.0}
         for name in ("one Redis", "cluster, 3 masters")
     ]  # fmt: skip
@@ -84,5 +86,7 @@ def test_the_report_has_both_tables_and_a_plot(tmp_path: Path) -> None:
     assert "| cluster, 3 masters | 9,000 (90%) |" in text
     assert "4.0 + 5.0 + 6.0" in text
     assert "1.50 / 3.00 ms at 200 requests/s" in text
+    assert "| none / none |" in text
+    assert "| none / timeout 3 |" in text
     plot(result, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 10_000
