@@ -36,6 +36,15 @@ SERVICE_NAME = "recsys-worker"  # its spans belong to the worker
 # Batches are split by partition into this many lanes, applied concurrently: while one lane
 # waits for Redis to run its scripts, another computes (see `DecodedBatch.split`).
 LANES = 2
+
+
+def lanes_for(settings: Settings) -> int:
+    """One lane on a Redis Cluster: there a batch costs a script call per slot it touches, and
+    two lanes double the calls (two parts touch nearly the same slots), which costs more than
+    the overlap gains."""
+    return 1 if settings.redis_cluster else LANES
+
+
 _LaneWork = asyncio.Queue[tuple[DecodedBatch, asyncio.Future[None]] | None]
 
 
@@ -130,7 +139,7 @@ async def _serve_stdio(settings: Settings, replies: BinaryIO, model_refresh_s: f
     await asyncio.get_running_loop().connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(frames), sys.stdin.buffer
     )
-    await serve(settings, frames, replies, model_refresh_s)
+    await serve(settings, frames, replies, model_refresh_s, lanes=lanes_for(settings))
 
 
 def main() -> None:
