@@ -18,8 +18,7 @@ says which keys were moved.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +128,34 @@ async def _move_users(
     await source.delete(*[old for old, _ in pairs])
 
 
+def _decoded(pairs: Any) -> list[tuple[str, Any]]:
+    """(member or field, value) pairs as Redis returns them, the names decoded."""
+    return [(as_bytes(name).decode(), value) for name, value in pairs]
+
+
+async def _write_sharded(
+    target: RedisClient,
+    entries: Sequence[tuple[str, str, float]],
+    ttl_ms: int,
+    increment: str,
+) -> None:
+    """Add one old key's entries, (shard key of today's layout, member or field, amount), to
+    those keys (`increment`: ZINCRBY for a sorted set, HINCRBY for a hash), each new key keeping
+    the old key's time to live."""
+    async with target.pipeline(transaction=False) as pipe:
+        touched: set[str] = set()
+        for new, name, amount in entries:
+            touched.add(new)
+            if increment == "ZINCRBY":
+                pipe.zincrby(new, amount, name)
+            else:
+                pipe.hincrby(new, name, int(amount))
+        if ttl_ms > 0:
+            for new in touched:
+                pipe.pexpire(new, ttl_ms)
+        await pipe.execute()
+
+
 async def _migrate_item_counts(
     source: RedisClient,
     target: RedisClient,
@@ -144,18 +171,11 @@ async def _migrate_item_counts(
         epoch = int(match.group(1))
         members: list[Any] = await source.zrange(key, 0, -1, withscores=True)
         ttl_ms = await source.pttl(key)
-        by_shard: dict[int, dict[str, float]] = defaultdict(dict)
-        for member, score in members:
-            item = as_bytes(member).decode()
-            by_shard[keys.item_shard(item, shards)][item] = float(score)
-        async with target.pipeline(transaction=False) as pipe:
-            for shard, scores in by_shard.items():
-                new = keys.trending(shard, epoch)
-                for item, score in scores.items():
-                    pipe.zincrby(new, score, item)
-                if ttl_ms > 0:
-                    pipe.pexpire(new, ttl_ms)
-            await pipe.execute()
+        scores = [
+            (keys.trending(keys.item_shard(item, shards), epoch), item, float(score))
+            for item, score in _decoded(members)
+        ]
+        await _write_sharded(target, scores, ttl_ms, "ZINCRBY")
         await source.delete(key)
         summary.trending_keys += 1
         progress("trending", summary.trending_keys)
@@ -167,19 +187,13 @@ async def _migrate_item_counts(
         window, start = match.group(1), int(match.group(2))
         counts = await source.hgetall(key)
         ttl_ms = await source.pttl(key)
-        by_shard_counts: dict[int, dict[str, int]] = defaultdict(dict)
-        for raw_field, raw_count in counts.items():
-            name = as_bytes(raw_field).decode()
-            item = name.split(":", 1)[1]
-            by_shard_counts[keys.item_shard(item, shards)][name] = int(raw_count)
-        async with target.pipeline(transaction=False) as pipe:
-            for shard, fields in by_shard_counts.items():
-                new = keys.item_window(shard, window, start)
-                for name, count in fields.items():
-                    pipe.hincrby(new, name, count)
-                if ttl_ms > 0:
-                    pipe.pexpire(new, ttl_ms)
-            await pipe.execute()
+        # Fields are "{type}:{item_id}": the item decides the shard.
+        fields = [
+            (keys.item_window(keys.item_shard(name.split(":", 1)[1], shards), window, start),
+             name, int(count))
+            for name, count in _decoded(counts.items())
+        ]  # fmt: skip
+        await _write_sharded(target, fields, ttl_ms, "HINCRBY")
         await source.delete(key)
         summary.window_keys += 1
         progress("windows", summary.window_keys)

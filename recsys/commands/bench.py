@@ -54,11 +54,7 @@ def stream(
         result = run_with_local_services(config, use_running, redis_cluster)
     samples = result["freshness"].pop("samples")
     plot_path = save_with_plot(
-        result,
-        lambda path: plot(result, samples, path),
-        lambda name: markdown(result, name),
-        json_path,
-        report,
+        result, partial(plot, result, samples), partial(markdown, result), json_path, report
     )
     summary = {
         "events_per_s": round(result["throughput"]["events_per_s"]),
@@ -124,11 +120,7 @@ def api(
         raise typer.Exit(1) from None
     samples = {name: result[name]["fixed_rate"].pop("samples_ms") for name in ("recommend", "live")}
     plot_path = save_with_plot(
-        result,
-        lambda path: plot(result, samples, path),
-        lambda name: markdown(result, name),
-        json_path,
-        report,
+        result, partial(plot, result, samples), partial(markdown, result), json_path, report
     )
     rec = result["recommend"]
     summary = {
