@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import PREVIOUS_EPOCH_WEIGHT, trending_epoch
-from core.user_state import STATE_FIELDS, UserState
+from core.user_state import LEGACY_FIELDS, UserState, is_wrong_type
 
 
 @dataclass(frozen=True)
@@ -76,32 +77,40 @@ class UserContext:
 
 async def user_context(redis: RedisClient, user_id: str, hint: VersionHint) -> UserContext:
     """What a request needs to know about a user: the active version, the user's online state
-    and batch vector, in one round trip (each key is read on its own node of a cluster, the
-    state on the user's)."""
+    and batch vector, in one round trip to the user's node (all three keys are in the user's
+    hash tag: `core.keys`)."""
     known = hint.version
     commands: list[tuple[str | bytes, ...]] = [
-        ("GET", keys.ACTIVE_MODEL),
-        ("HMGET", keys.user_state(user_id), *STATE_FIELDS),
+        ("GET", keys.active_model_near(user_id)),
+        ("GET", keys.user_state(user_id)),
     ]
     if known is not None:
-        commands.append(("HGET", keys.user_vectors(known), user_id))
+        commands.append(("HGET", keys.user_vectors(known, user_id), user_id))
     replies = await _round_trip(redis, commands)
+    for reply in replies:
+        if isinstance(reply, Exception) and not is_wrong_type(reply):
+            raise reply
     raw_version, raw_state = replies[0], replies[1]
     version = as_bytes(raw_version).decode() if raw_version else None
     if version == known:
         raw_batch = replies[2] if known is not None else None
     else:  # a new version was published since this process last asked
         hint.version = version
-        raw_batch = await redis.hget(keys.user_vectors(version), user_id) if version else None
+        raw_batch = (
+            await redis.hget(keys.user_vectors(version, user_id), user_id) if version else None
+        )
+    if is_wrong_type(raw_state):  # format 1, until the worker next writes this user
+        raw_state = await redis.hmget(keys.user_state(user_id), LEGACY_FIELDS)
     return UserContext(
         version=version,
-        state=UserState.from_fields([as_bytes(v) if v else None for v in raw_state]),
+        state=UserState.decode(raw_state),
         batch_vector=vector_from_bytes(as_bytes(raw_batch)) if raw_batch else None,
     )
 
 
 async def _round_trip(redis: RedisClient, commands: list[tuple[str | bytes, ...]]) -> list[Any]:
-    """Several commands in one round trip, their replies as Redis sent them.
+    """Several commands in one round trip, their replies as Redis sent them (an error reply as
+    an exception in its place).
 
     On one Redis, straight on a connection of the client's pool: for the read every request
     makes, the client's own command path (retry wrapper, event dispatch, observability hooks;
@@ -109,20 +118,30 @@ async def _round_trip(redis: RedisClient, commands: list[tuple[str | bytes, ...]
     been idle for 5 ms (ad-hoc timing on the 2-core benchmark machine). The pool still
     connects, authenticates and replaces a connection the server closed; a connection that
     fails or is cancelled mid-reply is disconnected by redis-py itself. On a cluster, a
-    pipeline: redis-py sends each command to its key's node, concurrently.
+    pipeline: redis-py sends each command to its key's node (one node when, as here, the keys
+    share a hash tag).
     """
     if isinstance(redis, aioredis.RedisCluster):
         async with redis.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
-            return list(await pipe.execute())
+            return list(await pipe.execute(raise_on_error=False))
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-        return [await connection.read_response() for _ in commands]
+        return [await _reply(connection) for _ in commands]
     finally:
         await pool.release(connection)
+
+
+async def _reply(connection: Any) -> Any:
+    """One reply; an error reply is returned, not raised, so that the replies after it are
+    still read off the connection."""
+    try:
+        return await connection.read_response()
+    except ResponseError as error:
+        return error
 
 
 async def payloads(

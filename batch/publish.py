@@ -22,7 +22,7 @@ from redis.typing import EncodableT, FieldT
 
 from core import keys
 from core.clients import RedisClient
-from core.model_version import ModelMeta, active_version, as_bytes, vector_to_bytes
+from core.model_version import ModelMeta, activate, active_version, as_bytes, vector_to_bytes
 from core.rules import gram_matrix
 from core.settings import Settings
 from core.vectors import ItemPoint, VectorIndex, point_id
@@ -103,7 +103,7 @@ async def publish(
     # Listed first, then the one switch: the two keys may live on different nodes of a cluster,
     # and a version listed but never activated is removed like any old one.
     await redis.zadd(keys.MODEL_VERSIONS, {version: time.time()})
-    await redis.set(keys.ACTIVE_MODEL, version)
+    await activate(redis, version)
     await remove_old_versions(index, redis, models_dir, keep_versions)
     return version
 
@@ -203,12 +203,14 @@ async def _write_redis(
         progress("redis", done, total)
     for start in range(0, len(user_ids), _REDIS_CHUNK):
         stop = min(start + _REDIS_CHUNK, len(user_ids))
-        await redis.hset(
-            keys.user_vectors(version),
-            mapping={
-                user_ids[i]: vector_to_bytes(artifacts.user_vectors[i]) for i in range(start, stop)
-            },
-        )
+        by_key: dict[str, dict[FieldT, EncodableT]] = {}
+        for i in range(start, stop):
+            key = keys.user_vectors(version, user_ids[i])
+            by_key.setdefault(key, {})[user_ids[i]] = vector_to_bytes(artifacts.user_vectors[i])
+        async with redis.pipeline(transaction=False) as pipe:
+            for key, vectors in by_key.items():
+                pipe.hset(key, mapping=vectors)
+            await pipe.execute()
         done += stop - start
         progress("redis", done, total)
     await _write_popularity(artifacts, redis, version, item_ids)
@@ -261,6 +263,10 @@ async def remove_old_versions(
         await index.drop_version(version)
         async for key in redis.scan_iter(match=keys.model_pattern(version), count=500):
             await redis.unlink(key)
+        async with redis.pipeline(transaction=False) as pipe:
+            for tag in keys.USER_TAGS:
+                pipe.unlink(keys.user_vectors_of_tag(version, tag))
+            await pipe.execute()
         await redis.zrem(keys.MODEL_VERSIONS, version)
         shutil.rmtree(models_dir / version, ignore_errors=True)
     return stale

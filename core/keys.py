@@ -5,11 +5,14 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:versions                    zset    version id -> publish time (epoch s)
   recsys:model:{v}:meta                    hash    model, dim, dataset, trained_until, ...
   recsys:model:{v}:item_vectors            hash    item_id -> float32 bytes (dim values)
-  recsys:model:{v}:user_vectors            hash    user_id -> float32 bytes (batch vectors)
   recsys:model:{v}:items                   hash    item_id -> JSON {title, genres, year, popularity}
   recsys:model:{v}:popular                 zset    item_id -> interaction count
   recsys:model:{v}:popular:genre:{genre}   zset    item_id -> interaction count, per genre
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
+In each users' hash tag (below), so that the API reads a user from that user's node alone:
+  recsys:{u<t>}:model:active               string  a copy of the active version id (`activate`)
+  recsys:{u<t>}:model:{v}:user_vectors     hash    user_id -> float32 bytes (batch vectors of the
+                                                   tag's users: 32 keys, not one of every user)
 
 Cluster-safe: every script touches keys of one hash slot only and declares them (KEYS); a
 user's keys share one of 32 hash tags `{u<t>}` (`user_tag`: picked by the CRC-32 of the user id),
@@ -26,20 +29,14 @@ users can still be spread over up to 32 masters (about 800 GB of user state at 2
 The tags are part of the layout: changing them moves every user's key.
 
 Per-user state (written by the stream worker; expires after RECSYS_STREAM_USER_TTL_DAYS idle),
-all in one hash so that a batch costs one read and one write per user:
-  recsys:{u<t>}:<id>:state                 hash    c: change counter (checked before a write);
-                                                   v: the user vector (float32 bytes);
-                                                   s: JSON {mv: its model version, n: events
-                                                   applied, ts: last event (epoch ms), upd: last
-                                                   write (epoch ms), g: genre affinity, w: window
-                                                   counts {"5m": [start, {type: n}], "5m_prev",
-                                                   "1h", "1h_prev"}};
-                                                   h: recent history, newest first, lines
-                                                   "ts_ms|v/c/p|item_id";
-                                                   e: recent event ids for dedup, 12 bytes each
-                                                   (8-byte id prefix, 4-byte ts seconds);
-                                                   o: JSON {"<topic code>:<partition>": the last
-                                                   offset applied to this user} (redeliveries)
+all in one value so that a batch costs one read and one write per user:
+  recsys:{u<t>}:<id>:state                 string  packed (`core.user_state`, format 2): change
+                                                   counter, model version, events applied, last
+                                                   event and write times, genre affinity, window
+                                                   counts, applied offsets per topic partition
+                                                   (redeliveries), the vector (float16), recent
+                                                   event ids (dedup) and recent history; a hash
+                                                   of fields where format 1 is not yet rewritten
 
 Items, spread over RECSYS_REDIS_ITEM_SHARDS shards by a hash of the item id (stream worker):
   recsys:{i:<s>}:win:{window}:{start}      hash    "{type}:{item_id}" -> count; TTL two windows
@@ -73,8 +70,22 @@ def item_vectors(version: str) -> str:
     return model_key(version, "item_vectors")
 
 
-def user_vectors(version: str) -> str:
-    return model_key(version, "user_vectors")
+def user_vectors(version: str, user_id: str) -> str:
+    """The hash of `version`'s batch vectors that holds `user_id`'s (in the user's hash tag)."""
+    return user_vectors_of_tag(version, user_tag(user_id))
+
+
+def user_vectors_of_tag(version: str, tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:model:{version}:user_vectors"
+
+
+def active_model_near(user_id: str) -> str:
+    """The copy of the active version id in `user_id`'s hash tag."""
+    return active_model_of_tag(user_tag(user_id))
+
+
+def active_model_of_tag(tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:model:active"
 
 
 def item_payloads(version: str) -> str:
@@ -94,7 +105,8 @@ def gram_matrix(version: str) -> str:
 
 
 def model_pattern(version: str) -> str:
-    """Glob over every key of one version (for clean-up with SCAN)."""
+    """Glob over every key of one version but its batch user vectors (for clean-up with SCAN;
+    those are `user_vectors_of_tag` for each of `USER_TAGS`)."""
     return f"{PREFIX}:model:{version}:*"
 
 

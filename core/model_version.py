@@ -78,6 +78,18 @@ async def active_version(redis: RedisClient) -> str | None:
     return as_bytes(raw).decode() if raw else None
 
 
+async def activate(redis: RedisClient, version: str) -> None:
+    """Make `version` the active one: the pointer the workers follow, and its copy in every
+    users' hash tag, which the API reads with the user (`core.keys.active_model_near`). On a
+    cluster the copies live on several nodes and are not switched at one instant: for a moment
+    some users are answered from the old version and some from the new, each consistently."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for tag in keys.USER_TAGS:
+            pipe.set(keys.active_model_of_tag(tag), version)
+        pipe.set(keys.ACTIVE_MODEL, version)
+        await pipe.execute()
+
+
 async def model_meta(redis: RedisClient, version: str) -> ModelMeta | None:
     raw = await redis.hgetall(keys.model_meta(version))
     return (
@@ -93,7 +105,7 @@ async def item_vector(redis: RedisClient, version: str, item_id: str) -> np.ndar
 
 
 async def batch_user_vector(redis: RedisClient, version: str, user_id: str) -> np.ndarray | None:
-    raw = await redis.hget(keys.user_vectors(version), user_id)
+    raw = await redis.hget(keys.user_vectors(version, user_id), user_id)
     return vector_from_bytes(as_bytes(raw)) if raw else None
 
 

@@ -172,6 +172,8 @@ def fold_in_recent(
 
 
 WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600}
+# A user's window slots: each window's current one and the one before it.
+WINDOW_SLOTS = tuple(slot for name in WINDOWS for slot in (name, f"{name}_prev"))
 
 
 def window_start(ts_seconds: float, length_s: int) -> int:

@@ -1,14 +1,30 @@
-"""A user's online state: one Redis hash per user (`recsys:{u<t>}:<id>:state`, `core.keys`).
+"""A user's online state: one Redis string per user (`recsys:{u<t>}:<id>:state`, `core.keys`).
 
-Everything the worker reads and writes for a user lives in that one hash (vector, counters,
-windows, genre affinity, recent history and recent event ids), so a batch costs one read and
-one write per user, and one key's overhead in memory.
+Everything the worker reads and writes for a user lives in that one value (vector, counters,
+windows, genre affinity, recent history, recent event ids and applied offsets), so a batch costs
+one read and one write per user, and one key's overhead in memory.
 
 Who writes: the stream worker alone (`streams.applier`, in the Lua scripts of
 `streams.redis_scripts`), one batch at a time, exactly once per event. Who reads: the worker
 (before each write) and the API (`api.catalog.user_context`, one round trip per request), which
-never writes it. The format is shared here so that both sides decode the same fields the same way;
-a change to a field's encoding changes both at once.
+never writes it. The format is shared here so that both sides decode it the same way.
+
+Format 2, packed (`UserState.encode`):
+  4 bytes   change counter (big-endian; the write script compares it with what was read)
+  1 byte    format (2)
+  msgpack   [model version, events applied, last event ms, last write ms,
+             {genre: affinity x 100}, [per `core.rules.WINDOW_SLOTS`: nil or
+             [start, {type code: count}]],
+             {"<topic code>:<partition>": last offset applied}, vector (float16 bytes or nil),
+             recent event ids (`RecentIds`), history times and items (`History`)]
+Why packed instead of a hash of fields: a hash with any value over 64 bytes (the vector) is a
+hashtable, which costs an allocation and an entry per field; one value with a float16 vector
+(the online vector moves by EMA steps far larger than float16's 1e-3 relative error) and binary
+history took a user with 10 events from 1,024 to about 500 bytes (`recsys bench stream`).
+
+Format 1 (a hash of fields c, s, h, e, v, o: `LEGACY_FIELDS`) is still read, by the worker's
+read script, the API and the admin commands, and is replaced by format 2 at the user's next
+write; `recsys migrate-state` rewrites every user at once.
 """
 
 from __future__ import annotations
@@ -18,14 +34,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 import orjson
+from redis.exceptions import ResponseError
 
-from core.model_version import as_bytes, vector_from_bytes, vector_to_bytes
-from core.rules import WindowCounts
+from core import keys
+from core.clients import RedisClient
+from core.model_version import as_bytes, vector_from_bytes
+from core.rules import WINDOW_SLOTS, WindowCounts
 
-EVENT_CODES = {"view": "v", "click": "c", "purchase": "p"}
-EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
+FORMAT = 2
+# Event types are stored as their position here: append new ones, never reorder.
+EVENT_TYPES = ("view", "click", "purchase")
+EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 # Dedup records: the first 8 bytes of the event id (random bits of a UUID4: among the few
 # hundred ids kept per user a collision has odds around 1e-13) and the event time in seconds.
 ID_PREFIX_BYTES = 8
@@ -33,9 +55,13 @@ ID_RECORD_BYTES = ID_PREFIX_BYTES + 4
 MAX_GENRES = 8
 _RECORD = struct.Struct(f">{ID_PREFIX_BYTES}sI")
 _RECORD_TIME = struct.Struct(f">{ID_PREFIX_BYTES}xI")  # the time alone
-# The fields of a state hash, in the order `UserState.from_fields` takes them: change counter,
-# metadata (JSON), history, recent event ids, vector, applied offsets (JSON).
-STATE_FIELDS = (b"c", b"s", b"h", b"e", b"v", b"o")
+_HEADER = struct.Struct(">IB")  # change counter, format
+CHANGE_BYTES = 4
+# A history record: the event time in ms (high 16 bits, low 32 bits) and the type's code.
+_HISTORY_RECORD = struct.Struct(">HIB")
+# Format 1's hash fields, in the order `UserState.from_legacy` takes them: change counter,
+# metadata (JSON), history (text), recent event ids, vector (float32), applied offsets (JSON).
+LEGACY_FIELDS = (b"c", b"s", b"h", b"e", b"v", b"o")
 
 
 @dataclass(frozen=True)
@@ -79,33 +105,58 @@ class HistoryEntry:
     event_type: str
     item_id: str
 
-    def encode(self) -> str:
-        # The item id goes last: ids may contain "|", and maxsplit keeps them whole. Ids are
-        # printable, so they never contain the newline that separates entries.
-        return f"{self.ts_ms}|{EVENT_CODES[self.event_type]}|{self.item_id}"
+
+@dataclass(frozen=True)
+class History:
+    """A user's recent events, newest first, as stored: `times` holds a `_HISTORY_RECORD` per
+    event (time in ms, type code) and `items` the item ids joined by newlines (ids are printable,
+    so they never contain one). Both are cut to the newest `keep` by slicing and one split, so a
+    batch never decodes the older history it does not look at."""
+
+    times: bytes = b""
+    items: bytes = b""
+
+    def __len__(self) -> int:
+        return len(self.times) // _HISTORY_RECORD.size
+
+    def entries(self) -> list[HistoryEntry]:
+        if not self.times:
+            return []
+        return [
+            HistoryEntry(high << 32 | low, EVENT_TYPES[code], item.decode())
+            for (high, low, code), item in zip(
+                _HISTORY_RECORD.iter_unpack(self.times), self.items.split(b"\n"), strict=True
+            )
+        ]
+
+    def item_ids(self) -> set[str]:
+        return set(self.items.decode().split("\n")) if self.times else set()
+
+    def push(self, entries: list[HistoryEntry], keep: int) -> History:
+        """Prepend `entries` (newest first) and keep the newest `keep`."""
+        if not entries:
+            return self
+        times = b"".join(
+            _HISTORY_RECORD.pack(e.ts_ms >> 32, e.ts_ms & 0xFFFFFFFF, EVENT_CODE[e.event_type])
+            for e in entries
+        )
+        items = [e.item_id.encode() for e in entries]
+        if self.times:
+            times += self.times
+            items += self.items.split(b"\n", keep)[:keep]
+        return History(times[: keep * _HISTORY_RECORD.size], b"\n".join(items[:keep]))
 
     @classmethod
-    def decode(cls, raw: str) -> HistoryEntry:
-        ts_ms, code, item_id = raw.split("|", 2)
-        return cls(int(ts_ms), EVENT_NAMES[code], item_id)
-
-
-def decode_history(raw: bytes | None) -> list[HistoryEntry]:
-    return [HistoryEntry.decode(line) for line in raw.decode().split("\n")] if raw else []
-
-
-def push_history(raw: bytes, entries: list[HistoryEntry], keep: int) -> bytes:
-    """Prepend `entries` (newest first) and keep the newest `keep`, without decoding the rest:
-    most batches never look at a user's older history."""
-    lines = [e.encode().encode() for e in entries]
-    if raw:
-        lines += raw.split(b"\n", keep)[:keep]
-    return b"\n".join(lines[:keep])
-
-
-def events_applied(meta: bytes | None) -> int:
-    """The event count in a state hash's `s` field (a cheap HGET instead of a whole read)."""
-    return int(orjson.loads(meta).get("n", 0)) if meta else 0
+    def from_legacy(cls, raw: bytes | None) -> History:
+        """From the text of format 1 (lines "ts_ms|code|item_id", newest first)."""
+        if not raw:
+            return cls()
+        legacy_names = {"v": "view", "c": "click", "p": "purchase"}
+        entries = []
+        for line in raw.decode().split("\n"):
+            ts_ms, code, item_id = line.split("|", 2)
+            entries.append(HistoryEntry(int(ts_ms), legacy_names[code], item_id))
+        return cls().push(entries, len(entries))
 
 
 @dataclass
@@ -117,37 +168,102 @@ class UserState:
     updated_ms: int = 0
     windows: dict[str, WindowCounts | None] = field(default_factory=dict)
     genres: dict[str, float] = field(default_factory=dict)
-    history_raw: bytes = b""  # newest first; see `history` and `push_history`
+    recent: History = field(default_factory=History)
     recent_ids: RecentIds = field(default_factory=RecentIds)
     # The last offset applied to this user per topic partition (`core.keys.offset_slot`): an
     # event at or below it is a redelivery. Per user, so that exactly-once needs no key that
     # every batch writes, and a user whose events arrive on several partitions stays correct.
     offsets: dict[str, int] = field(default_factory=dict)
-    change: bytes | None = None  # the hash's change counter as read (None: new user)
+    # The change counter as read (None: a new user) and the token the write script compares
+    # with what it finds: the counter's 4 bytes, or a format-1 hash's `c` field.
+    change: int | None = None
+    change_token: bytes = b""
 
     @property
     def history(self) -> list[HistoryEntry]:
         """Recent events, newest first."""
-        return decode_history(self.history_raw)
+        return self.recent.entries()
 
     @property
     def history_item_ids(self) -> set[str]:
-        """The items of the recent events (what a request excludes as seen), without building
-        an entry per event: the item id is each line's last field (see `HistoryEntry.encode`)."""
-        raw = self.history_raw
-        return {line.split("|", 2)[2] for line in raw.decode().split("\n")} if raw else set()
+        """The items of the recent events (what a request excludes as seen)."""
+        return self.recent.item_ids()
 
     @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> UserState:
-        """From a whole hash, as HGETALL returns it."""
-        fields = {as_bytes(k): as_bytes(v) for k, v in raw.items()}
-        return cls.from_fields([fields.get(name) for name in STATE_FIELDS])
+    def decode(cls, raw: Any) -> UserState:
+        """From what a read returned: the packed value (format 2), the values of
+        `LEGACY_FIELDS` (format 1, a list), or None (a new user)."""
+        if raw is None:
+            return cls()
+        if isinstance(raw, list):
+            return cls.from_legacy([as_bytes(v) if v is not None else None for v in raw])
+        return cls.unpack(as_bytes(raw))
 
     @classmethod
-    def from_fields(cls, values: Sequence[bytes | None]) -> UserState:
-        """From the values of `STATE_FIELDS`, in that order (HMGET: None where absent)."""
+    def unpack(cls, raw: bytes) -> UserState:
+        change, version = _HEADER.unpack_from(raw)
+        if version != FORMAT:
+            raise ValueError(f"user state format {version} is unknown to this code ({FORMAT})")
+        (mv, events, last_ms, updated_ms, genres, windows, offsets, vector, ids, times, items) = (
+            msgpack.unpackb(raw[_HEADER.size :], raw=False, strict_map_key=False)
+        )
+        return cls(
+            vector=np.frombuffer(vector, dtype=np.float16).astype(np.float32) if vector else None,
+            model_version=mv,
+            events=events,
+            last_event_ms=last_ms,
+            updated_ms=updated_ms,
+            windows={
+                slot: WindowCounts(window[0], {EVENT_TYPES[c]: n for c, n in window[1].items()})
+                for slot, window in zip(WINDOW_SLOTS, windows, strict=False)
+                if window
+            },
+            genres={genre: centi / 100 for genre, centi in genres.items()},
+            recent=History(times, items),
+            recent_ids=RecentIds(ids),
+            offsets=offsets,
+            change=change,
+            change_token=raw[:CHANGE_BYTES],
+        )
+
+    def encode(self, updated_ms: int) -> bytes:
+        """The packed value of the next write: the change counter moves on by one."""
+        # The strongest genres are what profiles and explanations show; a long tail of faint
+        # ones only costs memory in every user's state.
+        strongest: Iterable[tuple[str, float]] = self.genres.items()
+        if len(self.genres) > MAX_GENRES:
+            strongest = sorted(strongest, key=lambda pair: -pair[1])[:MAX_GENRES]
+        vector = None if self.vector is None else self.vector.astype(np.float16).tobytes()
+        body = [
+            self.model_version,
+            self.events,
+            self.last_event_ms,
+            updated_ms,
+            {genre: round(score * 100) for genre, score in strongest},
+            [
+                [w.start, {EVENT_CODE[t]: n for t, n in w.counts.items()}] if w else None
+                for w in map(self.windows.get, WINDOW_SLOTS)
+            ],
+            self.offsets,
+            vector,
+            self.recent_ids.raw,
+            self.recent.times,
+            self.recent.items,
+        ]
+        header = _HEADER.pack(((self.change or 0) + 1) & 0xFFFFFFFF, FORMAT)
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        return header + packed
+
+    @classmethod
+    def from_legacy(cls, values: Sequence[bytes | None]) -> UserState:
+        """From format 1: the values of `LEGACY_FIELDS`, in that order (None where absent)."""
         change, meta, history, recent, vector, offsets = values
-        state = cls(change=change, history_raw=history or b"", recent_ids=RecentIds(recent or b""))
+        state = cls(
+            change=int(change) if change else None,
+            change_token=change or b"",
+            recent=History.from_legacy(history),
+            recent_ids=RecentIds(recent or b""),
+        )
         if offsets:
             state.offsets = orjson.loads(offsets)
         if vector:
@@ -165,29 +281,43 @@ class UserState:
             }
         return state
 
-    def to_hash(self, updated_ms: int) -> dict[bytes, bytes]:
-        # Four fields, not one per attribute: a batch writes ~1000 users, and every extra
-        # field is two more arguments to encode on the client for each of them.
-        # The strongest genres are what profiles and explanations show; a long tail of faint
-        # ones only costs memory in every user's hash.
-        strongest: Iterable[tuple[str, float]] = self.genres.items()
-        if len(self.genres) > MAX_GENRES:
-            strongest = sorted(strongest, key=lambda pair: -pair[1])[:MAX_GENRES]
-        meta = {
-            "mv": self.model_version,
-            "n": self.events,
-            "ts": self.last_event_ms,
-            "upd": updated_ms,
-            "g": {genre: round(score, 2) for genre, score in strongest},
-            "w": {slot: [w.start, w.counts] for slot, w in self.windows.items() if w},
-        }
-        out = {
-            b"c": str(int(self.change or 0) + 1).encode(),
-            b"s": orjson.dumps(meta),
-            b"h": self.history_raw,
-            b"e": self.recent_ids.raw,
-            b"o": orjson.dumps(self.offsets),
-        }
-        if self.vector is not None:
-            out[b"v"] = vector_to_bytes(self.vector)
-        return out
+    @classmethod
+    def from_legacy_hash(cls, raw: Mapping[Any, Any]) -> UserState:
+        """From a whole format-1 hash, as HGETALL returns it."""
+        fields = {as_bytes(k): as_bytes(v) for k, v in raw.items()}
+        return cls.from_legacy([fields.get(name) for name in LEGACY_FIELDS])
+
+
+async def load_states(
+    redis: RedisClient, state_keys: Sequence[str | bytes]
+) -> list[UserState | None]:
+    """Users' states by key, in either format (None where there is no such key): for the admin
+    commands, benchmarks and tests; the worker and the API read in their own round trips."""
+    if not state_keys:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in state_keys:
+            pipe.get(key)
+        replies = list(await pipe.execute(raise_on_error=False))
+    legacy = [n for n, reply in enumerate(replies) if is_wrong_type(reply)]
+    if legacy:
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in legacy:
+                pipe.hmget(state_keys[n], LEGACY_FIELDS)
+            for n, fields in zip(legacy, await pipe.execute(), strict=True):
+                replies[n] = list(fields)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [None if reply is None else UserState.decode(reply) for reply in replies]
+
+
+def is_wrong_type(reply: Any) -> bool:
+    """Whether a GET of a state key met a format-1 hash (WRONGTYPE)."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+async def load_state(redis: RedisClient, user_id: str) -> UserState:
+    """One user's state in either format (a new user's empty state where there is none)."""
+    (state,) = await load_states(redis, [keys.user_state(user_id)])
+    return state or UserState()

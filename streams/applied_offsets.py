@@ -10,13 +10,13 @@ stopped, forget the topic's records (`recsys forget-offsets`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-
-import orjson
 
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes
+from core.user_state import load_state, load_states
 
 # State keys read and rewritten per pipeline while forgetting.
 _CHUNK = 500
@@ -39,8 +39,7 @@ async def applied_offsets(redis: RedisClient, shards: int) -> dict[str, int]:
 
 async def user_applied_offset(redis: RedisClient, user_id: str, topic: str, partition: int) -> int:
     """The last offset of `topic`'s `partition` applied to the user (-1: none)."""
-    raw = await redis.hget(keys.user_state(user_id), "o")
-    offsets = orjson.loads(raw) if raw else {}
+    offsets = (await load_state(redis, user_id)).offsets
     return int(offsets.get(keys.offset_slot(topic, partition), -1))
 
 
@@ -77,18 +76,16 @@ async def forget_applied_offsets(
 async def _forget_in_states(redis: RedisClient, state_keys: list[bytes], codes: set[str]) -> None:
     if not state_keys:
         return
+    states = await load_states(redis, state_keys)
+    now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
-        for key in state_keys:
-            pipe.hget(key, "o")
-        recorded = await pipe.execute()
-    async with redis.pipeline(transaction=False) as pipe:
-        for key, raw in zip(state_keys, recorded, strict=True):
-            if not raw:
+        for key, state in zip(state_keys, states, strict=True):
+            if state is None:
                 continue
-            offsets = orjson.loads(raw)
-            kept = {s: o for s, o in offsets.items() if s.rsplit(":", 1)[0] not in codes}
-            if len(kept) != len(offsets):
-                pipe.hset(key, "o", orjson.dumps(kept))
+            kept = {s: o for s, o in state.offsets.items() if s.rsplit(":", 1)[0] not in codes}
+            if len(kept) != len(state.offsets):
+                state.offsets = kept
+                pipe.set(key, state.encode(state.updated_ms or now_ms), keepttl=True)
         await pipe.execute()
 
 

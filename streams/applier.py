@@ -51,7 +51,7 @@ from core.rules import (
 )
 from core.scripts import ScriptSet
 from core.settings import Settings
-from core.user_state import STATE_FIELDS, HistoryEntry, RecentIds, UserState, push_history
+from core.user_state import LEGACY_FIELDS, HistoryEntry, RecentIds, UserState
 from schemas import AnyEvent
 from streams.model_cache import ActiveModel
 from streams.redis_scripts import READ_USERS, WRITE_SHARD, WRITE_USERS, ShardPlan, pack
@@ -187,22 +187,30 @@ class BatchApplier:
         vectors and the item shards' applied offsets."""
         state_keys = [keys.user_state(user) for user in users]
         groups = self._scripts.slot_groups(state_keys)
-        calls = [([state_keys[n] for n in group], STATE_FIELDS) for group in groups]
+        calls = [([state_keys[n] for n in group], LEGACY_FIELDS) for group in groups]
         commands: list[tuple[Any, ...]] = [("HGETALL", keys.shard_applied(s)) for s in shards]
-        if model is not None and users:
-            commands.append(("HMGET", keys.user_vectors(model.version), *users))
+        # The users' batch vectors: one HMGET per hash tag (the vectors live in the users' tags).
+        by_vector_key: dict[str, list[int]] = {}
+        if model is not None:
+            for n, user in enumerate(users):
+                by_vector_key.setdefault(keys.user_vectors(model.version, user), []).append(n)
+        for key, members in by_vector_key.items():
+            commands.append(("HMGET", key, *[users[n] for n in members]))
         replies, other = await self._scripts.run_with("read", calls, commands)
         shard_offsets = {s: _decoded(applied) for s, applied in zip(shards, other, strict=False)}
-        batch_vectors = other[len(shards)] if len(other) > len(shards) else []
+        batch_vectors: list[Any] = [None] * len(users)
+        for members, vectors in zip(by_vector_key.values(), other[len(shards) :], strict=True):
+            for n, raw_vector in zip(members, vectors, strict=True):
+                batch_vectors[n] = raw_vector
         states: list[Any] = [None] * len(users)
         for group, reply in zip(groups, replies, strict=True):
             for n, fields in zip(group, reply, strict=True):
                 states[n] = fields
         work: dict[str, _UserWork] = {}
         for n, user in enumerate(users):
-            raw_vector = batch_vectors[n] if n < len(batch_vectors) else None
+            raw_vector = batch_vectors[n]
             work[user] = _UserWork(
-                state=UserState.from_fields(states[n]),
+                state=UserState.decode(states[n]),
                 batch_vector=vector_from_bytes(as_bytes(raw_vector)) if raw_vector else None,
             )
         return work, shard_offsets
@@ -313,8 +321,7 @@ class BatchApplier:
             offsets = state.offsets
             for sourced in by_user[user]:
                 offsets[sourced.slot] = max(offsets.get(sourced.slot, -1), sourced.offset)
-            fields = [x for pair in state.to_hash(now_ms).items() for x in pair]
-            plans.append([state.change or b"", fields])
+            plans.append([state.change_token, state.encode(now_ms)])
         state_keys = [keys.user_state(user) for user in users]
         groups = self._scripts.slot_groups(state_keys)
         calls = [
@@ -415,7 +422,7 @@ class BatchApplier:
         fresh_entries = [
             HistoryEntry(s.ts_ms, s.event.event_type, s.event.item_id) for s in reversed(fresh)
         ]
-        state.history_raw = push_history(state.history_raw, fresh_entries, config.history_length)
+        state.recent = state.recent.push(fresh_entries, config.history_length)
         state.recent_ids = state.recent_ids.push(
             [(s.event.event_id.bytes, s.ts_ms // 1000) for s in reversed(fresh)],
             config.dedup_window_s,

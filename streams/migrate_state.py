@@ -7,6 +7,8 @@ per trending epoch. Here each user's hash is copied to `recsys:{u<t>}:<id>:state
 offsets recorded in it (every event at or below them had been applied to every user), and the
 item counts are added into their item shards, which record the same offsets. So a worker of
 today's code skips the redeliveries of what the old workers applied, exactly as before.
+Users are written in today's state format (packed, `core.user_state`), and users already at the
+new key but still in format 1 (a hash) are rewritten packed.
 
 Run it with the workers stopped (they would write users it has not reached yet). A user whose
 new key already exists keeps it (the old copy is dropped), so running it twice changes nothing;
@@ -18,15 +20,15 @@ says which keys were moved.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes
+from core.user_state import UserState
 
 LEGACY_USER_STATE = "recsys:user:*:state"
 LEGACY_APPLIED = "recsys:stream:applied"
@@ -42,14 +44,15 @@ _CHUNK = 500
 class MigrationSummary:
     users: int = 0
     users_already_there: int = 0
+    users_packed: int = 0
     trending_keys: int = 0
     window_keys: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
 
     @property
     def anything(self) -> bool:
-        return bool(self.users or self.users_already_there or self.trending_keys
-                    or self.window_keys or self.offsets)  # fmt: skip
+        return bool(self.users or self.users_already_there or self.users_packed
+                    or self.trending_keys or self.window_keys or self.offsets)  # fmt: skip
 
 
 async def migrate_state(
@@ -66,6 +69,7 @@ async def migrate_state(
         topic, _, partition = as_bytes(raw_slot).decode().rpartition(":")
         summary.offsets[keys.offset_slot(topic, int(partition))] = int(raw_offset)
     await _migrate_users(source, target, summary, progress)
+    await _pack_users(target, summary, progress)
     await _migrate_item_counts(source, target, item_shards, summary, progress)
     if summary.offsets:
         async with target.pipeline(transaction=False) as pipe:
@@ -77,6 +81,39 @@ async def migrate_state(
             await pipe.execute()
     await source.delete(LEGACY_APPLIED)
     return summary
+
+
+async def _pack_users(
+    target: RedisClient, summary: MigrationSummary, progress: Callable[[str, int], None]
+) -> None:
+    """Rewrite the users still in state format 1 (a hash) packed, in place."""
+    chunk: list[bytes] = []
+    async for key in target.scan_iter(match=keys.user_state_pattern(), count=1000, _type="HASH"):
+        chunk.append(as_bytes(key))
+        if len(chunk) >= _CHUNK:
+            summary.users_packed += await _pack(target, chunk)
+            progress("packed", summary.users_packed)
+            chunk = []
+    summary.users_packed += await _pack(target, chunk)
+    progress("packed", summary.users_packed)
+
+
+async def _pack(target: RedisClient, state_keys: list[bytes]) -> int:
+    async with target.pipeline(transaction=False) as pipe:
+        for key in state_keys:
+            pipe.hgetall(key)
+            pipe.pttl(key)
+        read = await pipe.execute()
+    now_ms = int(time.time() * 1000)
+    async with target.pipeline(transaction=False) as pipe:
+        for n, key in enumerate(state_keys):
+            fields, ttl_ms = read[2 * n], read[2 * n + 1]
+            if fields:  # gone since the scan: nothing to rewrite
+                state = UserState.from_legacy_hash(fields)
+                packed = state.encode(state.updated_ms or now_ms)
+                pipe.set(key, packed, px=ttl_ms if ttl_ms > 0 else None)
+        await pipe.execute()
+    return sum(1 for n in range(len(state_keys)) if read[2 * n])
 
 
 async def _migrate_users(
@@ -112,17 +149,17 @@ async def _move_users(
         for _, user in pairs:
             pipe.exists(keys.user_state(user))
         present = await pipe.execute()
-    offsets = orjson.dumps(summary.offsets)
+    now_ms = int(time.time() * 1000)
     async with target.pipeline(transaction=False) as pipe:
         for n, (_, user) in enumerate(pairs):
             fields, ttl_ms = read[2 * n], read[2 * n + 1]
             if present[n] or not fields:
                 summary.users_already_there += 1
                 continue
-            new = keys.user_state(user)
-            pipe.hset(new, mapping={**fields, b"o": offsets})
-            if ttl_ms > 0:
-                pipe.pexpire(new, ttl_ms)
+            state = UserState.from_legacy_hash(fields)
+            state.offsets = dict(summary.offsets)
+            packed = state.encode(state.updated_ms or now_ms)
+            pipe.set(keys.user_state(user), packed, px=ttl_ms if ttl_ms > 0 else None)
             summary.users += 1
         await pipe.execute()
     await source.delete(*[old for old, _ in pairs])

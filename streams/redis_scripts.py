@@ -18,32 +18,37 @@ from typing import Any
 
 import msgpack
 
-# KEYS: users' state hashes. ARGV: the state fields to read. Returns each hash's values of
-# those fields (nil where absent), in KEYS order.
+# KEYS: users' state keys. ARGV: format 1's hash fields (`core.user_state.LEGACY_FIELDS`).
+# Returns, in KEYS order, each user's packed state (format 2), or the values of those fields
+# where the key is still a format-1 hash (nil where absent), or nil for a new user.
 READ_USERS = """
 local out = {}
 for i = 1, #KEYS do
-  out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  local value = redis.pcall('GET', KEYS[i])
+  if type(value) == 'table' and value.err then
+    value = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  end
+  out[i] = value
 end
 return out
 """
 
-# KEYS: users' state hashes. ARGV[1]: TTL in seconds; ARGV[2]: msgpack, one entry per key:
-# [its change counter as read ("" = absent), flat field, value pairs]. Returns one status per
+# KEYS: users' state keys. ARGV[1]: TTL in seconds; ARGV[2]: msgpack, one entry per key:
+# [its change token as read ("" = absent), its packed state]. The token is the packed state's
+# first 4 bytes (the change counter), or a format-1 hash's `c` field. Returns one status per
 # key: 1 written, 0 its counter had moved (that user is not written).
 WRITE_USERS = """
 local ttl = tonumber(ARGV[1])
 local plan = cmsgpack.unpack(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
-  local current = redis.call('HGET', KEYS[i], 'c')
-  if current == false then current = '' end
+  local current = redis.pcall('GETRANGE', KEYS[i], 0, 3)
+  if type(current) == 'table' and current.err then
+    current = redis.call('HGET', KEYS[i], 'c')
+    if current == false then current = '' end
+  end
   if current == plan[i][1] then
-    local pairs = plan[i][2]
-    for start = 1, #pairs, 1000 do
-      redis.call('HSET', KEYS[i], unpack(pairs, start, math.min(start + 999, #pairs)))
-    end
-    redis.call('EXPIRE', KEYS[i], ttl)
+    redis.call('SET', KEYS[i], plan[i][2], 'EX', ttl)
     out[i] = 1
   else
     out[i] = 0

@@ -345,7 +345,7 @@ def seed_histories(settings: Settings, interactions: Any, keep: int) -> float:
     import redis
 
     from core import keys
-    from core.user_state import HistoryEntry, UserState, push_history
+    from core.user_state import HistoryEntry, UserState
 
     newest_first = interactions.sort_values("ts", ascending=False, kind="stable")
     lengths: list[int] = []
@@ -363,11 +363,8 @@ def seed_histories(settings: Settings, interactions: Any, keep: int) -> float:
                 for ts, item in zip(recent["ts"], recent["item_id"], strict=True)
             ]
             state = UserState(events=len(entries), last_event_ms=entries[0].ts_ms)
-            state.history_raw = push_history(b"", entries, keep)
-            fields = state.to_hash(int(time.time() * 1000))
-            pipe.hset(
-                keys.user_state(str(user)), items=[x for pair in fields.items() for x in pair]
-            )
+            state.recent = state.recent.push(entries, keep)
+            pipe.set(keys.user_state(str(user)), state.encode(int(time.time() * 1000)))
             lengths.append(len(entries))
         pipe.execute()
     finally:

@@ -51,7 +51,7 @@ from core.clients import (
 )
 from core.model_version import as_bytes
 from core.settings import Settings
-from core.user_state import events_applied
+from core.user_state import UserState
 from core.vectors.edge import EdgeVectorIndex
 from infra.local.process import process_cpu_seconds, process_tree
 from recsys.bench.common import (
@@ -315,33 +315,35 @@ async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str,
 
 
 async def _memory(redis: RedisClient, config: StreamBenchConfig) -> dict[str, Any]:
-    """Redis's own accounting (MEMORY USAGE) of the users' state hashes, plus field sizes."""
+    """Redis's own accounting (MEMORY USAGE) of the users' state keys, and their parts' sizes."""
     rng = np.random.default_rng(config.seed + 2)
     size = min(config.memory_sample, config.users)
     sample = [f"u{u}" for u in rng.choice(config.users, size=size, replace=False)]
-    fields = {"vector": "v", "history": "h", "event_ids": "e"}
     async with redis.pipeline(transaction=False) as pipe:
         for user in sample:
             key = keys.user_state(user)
-            pipe.hget(key, "s")
+            pipe.get(key)
             pipe.memory_usage(key, samples=0)
-            for field in fields.values():
-                pipe.hstrlen(key, field)
         replies = await pipe.execute()
-    stride = 2 + len(fields)
-    rows = [replies[n * stride : (n + 1) * stride] for n in range(len(sample))]
-    rows = [row for row in rows if row[0]]
-    totals = [int(row[1]) for row in rows]
+    rows = [
+        (UserState.unpack(raw), len(raw), int(size))
+        for raw, size in zip(replies[::2], replies[1::2], strict=True)
+        if raw
+    ]
+    states = [state for state, _, _ in rows]
+    parts = {
+        "vector": [0 if s.vector is None else s.vector.size * 2 for s in states],
+        "history": [len(s.recent.times) + len(s.recent.items) for s in states],
+        "event_ids": [len(s.recent_ids.raw) for s in states],
+    }
     return {
         "users_sampled": len(rows),
-        "mean_events_per_user": float(np.mean([events_applied(row[0]) for row in rows])),
+        "mean_events_per_user": float(np.mean([state.events for state, _, _ in rows])),
         "bytes_per_user": {
-            "total_mean": float(np.mean(totals)),
-            "total_p95": float(np.percentile(totals, 95)),
-            **{
-                name: float(np.mean([int(row[2 + i]) for row in rows]))
-                for i, name in enumerate(fields)
-            },
+            "total_mean": float(np.mean([size for _, _, size in rows])),
+            "total_p95": float(np.percentile([size for _, _, size in rows], 95)),
+            "value": float(np.mean([length for _, length, _ in rows])),
+            **{name: float(np.mean(sizes)) for name, sizes in parts.items()},
         },
     }
 

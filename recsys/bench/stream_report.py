@@ -75,13 +75,16 @@ def figures_table(result: dict[str, Any]) -> str:
             "all",
         ),
         (
-            "Redis memory per active user (MEMORY USAGE of the user's one hash)",
+            "Redis memory per active user (MEMORY USAGE of the user's one key)",
             f"**{mem['total_mean']:,.0f} bytes** mean, {mem['total_p95']:,.0f} p95",
             "< 600 bytes",
         ),
         (
-            "of which payload: vector / history / recent event ids",
-            f"{mem['vector']:,.0f} / {mem['history']:,.0f} / {mem['event_ids']:,.0f} bytes",
+            "of which the packed value / its vector / history / recent event ids"
+            if "value" in mem
+            else "of which payload: vector / history / recent event ids",
+            (f"{mem['value']:,.0f} / " if "value" in mem else "")
+            + f"{mem['vector']:,.0f} / {mem['history']:,.0f} / {mem['event_ids']:,.0f} bytes",
             "",
         ),
         ("events per sampled user", f"{result['memory']['mean_events_per_user']:.1f}", ""),

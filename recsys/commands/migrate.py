@@ -31,7 +31,9 @@ def migrate_state_command(
     into today's layout (recsys:{u<t>}:<id>:state and hash-tagged item shards), on the same Redis
     or from a single Redis into the cluster RECSYS_REDIS_URL names. Stop the workers first and
     start them again after: a worker of this version skips what the old ones applied. Users
-    already in the new layout keep their new state; the old keys are deleted once copied."""
+    already in the new layout keep their new state; the old keys are deleted once copied.
+    Users whose state is still in format 1 (a hash per user) are rewritten packed (format 2);
+    the workers and the API read both, so this part may also wait for a quiet hour."""
     from core.clients import redis_client_for
     from streams.migrate_state import migrate_state
 
@@ -68,8 +70,9 @@ def migrate_state_command(
             return
         output.print(
             f"moved {summary.users:,} users ({summary.users_already_there:,} already in the new "
-            f"layout), {summary.trending_keys:,} trending and {summary.window_keys:,} window keys; "
-            f"applied offsets of {len(summary.offsets)} partitions recorded"
+            f"layout, {summary.users_packed:,} rewritten packed), {summary.trending_keys:,} "
+            f"trending and {summary.window_keys:,} window keys; applied offsets of "
+            f"{len(summary.offsets)} partitions recorded"
         )
 
     try:

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from api.routes.filters import MAX_EXCLUDED_IDS
@@ -35,6 +34,7 @@ from batch.evaluation.prequential import (
 from core import keys
 from core.clients import RedisClient, kafka_producer, redis_client_for
 from core.settings import Settings
+from core.user_state import load_states
 from schemas import encode_event, event_key, new_event, topic_for
 from schemas.events import stream_event_type
 
@@ -73,12 +73,9 @@ class _Watermark:
         """The events of `pending` now applied to their users, in one pipeline."""
         pending = list(pending)
         users = sorted({sent.user for sent in pending})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.hget(keys.user_state(user), "o")
-            replies = await pipe.execute()
+        states = await load_states(self.redis, [keys.user_state(user) for user in users])
         recorded = {
-            u: orjson.loads(raw) if raw else {} for u, raw in zip(users, replies, strict=True)
+            u: state.offsets if state else {} for u, state in zip(users, states, strict=True)
         }
         return {s for s in pending if recorded[s.user].get(s.slot, -1) >= s.offset}
 

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.typing import EncodableT
 
 from core import keys
 from core.clients import RedisClient
 from core.model_version import batch_user_vector
 from core.rules import WindowCounts, trending_epoch
 from core.settings import Settings
-from core.user_state import HistoryEntry, UserState, push_history
+from core.user_state import History, HistoryEntry, UserState
 from tests.integration.conftest import ApiSettings, api_settings_factory
 
 pytestmark = pytest.mark.integration
@@ -46,10 +45,9 @@ async def write_online_state(
         last_event_ms=now_ms,
         windows={"5m": WindowCounts(now_ms // 300_000 * 300, {"click": len(history)})},
         genres={"Comedy": 3.0, "Action": 0.5},
-        history_raw=push_history(b"", entries, 50),
+        recent=History().push(entries, 50),
     )
-    fields: dict[EncodableT, EncodableT] = {k: v for k, v in state.to_hash(now_ms).items()}
-    await redis.hset(keys.user_state(user), mapping=fields)
+    await redis.set(keys.user_state(user), state.encode(now_ms))
 
 
 def item_ids(body: dict[str, object]) -> list[str]:

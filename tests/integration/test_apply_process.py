@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core import keys
 from core.settings import Settings
-from core.user_state import UserState
+from core.user_state import load_state
 from schemas import encode_event, new_event
 from schemas.dead_letter import DeadLetter
 from streams.applied_offsets import applied_offsets
@@ -59,7 +58,7 @@ def views(user: str, first_offset: int, count: int) -> list[Record]:
 
 
 async def events_applied(redis: aioredis.Redis, user: str) -> int:
-    return UserState.from_hash(await redis.hgetall(keys.user_state(user))).events
+    return (await load_state(redis, user)).events
 
 
 async def test_a_batch_is_applied_and_its_invalid_messages_come_back_as_dead_letters(
@@ -88,7 +87,7 @@ async def test_a_killed_apply_process_is_replaced_and_nothing_is_lost_or_doubled
 
     assert apply_process.restarts == 1
     assert await events_applied(redis, "crash-user") == 15
-    history = UserState.from_hash(await redis.hgetall(keys.user_state("crash-user"))).history
+    history = (await load_state(redis, "crash-user")).history
     assert [h.item_id for h in history] == [f"i{n}" for n in reversed(range(15))]
 
 
@@ -115,7 +114,7 @@ async def test_batches_spread_over_partitions_are_applied_exactly_once_with_the_
 
     await (await apply_process.submit(batches[0]))  # both lanes start with the model loaded
     for user in users:
-        state = UserState.from_hash(await redis.hgetall(keys.user_state(user)))
+        state = await load_state(redis, user)
         assert state.model_version is not None
         assert state.vector is not None
     in_flight = [await apply_process.submit(batch) for batch in batches[1:]]
@@ -123,7 +122,7 @@ async def test_batches_spread_over_partitions_are_applied_exactly_once_with_the_
         await done
 
     for user in users:
-        state = UserState.from_hash(await redis.hgetall(keys.user_state(user)))
+        state = await load_state(redis, user)
         assert state.events == 6
         assert [h.item_id for h in reversed(state.history)] == [
             f"i{(round_ + len(user)) % 10}" for round_ in range(6)

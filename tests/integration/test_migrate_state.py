@@ -18,9 +18,10 @@ from core import keys
 from core.clients import RedisClient
 from core.rules import trending_epoch, window_start
 from core.settings import Settings
-from core.user_state import HistoryEntry, UserState, push_history
+from core.user_state import HistoryEntry
 from streams.applier import BatchApplier
 from streams.model_cache import ModelCache
+from tests.format1 import format1_fields
 from tests.integration.test_stream_applier import T0, config, publish_model, sourced, user_state
 
 pytestmark = pytest.mark.integration
@@ -31,12 +32,8 @@ HALF_LIFE_S = Settings().stream_trending_half_life_s
 async def write_legacy_state(old: aioredis.Redis) -> None:
     """What the workers before cluster support left: a user applied up to offset 10 of
     events.view partition 0, the shared offsets hash, a trending epoch and a 5-minute window."""
-    state = UserState(events=2, last_event_ms=int(T0.timestamp() * 1000))
-    state.history_raw = push_history(
-        b"", [HistoryEntry(2_000, "click", "i2"), HistoryEntry(1_000, "view", "i1")], 50
-    )
-    fields = [x for k, v in state.to_hash(3_000).items() if k != b"o" for x in (k, v)]
-    await old.hset("recsys:user:legacy-user:state", items=fields)
+    history = [HistoryEntry(2_000, "click", "i2"), HistoryEntry(1_000, "view", "i1")]
+    await old.hset("recsys:user:legacy-user:state", mapping=format1_fields(history))
     await old.expire("recsys:user:legacy-user:state", 3600)
     await old.hset(LEGACY_APPLIED, mapping={"events.view:0": 10, "events.click:0": 11})
     now_epoch = trending_epoch(time.time(), HALF_LIFE_S)
@@ -106,3 +103,36 @@ async def test_the_old_layout_moves_in_place_or_into_a_cluster(
     assert "nothing to move" in await migrate(
         topology_settings, service_settings.redis_url if into_cluster else None
     )
+
+
+async def test_format_1_users_are_written_packed_by_the_worker_or_the_command(
+    any_redis: RedisClient, topology_settings: Settings, tmp_path: Path
+) -> None:
+    """Users at today's key still in format 1 (a hash): the worker reads one and its write
+    replaces it packed (its change counter checked, then moved on); the command packs the rest
+    in place, keeping their expiry."""
+    history = [HistoryEntry(2_000, "click", "i2"), HistoryEntry(1_000, "view", "i1")]
+    for user in ("f1-active", "f1-idle"):
+        fields = format1_fields(history, change=5, offsets={"v:0": 10})
+        await any_redis.hset(keys.user_state(user), mapping=fields)
+        await any_redis.expire(keys.user_state(user), 3600)
+
+    await publish_model(any_redis, tmp_path)
+    applier = BatchApplier(any_redis, config())
+    model = await ModelCache(any_redis).get()
+    outcome = await applier.apply(
+        [sourced("view", "f1-active", "i1", 10), sourced("view", "f1-active", "i3", 11)], model
+    )
+    assert (outcome.redelivered, sum(outcome.applied.values())) == (1, 1)
+    assert await any_redis.type(keys.user_state("f1-active")) == b"string"
+    active = await user_state(any_redis, "f1-active")
+    assert [e.item_id for e in active.history] == ["i3", "i2", "i1"]
+    assert (active.events, active.change) == (3, 6)
+
+    printed = await migrate(topology_settings, None)
+    assert "1 rewritten packed" in printed
+    assert await any_redis.type(keys.user_state("f1-idle")) == b"string"
+    idle = await user_state(any_redis, "f1-idle")
+    assert (idle.history, idle.offsets, idle.change) == (history, {"v:0": 10}, 6)
+    assert 0 < await any_redis.ttl(keys.user_state("f1-idle")) <= 3600
+    assert "nothing to move" in await migrate(topology_settings, None)

@@ -17,7 +17,7 @@ from batch.publish import ModelArtifacts, publish
 from core import keys
 from core.clients import RedisClient, ensure_topics, kafka_common, kafka_producer
 from core.settings import Settings
-from core.user_state import UserState, events_applied
+from core.user_state import load_state, load_states
 from core.vectors.edge import EdgeVectorIndex
 from recsys.processes import WorkerProcess, wait_until
 from schemas import AnyEvent, EventType, encode_event, event_key, new_event, topic_for
@@ -80,11 +80,8 @@ def as_messages(events: list[AnyEvent]) -> list[tuple[str, bytes | None, bytes]]
 
 
 async def applied_count(redis: RedisClient, users: set[str]) -> int:
-    async with redis.pipeline(transaction=False) as pipe:
-        for user in users:
-            pipe.hget(keys.user_state(user), "s")
-        replies = await pipe.execute()
-    return sum(events_applied(r) for r in replies)
+    states = await load_states(redis, [keys.user_state(user) for user in users])
+    return sum(state.events for state in states if state)
 
 
 async def all_applied(redis: RedisClient, users: set[str], expected: int) -> bool:
@@ -98,7 +95,7 @@ async def assert_applied_exactly_once(redis: RedisClient, events: list[AnyEvent]
     for event in distinct.values():
         by_user.setdefault(event.user_id, []).append(event)
     for user, mine in by_user.items():
-        state = UserState.from_hash(await redis.hgetall(keys.user_state(user)))
+        state = await load_state(redis, user)
         assert state.events == len(mine), user
         assert Counter((h.item_id, h.event_type, h.ts_ms) for h in state.history) == Counter(
             (e.item_id, e.event_type, int(e.ts.timestamp() * 1000)) for e in mine

@@ -48,3 +48,15 @@ def test_masters_with_equal_slot_ranges_get_equal_shares_of_the_tags(masters: in
 def redis_slot(tag: str) -> int:
     """The slot Redis gives a key with this hash tag (redis-py's own computation)."""
     return key_slot(f"recsys:{{{tag}}}:someone:state".encode())
+
+
+@pytest.mark.parametrize("user", ODD_IDS)
+def test_what_a_request_reads_of_a_user_shares_the_user_s_slot(user: str) -> None:
+    """The API reads the active version's copy, the state and the batch vector in one round
+    trip to the user's node: all three must hash to one slot."""
+    slots = {
+        key_slot(keys.user_state(user).encode()),
+        key_slot(keys.active_model_near(user).encode()),
+        key_slot(keys.user_vectors("20261203T000000-als-ab12", user).encode()),
+    }
+    assert slots == {redis_slot(keys.user_tag(user))}

@@ -19,13 +19,7 @@ from core.rules import (
     trending_increment,
     window_start,
 )
-from core.user_state import (
-    HistoryEntry,
-    RecentIds,
-    UserState,
-    decode_history,
-    push_history,
-)
+from core.user_state import History, HistoryEntry, RecentIds, UserState
 
 pytestmark = pytest.mark.unit
 
@@ -133,15 +127,21 @@ def test_genre_affinity_decays_by_half_lives() -> None:
 
 
 def test_history_keeps_the_newest_entries_and_item_ids_with_separators() -> None:
-    raw = push_history(b"", [HistoryEntry(3, "view", "a|b"), HistoryEntry(2, "click", "c")], 3)
-    raw = push_history(raw, [HistoryEntry(5, "purchase", "d"), HistoryEntry(4, "view", "e")], 3)
-    assert decode_history(raw) == [
+    recent = History().push([HistoryEntry(3, "view", "a|b"), HistoryEntry(2, "click", "c")], 3)
+    recent = recent.push([HistoryEntry(5, "purchase", "d"), HistoryEntry(4, "view", "e")], 3)
+    assert recent.entries() == [
         HistoryEntry(5, "purchase", "d"),
         HistoryEntry(4, "view", "e"),
         HistoryEntry(3, "view", "a|b"),
     ]
-    assert UserState(history_raw=raw).history_item_ids == {"d", "e", "a|b"}
+    assert len(recent) == 3
+    assert UserState(recent=recent).history_item_ids == {"d", "e", "a|b"}
     assert UserState().history_item_ids == set()
+
+
+def test_history_keeps_millisecond_times_past_2106() -> None:
+    late = 2**40 + 123  # beyond 32 bits of ms, as every time since 1970 is
+    assert History().push([HistoryEntry(late, "click", "x")], 5).entries()[0].ts_ms == late
 
 
 def test_recent_ids_keep_a_time_window_and_a_limit() -> None:

@@ -1,0 +1,66 @@
+"""The packed user state (format 2) and the reading of format 1."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from core.rules import WindowCounts
+from core.user_state import LEGACY_FIELDS, History, HistoryEntry, RecentIds, UserState
+from tests.format1 import format1_fields
+
+pytestmark = pytest.mark.unit
+
+
+def test_packed_state_round_trips_and_moves_its_change_counter() -> None:
+    vector = np.linspace(-1, 1, 64, dtype=np.float32)
+    state = UserState(
+        vector=vector,
+        model_version="v1",
+        events=3,
+        last_event_ms=1_700_000_000_123,
+        windows={"5m": WindowCounts(600, {"view": 2, "purchase": 1}), "5m_prev": None},
+        genres={"Drama": 8.004, "Noir": 0.3},
+        recent=History().push([HistoryEntry(1_700_000_000_123, "purchase", "i9")], 50),
+        recent_ids=RecentIds().push([(uuid.uuid4().bytes, 1_700_000_000)], 3600, 10),
+        offsets={"v:3": 41},
+    )
+    packed = state.encode(updated_ms=1_700_000_000_456)
+    back = UserState.decode(packed)
+    assert back.change == 1
+    assert back.change_token == packed[:4]
+    assert back.vector is not None
+    assert back.vector.dtype == np.float32
+    np.testing.assert_allclose(back.vector, vector, atol=1e-3)  # float16 on the way
+    assert (back.model_version, back.events, back.updated_ms) == ("v1", 3, 1_700_000_000_456)
+    assert back.last_event_ms == 1_700_000_000_123
+    assert back.windows == {"5m": WindowCounts(600, {"view": 2, "purchase": 1})}
+    assert back.genres == {"Drama": 8.0, "Noir": 0.3}
+    assert back.history == state.history
+    assert back.recent_ids == state.recent_ids
+    assert back.offsets == {"v:3": 41}
+    assert UserState.decode(back.encode(1)).change == 2
+    assert UserState.decode(None) == UserState()
+
+
+def test_an_unknown_state_format_is_refused_by_name() -> None:
+    packed = bytearray(UserState(events=1).encode(1))
+    packed[4] = 9
+    with pytest.raises(ValueError, match="format 9"):
+        UserState.decode(bytes(packed))
+
+
+def test_format_1_fields_decode_to_the_same_state() -> None:
+    history = [HistoryEntry(2_000, "click", "a|b"), HistoryEntry(1_000, "view", "c")]
+    fields = format1_fields(history, change=7, vector=np.ones(4), model_version="v0",
+                            offsets={"v:0": 5})  # fmt: skip
+    state = UserState.decode([fields.get(name) for name in LEGACY_FIELDS])
+    assert state.history == history
+    assert (state.events, state.model_version, state.offsets) == (2, "v0", {"v:0": 5})
+    assert state.change == 7
+    assert state.change_token == b"7"
+    assert state.vector is not None
+    assert state.vector.tolist() == [1.0] * 4
+    assert UserState.decode(state.encode(4_000)).change == 8  # the counter goes on
