@@ -91,6 +91,10 @@ async def user_context(redis: RedisClient, user_id: str, hint: VersionHint) -> U
         if isinstance(reply, Exception) and not is_wrong_type(reply):
             raise reply
     raw_version, raw_state = replies[0], replies[1]
+    if raw_version is None:
+        # No copy in the user's tag: nothing was published, or the last publish predates the
+        # copies (`recsys migrate-state` writes them); the pointer itself still says.
+        raw_version = await redis.get(keys.ACTIVE_MODEL)
     version = as_bytes(raw_version).decode() if raw_version else None
     if version == known:
         raw_batch = replies[2] if known is not None else None

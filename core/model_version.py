@@ -1,8 +1,9 @@
 """Reading model versions from Redis: which one is active and what it holds.
 
-Writers (`batch.publish`) fill a version completely, then flip `recsys:model:active` in one
-command; readers resolve the active version first and name it in every later read, so a
-reader sees one whole version or the previous one, never a mixture.
+Writers (`batch.publish`) fill a version completely, then switch to it (`activate`: the
+pointer `recsys:model:active` and its copy in each users' hash tag); readers resolve the active
+version first and name it in every later read, so a reader sees one whole version or the
+previous one, never a mixture.
 """
 
 from __future__ import annotations
@@ -76,6 +77,27 @@ def vector_from_bytes(raw: bytes) -> np.ndarray:
 async def active_version(redis: RedisClient) -> str | None:
     raw = await redis.get(keys.ACTIVE_MODEL)
     return as_bytes(raw).decode() if raw else None
+
+
+class UnknownVersionError(LookupError):
+    """A version that is not among the published ones (`recsys:model:versions`)."""
+
+
+async def listed_versions(redis: RedisClient) -> list[tuple[str, float]]:
+    """The published versions that are kept, oldest first, with their publish times."""
+    listed: list[Any] = await redis.zrange(keys.MODEL_VERSIONS, 0, -1, withscores=True)
+    return [(as_bytes(version).decode(), float(at)) for version, at in listed]
+
+
+async def switch_to(redis: RedisClient, version: str) -> None:
+    """Activate a version that was published and is still kept (a rollback, or a roll
+    forward again); raises `UnknownVersionError` for any other, whose keys may be gone."""
+    if (
+        version not in dict(await listed_versions(redis))
+        or await model_meta(redis, version) is None
+    ):
+        raise UnknownVersionError(version)
+    await activate(redis, version)
 
 
 async def activate(redis: RedisClient, version: str) -> None:

@@ -14,6 +14,7 @@ from recsys.commands.bench import app as bench_app
 from recsys.commands.data import app as data_app
 from recsys.commands.evaluate import evaluate as evaluate_command
 from recsys.commands.migrate import migrate_state_command
+from recsys.commands.models import app as models_app
 from recsys.commands.serve import serve_command
 from recsys.commands.services import app as services_app
 from recsys.commands.train import train_command
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)

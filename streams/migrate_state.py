@@ -8,7 +8,9 @@ offsets recorded in it (every event at or below them had been applied to every u
 item counts are added into their item shards, which record the same offsets. So a worker of
 today's code skips the redeliveries of what the old workers applied, exactly as before.
 Users are written in today's state format (packed, `core.user_state`), and users already at the
-new key but still in format 1 (a hash) are rewritten packed.
+new key but still in format 1 (a hash) are rewritten packed. Kept model versions whose batch user
+vectors are one hash of every user get them spread over the users' hash tags, and the active
+version's copy is written into each tag (`core.model_version.activate`).
 
 Run it with the workers stopped (they would write users it has not reached yet). A user whose
 new key already exists keeps it (the old copy is dropped), so running it twice changes nothing;
@@ -25,15 +27,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.typing import EncodableT, FieldT
+
 from core import keys
 from core.clients import RedisClient
-from core.model_version import as_bytes
+from core.model_version import activate, active_version, as_bytes, listed_versions
 from core.user_state import UserState
 
 LEGACY_USER_STATE = "recsys:user:*:state"
 LEGACY_APPLIED = "recsys:stream:applied"
 LEGACY_TRENDING = "recsys:trending:*"
 LEGACY_WINDOWS = "recsys:items:*:*"
+LEGACY_USER_VECTORS = "recsys:model:{version}:user_vectors"
 _LEGACY_USER = re.compile(r"^recsys:user:(.+):state$", re.S)
 _LEGACY_TRENDING = re.compile(r"^recsys:trending:(-?\d+)$")
 _LEGACY_WINDOW = re.compile(r"^recsys:items:([^:]+):(\d+)$")
@@ -45,6 +50,8 @@ class MigrationSummary:
     users: int = 0
     users_already_there: int = 0
     users_packed: int = 0
+    # Versions whose batch user vectors were one hash, now spread over the users' tags.
+    vector_versions: int = 0
     trending_keys: int = 0
     window_keys: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
@@ -52,7 +59,8 @@ class MigrationSummary:
     @property
     def anything(self) -> bool:
         return bool(self.users or self.users_already_there or self.users_packed
-                    or self.trending_keys or self.window_keys or self.offsets)  # fmt: skip
+                    or self.vector_versions or self.trending_keys or self.window_keys
+                    or self.offsets)  # fmt: skip
 
 
 async def migrate_state(
@@ -70,6 +78,7 @@ async def migrate_state(
         summary.offsets[keys.offset_slot(topic, int(partition))] = int(raw_offset)
     await _migrate_users(source, target, summary, progress)
     await _pack_users(target, summary, progress)
+    summary.vector_versions = await _spread_batch_vectors(target, progress)
     await _migrate_item_counts(source, target, item_shards, summary, progress)
     if summary.offsets:
         async with target.pipeline(transaction=False) as pipe:
@@ -81,6 +90,43 @@ async def migrate_state(
             await pipe.execute()
     await source.delete(LEGACY_APPLIED)
     return summary
+
+
+async def _spread_batch_vectors(target: RedisClient, progress: Callable[[str, int], None]) -> int:
+    """Move each kept version's batch user vectors from the one hash of every user they were
+    published in (`recsys:model:<v>:user_vectors`) into the users' hash tags, and write the
+    active version's copies there (`core.model_version.activate`); returns the versions moved."""
+    moved = 0
+    for version, _ in await listed_versions(target):
+        old = LEGACY_USER_VECTORS.format(version=version)
+        if not await target.exists(old):
+            continue
+        chunk: dict[str, bytes] = {}
+        async for user, vector in target.hscan_iter(old, count=_CHUNK):
+            chunk[as_bytes(user).decode()] = as_bytes(vector)
+            if len(chunk) >= _CHUNK:
+                await _write_batch_vectors(target, version, chunk)
+                chunk = {}
+        await _write_batch_vectors(target, version, chunk)
+        await target.unlink(old)
+        moved += 1
+        progress("batch vectors", moved)
+    active = await active_version(target)
+    if active is not None:
+        await activate(target, active)
+    return moved
+
+
+async def _write_batch_vectors(
+    target: RedisClient, version: str, vectors: dict[str, bytes]
+) -> None:
+    by_key: dict[str, dict[FieldT, EncodableT]] = {}
+    for user, vector in vectors.items():
+        by_key.setdefault(keys.user_vectors(version, user), {})[user] = vector
+    async with target.pipeline(transaction=False) as pipe:
+        for key, mapping in by_key.items():
+            pipe.hset(key, mapping=mapping)
+        await pipe.execute()
 
 
 async def _pack_users(

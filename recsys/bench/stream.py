@@ -254,7 +254,7 @@ async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str,
     servers = [aioredis.Redis.from_url(url) for url in redis_node_urls(settings)]
     pubsubs = []
     for server in servers:
-        await server.config_set("notify-keyspace-events", "Kh")
+        await server.config_set("notify-keyspace-events", "K$")  # SET of a state
         pubsub = server.pubsub()
         await pubsub.psubscribe(f"__keyspace@{db}__:{keys.user_state_pattern(prefix + '*')}")
         pubsubs.append(pubsub)
@@ -301,6 +301,11 @@ async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str,
         for server in servers:
             await server.aclose()
     latencies = [seen_at[u] - sent_at[u] for u in sent_at if u in seen_at]
+    if not latencies:
+        raise RuntimeError(
+            "the freshness run observed no user's state being written: the keyspace "
+            "notifications of the state keys (SET) did not arrive; see the worker's log"
+        )
     span_s = max(seen_at.values(), default=started) - started
     return {
         "applied_rate": len(latencies) / span_s if span_s > 0 else 0.0,

@@ -12,7 +12,7 @@ from core.clients import REDIS_ERRORS
 from core.settings import Settings, mask_url_password
 
 console = Console(stderr=True)  # errors
-output = Console()  # progress and results
+output = Console(soft_wrap=True)  # progress and results: one line each, however narrow
 
 
 def migrate_state_command(
@@ -33,7 +33,8 @@ def migrate_state_command(
     start them again after: a worker of this version skips what the old ones applied. Users
     already in the new layout keep their new state; the old keys are deleted once copied.
     Users whose state is still in format 1 (a hash per user) are rewritten packed (format 2);
-    the workers and the API read both, so this part may also wait for a quiet hour."""
+    the workers and the API read both, so this part may also wait for a quiet hour. Batch user
+    vectors published as one hash per version are spread over the users' hash tags."""
     from core.clients import redis_client_for
     from streams.migrate_state import migrate_state
 
@@ -72,7 +73,8 @@ def migrate_state_command(
             f"moved {summary.users:,} users ({summary.users_already_there:,} already in the new "
             f"layout, {summary.users_packed:,} rewritten packed), {summary.trending_keys:,} "
             f"trending and {summary.window_keys:,} window keys; applied offsets of "
-            f"{len(summary.offsets)} partitions recorded"
+            f"{len(summary.offsets)} partitions recorded; batch vectors of "
+            f"{summary.vector_versions} model versions spread over the users' hash tags"
         )
 
     try:

@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from api.catalog import trending
+from api.catalog import VersionHint, trending, user_context
 from core import keys
 from core.clients import RedisClient
+from core.model_version import vector_to_bytes
 from core.rules import trending_epoch, window_start
 from core.settings import Settings
 from core.user_state import HistoryEntry
@@ -136,3 +138,30 @@ async def test_format_1_users_are_written_packed_by_the_worker_or_the_command(
     assert (idle.history, idle.offsets, idle.change) == (history, {"v:0": 10}, 6)
     assert 0 < await any_redis.ttl(keys.user_state("f1-idle")) <= 3600
     assert "nothing to move" in await migrate(topology_settings, None)
+
+
+async def test_batch_vectors_published_as_one_hash_are_spread_over_the_users_tags(
+    any_redis: RedisClient, topology_settings: Settings
+) -> None:
+    """A version published before the vectors lived in the users' tags: the API still finds the
+    active version (from the pointer) but not the vectors; after the command it finds both, in
+    one round trip to the user's node."""
+    vectors = {f"user-{n}": np.full(4, n, dtype=np.float32) for n in range(50)}
+    await any_redis.zadd(keys.MODEL_VERSIONS, {"v-old": 1.0})
+    await any_redis.hset(
+        "recsys:model:v-old:user_vectors",
+        mapping={user: vector_to_bytes(vector) for user, vector in vectors.items()},
+    )
+    await any_redis.set(keys.ACTIVE_MODEL, "v-old")
+    before = await user_context(any_redis, "user-7", VersionHint())
+    assert (before.version, before.batch_vector) == ("v-old", None)
+
+    assert "batch vectors of 1 model versions spread" in await migrate(topology_settings, None)
+    assert await any_redis.exists("recsys:model:v-old:user_vectors") == 0
+    hint = VersionHint()
+    for user, vector in vectors.items():
+        context = await user_context(any_redis, user, hint)
+        assert context.version == "v-old"
+        assert context.batch_vector is not None
+        assert context.batch_vector.tolist() == vector.tolist()
+    assert await any_redis.get(keys.active_model_near("user-7")) == b"v-old"
