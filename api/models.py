@@ -66,8 +66,13 @@ class UserProfile(BaseModel):
     windows: dict[str, WindowSummary]
     top_genres: dict[str, float]
     has_vector: bool
-    vector_source: Literal["online", "batch"] | None
-    vector_model_version: str | None
+    vector_source: Literal["online", "batch"] | None = Field(
+        description="The vector answers use: the online one (in the active version's space), "
+        "the batch one of the active version, or none (a cold user)."
+    )
+    vector_model_version: str | None = Field(
+        description="The model version of that vector (the active one), or null without one."
+    )
     vector_updated_ms: int | None = Field(
         None, description="When the online vector was last written (epoch ms)."
     )

@@ -157,7 +157,7 @@ class RecommendationService:
     ) -> list[Candidate]:
         # The online vector only counts if it lives in the active model's space.
         state = context.state
-        vector = state.vector if state.model_version == version else context.batch_vector
+        vector = state.vector if state.vector_is_of(version) else context.batch_vector
         if vector is None:
             raise NoCandidatesError("cold_user")
         item_filter = ItemFilter(

@@ -105,6 +105,33 @@ class Settings(BaseSettings):
         4, ge=1, description="Batches handed to the worker's apply process before one is done."
     )
 
+    # --- Event archive ---------------------------------------------------------------------
+    archive_uri: str | None = Field(
+        None,
+        description="Delta Lake table of every valid event (`recsys archive`): a path or an "
+        "object-store URI such as s3://bucket/events (default: <state dir>/archive/events).",
+    )
+    archive_storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Object-store options for the archive as JSON (delta-rs keys, e.g. "
+        '{"AWS_REGION": "eu-west-1"}); credentials may also come from the usual AWS_* variables.',
+    )
+    archive_group_id: str = Field(
+        "recsys-archive", description="Kafka consumer group of the archivers."
+    )
+    archive_batch_events: int = Field(
+        20_000, ge=1, description="Events written to the archive per commit, at most."
+    )
+    archive_batch_seconds: float = Field(
+        1.0, gt=0, description="Longest wait to fill an archive commit (bounds its lag)."
+    )
+    archive_dedup_window_s: int = Field(
+        3600,
+        ge=0,
+        description="An event id archived within this long is not archived again (producer "
+        "retries publish one event twice; redeliveries are caught by offset at any age).",
+    )
+
     # --- Files -----------------------------------------------------------------------------
     data_dir: Path = Field(
         _XDG_CACHE / "datasets",
@@ -208,6 +235,10 @@ class Settings(BaseSettings):
     @cached_property
     def qdrant_shard_dir(self) -> Path:
         return self.qdrant_path or self.state_dir / "qdrant"
+
+    @cached_property
+    def archive_location(self) -> str:
+        return self.archive_uri or str(self.state_dir / "archive" / "events")
 
     def masked(self) -> dict[str, Any]:
         """Settings as plain values, with every secret (and any password in a URL) masked."""

@@ -12,7 +12,8 @@ never writes it. The format is shared here so that both sides decode it the same
 Format 2, packed (`UserState.encode`):
   4 bytes   change counter (big-endian; the write script compares it with what was read)
   1 byte    format (2)
-  msgpack   [model version, events applied, last event ms, last write ms,
+  msgpack   [the vector's model version (`version_tag`), events applied, last event ms,
+             last write ms minus last event ms,
              {genre: affinity x 100}, [per `core.rules.WINDOW_SLOTS`: nil or
              [start, {type code: count}]],
              {"<topic code>:<partition>": last offset applied}, vector (float16 bytes or nil),
@@ -30,6 +31,7 @@ write; `recsys migrate-state` rewrites every user at once.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +50,11 @@ FORMAT = 2
 # Event types are stored as their position here: append new ones, never reorder.
 EVENT_TYPES = ("view", "click", "purchase")
 EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
-# Dedup records: the first 8 bytes of the event id (random bits of a UUID4: among the few
-# hundred ids kept per user a collision has odds around 1e-13) and the event time in seconds.
-ID_PREFIX_BYTES = 8
+# Dedup records: the first 6 bytes of the event id (48 random bits of a UUID4) and the event
+# time in seconds. A new event is taken for a duplicate if its prefix equals one of the user's
+# recent ones: with the ~10 ids a user keeps within the hour, odds of 4e-14 an event (one event
+# in 8 years at 100,000 events/s); at the 512 a burst may keep, 2e-12.
+ID_PREFIX_BYTES = 6
 ID_RECORD_BYTES = ID_PREFIX_BYTES + 4
 MAX_GENRES = 8
 _RECORD = struct.Struct(f">{ID_PREFIX_BYTES}sI")
@@ -62,6 +66,12 @@ _HISTORY_RECORD = struct.Struct(">HIB")
 # Format 1's hash fields, in the order `UserState.from_legacy` takes them: change counter,
 # metadata (JSON), history (text), recent event ids, vector (float32), applied offsets (JSON).
 LEGACY_FIELDS = (b"c", b"s", b"h", b"e", b"v", b"o")
+
+
+def version_tag(version: str) -> int:
+    """A model version id as a user's state records it (CRC-32: the few versions kept at a time
+    never share one in practice; `core.model_version.listed_versions` turns it back)."""
+    return zlib.crc32(version.encode())
 
 
 @dataclass(frozen=True)
@@ -162,7 +172,9 @@ class History:
 @dataclass
 class UserState:
     vector: np.ndarray | None = None
-    model_version: str | None = None
+    # Which model version's space the vector is in, as `version_tag` of its id (4 bytes, not
+    # the ~24 of the id, in every user's state); `vector_is_of` compares.
+    vector_version: int | None = None
     events: int = 0
     last_event_ms: int = 0
     updated_ms: int = 0
@@ -184,6 +196,18 @@ class UserState:
         """Recent events, newest first."""
         return self.recent.entries()
 
+    def vector_is_of(self, version: str | None) -> bool:
+        """Whether the online vector lives in `version`'s space."""
+        return (
+            self.vector is not None
+            and version is not None
+            and self.vector_version == version_tag(version)
+        )
+
+    def set_vector(self, vector: np.ndarray | None, version: str) -> None:
+        self.vector = vector
+        self.vector_version = version_tag(version)
+
     @property
     def history_item_ids(self) -> set[str]:
         """The items of the recent events (what a request excludes as seen)."""
@@ -204,15 +228,15 @@ class UserState:
         change, version = _HEADER.unpack_from(raw)
         if version != FORMAT:
             raise ValueError(f"user state format {version} is unknown to this code ({FORMAT})")
-        (mv, events, last_ms, updated_ms, genres, windows, offsets, vector, ids, times, items) = (
+        (tag, events, last_ms, written, genres, windows, offsets, vector, ids, times, items) = (
             msgpack.unpackb(raw[_HEADER.size :], raw=False, strict_map_key=False)
         )
         return cls(
             vector=np.frombuffer(vector, dtype=np.float16).astype(np.float32) if vector else None,
-            model_version=mv,
+            vector_version=tag,
             events=events,
             last_event_ms=last_ms,
-            updated_ms=updated_ms,
+            updated_ms=last_ms + written,
             windows={
                 slot: WindowCounts(window[0], {EVENT_TYPES[c]: n for c, n in window[1].items()})
                 for slot, window in zip(WINDOW_SLOTS, windows, strict=False)
@@ -235,10 +259,10 @@ class UserState:
             strongest = sorted(strongest, key=lambda pair: -pair[1])[:MAX_GENRES]
         vector = None if self.vector is None else self.vector.astype(np.float16).tobytes()
         body = [
-            self.model_version,
+            self.vector_version,
             self.events,
             self.last_event_ms,
-            updated_ms,
+            updated_ms - self.last_event_ms,  # small: a write follows its events closely
             {genre: round(score * 100) for genre, score in strongest},
             [
                 [w.start, {EVENT_CODE[t]: n for t, n in w.counts.items()}] if w else None
@@ -270,7 +294,8 @@ class UserState:
             state.vector = vector_from_bytes(vector).copy()
         if meta:
             info = orjson.loads(meta)
-            state.model_version = info.get("mv")
+            version = info.get("mv")
+            state.vector_version = version_tag(version) if version else None
             state.events = info.get("n", 0)
             state.last_event_ms = info.get("ts", 0)
             state.updated_ms = info.get("upd", 0)

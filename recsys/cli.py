@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from core.settings import Settings
+from recsys.commands.archive import app as archive_app
 from recsys.commands.bench import app as bench_app
 from recsys.commands.data import app as data_app
 from recsys.commands.evaluate import evaluate as evaluate_command
@@ -34,6 +35,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+app.add_typer(archive_app, name="archive")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)

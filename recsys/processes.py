@@ -120,6 +120,34 @@ class WorkerProcess(ChildProcess):
         return response.status_code, response.json()
 
 
+class ArchiverProcess(ChildProcess):
+    """`recsys archive run` into `settings.archive_location`, /metrics on a free port."""
+
+    def __init__(
+        self, settings: Settings, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics_port = free_port()
+        super().__init__(
+            [sys.executable, "-m", "recsys", "archive", "run",
+             "--metrics-port", str(self.metrics_port)],
+            log_dir / f"archiver-{self.metrics_port}.log",
+            {
+                **os.environ,
+                "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                "RECSYS_STATE_DIR": str(settings.state_dir),
+                "RECSYS_ARCHIVE_URI": settings.archive_location,
+                "RECSYS_ARCHIVE_GROUP_ID": settings.archive_group_id,
+                "RECSYS_ARCHIVE_BATCH_SECONDS": str(settings.archive_batch_seconds),
+                "RECSYS_LOG_LEVEL": "WARNING",
+                **(env or {}),
+            },
+        )  # fmt: skip
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]],
     timeout_s: float,

@@ -315,8 +315,7 @@ class BatchApplier:
             item = pending[user]
             state = item.state
             if model is not None:
-                state.vector = vectors[user]
-                state.model_version = model.version
+                state.set_vector(vectors[user], model.version)
             self._apply_to_state(state, item.fresh, model, outcome)
             offsets = state.offsets
             for sourced in by_user[user]:
@@ -362,7 +361,7 @@ class BatchApplier:
     def _ema_start(self, item: _UserWork, model: ActiveModel) -> np.ndarray | None:
         """The vector a user's fresh events move from."""
         state = item.state
-        if state.model_version == model.version:
+        if state.vector_is_of(model.version):
             return state.vector
         # A new model version: restart from its batch vector and re-apply what happened after
         # its training cut-off, so nothing learnt online is lost or counted twice.

@@ -33,11 +33,10 @@ async def user_profile(
     )
     version, state = context.version, context.state
     vector_source: Literal["online", "batch"] | None = None
-    vector_model_version = state.model_version if state.vector is not None else None
-    if state.vector is not None and state.model_version == version:
+    if state.vector_is_of(version):
         vector_source = "online"
     elif context.batch_vector is not None:
-        vector_source, vector_model_version = "batch", version
+        vector_source = "batch"
     online = vector_source == "online"
     return UserProfile(
         user_id=user_id,
@@ -56,7 +55,7 @@ async def user_profile(
         top_genres=dict(sorted(state.genres.items(), key=lambda pair: -pair[1])),
         has_vector=vector_source is not None,
         vector_source=vector_source,
-        vector_model_version=vector_model_version,
+        vector_model_version=version if vector_source is not None else None,
         vector_updated_ms=state.updated_ms if online else None,
         vector_age_s=round(time.time() - state.updated_ms / 1000, 3) if online else None,
         model_version=version,

@@ -13,7 +13,7 @@ from core.clients import RedisClient
 from core.model_version import batch_user_vector
 from core.rules import WindowCounts, trending_epoch
 from core.settings import Settings
-from core.user_state import History, HistoryEntry, UserState
+from core.user_state import History, HistoryEntry, UserState, version_tag
 from tests.integration.conftest import ApiSettings, api_settings_factory
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ async def write_online_state(
     entries = [HistoryEntry(now_ms - i, "click", item) for i, item in enumerate(history)]
     state = UserState(
         vector=vector,
-        model_version=version,
+        vector_version=version_tag(version),
         events=len(history),
         last_event_ms=now_ms,
         windows={"5m": WindowCounts(now_ms // 300_000 * 300, {"click": len(history)})},

@@ -115,7 +115,7 @@ async def test_batches_spread_over_partitions_are_applied_exactly_once_with_the_
     await (await apply_process.submit(batches[0]))  # both lanes start with the model loaded
     for user in users:
         state = await load_state(redis, user)
-        assert state.model_version is not None
+        assert state.vector_version is not None
         assert state.vector is not None
     in_flight = [await apply_process.submit(batch) for batch in batches[1:]]
     for done in in_flight:

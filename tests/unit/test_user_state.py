@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from core.rules import WindowCounts
-from core.user_state import LEGACY_FIELDS, History, HistoryEntry, RecentIds, UserState
+from core.user_state import (
+    LEGACY_FIELDS,
+    History,
+    HistoryEntry,
+    RecentIds,
+    UserState,
+    version_tag,
+)
 from tests.format1 import format1_fields
 
 pytestmark = pytest.mark.unit
@@ -18,7 +25,7 @@ def test_packed_state_round_trips_and_moves_its_change_counter() -> None:
     vector = np.linspace(-1, 1, 64, dtype=np.float32)
     state = UserState(
         vector=vector,
-        model_version="v1",
+        vector_version=version_tag("v1"),
         events=3,
         last_event_ms=1_700_000_000_123,
         windows={"5m": WindowCounts(600, {"view": 2, "purchase": 1}), "5m_prev": None},
@@ -34,7 +41,9 @@ def test_packed_state_round_trips_and_moves_its_change_counter() -> None:
     assert back.vector is not None
     assert back.vector.dtype == np.float32
     np.testing.assert_allclose(back.vector, vector, atol=1e-3)  # float16 on the way
-    assert (back.model_version, back.events, back.updated_ms) == ("v1", 3, 1_700_000_000_456)
+    assert back.vector_is_of("v1")
+    assert not back.vector_is_of("v2")
+    assert (back.events, back.updated_ms) == (3, 1_700_000_000_456)
     assert back.last_event_ms == 1_700_000_000_123
     assert back.windows == {"5m": WindowCounts(600, {"view": 2, "purchase": 1})}
     assert back.genres == {"Drama": 8.0, "Noir": 0.3}
@@ -58,7 +67,8 @@ def test_format_1_fields_decode_to_the_same_state() -> None:
                             offsets={"v:0": 5})  # fmt: skip
     state = UserState.decode([fields.get(name) for name in LEGACY_FIELDS])
     assert state.history == history
-    assert (state.events, state.model_version, state.offsets) == (2, "v0", {"v:0": 5})
+    assert (state.events, state.offsets) == (2, {"v:0": 5})
+    assert state.vector_is_of("v0")
     assert state.change == 7
     assert state.change_token == b"7"
     assert state.vector is not None
