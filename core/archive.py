@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from core.settings import Settings
+
 APP_PREFIX = "recsys-archive"
 PARTITION_COLUMNS = ("event_date", "event_type")
 ARCHIVE_SCHEMA = pa.schema(
@@ -65,6 +67,6 @@ class ArchiveLocation:
     uri: str
     storage_options: dict[str, str]
 
-    @property
-    def is_local(self) -> bool:
-        return "://" not in self.uri or self.uri.startswith("file://")
+    @classmethod
+    def of(cls, settings: Settings) -> ArchiveLocation:
+        return cls(settings.archive_location, dict(settings.archive_storage_options))

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
-from core.archive import ArchiveError
+from core.archive import ArchiveError, ArchiveLocation
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,12 +37,11 @@ def _existing() -> DeltaTable:
     """The archive's table as the settings locate it, or a clear exit."""
     from deltalake.exceptions import DeltaError
 
-    from streams.archive.archiver import location_of
     from streams.archive.maintenance import open_existing
 
     settings = Settings()
     try:
-        return open_existing(location_of(settings))
+        return open_existing(ArchiveLocation.of(settings))
     except (DeltaError, OSError) as exc:
         raise _fail(
             f"no archive at {settings.archive_location} ({exc}); start one with "
@@ -65,12 +64,12 @@ def run_command(
     from prometheus_client import start_http_server
 
     from core.clients import ensure_topics
-    from streams.archive.archiver import Archiver, location_of
+    from streams.archive.archiver import Archiver
     from streams.archive.table import ArchiveTable
 
     settings = Settings()
     try:
-        table = ArchiveTable(location_of(settings))
+        table = ArchiveTable(ArchiveLocation.of(settings))
     except ArchiveError as exc:
         raise _fail(str(exc)) from None
     try:
@@ -98,17 +97,10 @@ def run_command(
 @app.command("info")
 def info_command() -> None:
     """The table's size, the days it holds and the last offset archived per partition."""
-    from streams.archive.archiver import location_of
-    from streams.archive.maintenance import open_existing, summary
+    from streams.archive.maintenance import summary
 
     settings = Settings()
-    try:
-        found = summary(open_existing(location_of(settings)))
-    except Exception as exc:
-        raise _fail(
-            f"no archive at {settings.archive_location} ({exc}); start one with "
-            "`recsys archive run`"
-        ) from None
+    found = summary(_existing())
     output.print(
         f"{settings.archive_location}: version {found.version}, {found.rows:,} rows in "
         f"{found.files:,} files, {found.bytes / 1e6:,.1f} MB ({found.bytes_per_row:.1f} bytes "

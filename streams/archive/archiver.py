@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from core.archive import ArchiveLocation
 from core.clients import kafka_common
 from core.settings import Settings
 from schemas.topics import EVENT_TOPICS
@@ -36,10 +35,6 @@ log = logging.getLogger(__name__)
 # Ids kept for duplicate detection, at most (about 100 MB).
 DEDUP_LIMIT = 1_000_000
 RETRY_S = (0.5, 1, 2, 5, 10)
-
-
-def location_of(settings: Settings) -> ArchiveLocation:
-    return ArchiveLocation(settings.archive_location, dict(settings.archive_storage_options))
 
 
 @dataclass
