@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
+from api.impressions import ImpressionRecorder
 from api.publisher import EventPublisher
 from api.recommender import RecommendationService
 from api.services import Services
@@ -31,6 +32,10 @@ async def get_recommender(request: Request) -> RecommendationService:
     return (await get_services(request)).recommender
 
 
+async def get_impressions(request: Request) -> ImpressionRecorder:
+    return (await get_services(request)).impressions
+
+
 async def get_publisher(services: ServicesDep) -> EventPublisher:
     return services.publisher
 
@@ -40,6 +45,7 @@ async def get_redis(services: ServicesDep) -> RedisClient:
 
 
 RecommenderDep = Annotated[RecommendationService, Depends(get_recommender)]
+ImpressionsDep = Annotated[ImpressionRecorder, Depends(get_impressions)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 RedisDep = Annotated[RedisClient, Depends(get_redis)]
 

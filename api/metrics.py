@@ -41,6 +41,15 @@ MMR_SECONDS = Histogram(
 EVENTS_PUBLISHED = Counter(
     "recsys_api_events_published_total", "Events published to Kafka by POST /events."
 )
+IMPRESSIONS_SENT = Counter(
+    "recsys_api_impressions_sent_total", "Impressions of /recommend answers published to Kafka."
+)
+IMPRESSIONS_DROPPED = Counter(
+    "recsys_api_impressions_dropped_total",
+    "Impressions not recorded, by reason: queue_full (Kafka slower than the answers), "
+    "kafka_unavailable, error, shutdown.",
+    ["reason"],
+)
 
 # The per-request series, each looked up once per label set: `labels()` takes a lock and
 # builds its key on every call. Label values are route templates, methods, statuses, backends,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -31,6 +32,10 @@ class RecommendationItem(BaseModel):
 
 
 class RecommendationResponse(BaseModel):
+    recommendation_id: uuid.UUID = Field(
+        default_factory=uuid.uuid4,
+        description="This answer's id: send it on the clicks and purchases it leads to.",
+    )
     user_id: str
     items: list[RecommendationItem]
     source: Source = Field(description="The first source of the fallback chain that answered.")
@@ -52,6 +57,15 @@ class HistoryItem(BaseModel):
     item_id: str
 
 
+class NegativeFeedback(BaseModel):
+    item_id: str
+    event_type: str = Field(description="dislike or hide.")
+    ts_ms: int = Field(description="When the user gave it (epoch ms).")
+    excluded_until_ms: int = Field(
+        description="The item is left out of the user's answers until then (epoch ms)."
+    )
+
+
 class WindowSummary(BaseModel):
     start: int = Field(description="Window start (epoch seconds).")
     counts: dict[str, int] = Field(description="Events in the window by event type.")
@@ -65,6 +79,14 @@ class UserProfile(BaseModel):
     history: list[HistoryItem]
     windows: dict[str, WindowSummary]
     top_genres: dict[str, float]
+    negative_feedback: list[NegativeFeedback] = Field(
+        default_factory=list, description="Items the user disliked or hid, newest first."
+    )
+    tired_items: int = Field(
+        0,
+        description="Items shown to the user often enough, without a click or purchase, that "
+        "answers demote or leave them out (feedback fatigue).",
+    )
     has_vector: bool
     vector_source: Literal["online", "batch"] | None = Field(
         description="The vector answers use: the online one (in the active version's space), "

@@ -107,6 +107,17 @@ class EventPublisher:
         await self._guarded(send_all)
         metrics.EVENTS_PUBLISHED.inc(len(events))
 
+    async def publish_raw(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send encoded (key, value) messages to `topic` and wait for the acknowledgements:
+        for records the API makes itself (impressions), which carry no trace context."""
+
+        async def send_all() -> None:
+            producer = await self._started()
+            pending = [await producer.send(topic, value, key=key) for key, value in messages]
+            await asyncio.gather(*pending)
+
+        await self._guarded(send_all)
+
     async def check(self) -> None:
         """Readiness: connect if not yet connected (raises KafkaUnavailableError)."""
         await self._guarded(self._started)

@@ -30,7 +30,7 @@ from api.popular_cache import PopularCache
 from api.telemetry import child_span
 from core.clients import RedisClient
 from core.settings import Settings
-from core.user_state import UserState
+from core.user_state import UserState, item_tag
 from core.vectors import ItemFilter, VectorIndex
 
 # Explanations compare each recommended item with this many of the user's newest items.
@@ -51,6 +51,31 @@ class RecommendQuery:
     exclude_genres: tuple[str, ...] = ()
     exclude_ids: frozenset[str] = frozenset()
     explain: bool = False
+
+
+class _Fatigue:
+    """Feedback fatigue in one request: candidates the user was shown too often without acting
+    on them are set aside (`sift`) and come after all others (`demoted`), or never."""
+
+    def __init__(self, settings: Settings, state: UserState, now: float) -> None:
+        self.action = settings.fatigue_action
+        self.tired = (
+            state.fatigue.tired(now, settings.fatigue_window_s, settings.fatigue_impressions)
+            if self.action != "off" and state.fatigue.raw
+            else set()
+        )
+        self.demoted: list[Candidate] = []
+
+    def sift(self, found: Sequence[Candidate]) -> Sequence[Candidate]:
+        if not self.tired:
+            return found
+        fresh = []
+        for candidate in found:
+            if item_tag(candidate.item_id) not in self.tired:
+                fresh.append(candidate)
+            elif self.action == "demote":
+                self.demoted.append(candidate)
+        return fresh
 
 
 class NoCandidatesError(Exception):
@@ -99,9 +124,14 @@ class RecommendationService:
             return self._from_memory(query, [exc.reason])
 
         version, state = context.version, context.state
+        now = time.time()
+        settings = self.settings
         excluded = set(query.exclude_ids) | state.history_item_ids
+        if state.feedback.entries:
+            excluded |= state.feedback.excluded(now, settings.feedback_exclude_days * 86_400)
         picked: dict[str, Candidate] = {}
         reasons: list[str] = []
+        fatigue = _Fatigue(settings, state, now)
         for source in self.settings.api_fallback_chain:
             wanted = query.k - len(picked)
             if wanted <= 0:
@@ -116,12 +146,14 @@ class RecommendationService:
                 if exc.backend == redis_guard.name:
                     # Redis is gone mid-request: finish from memory rather than try more reads.
                     spare = self._memory_top(query, excluded | picked.keys(), wanted)
-                    self._fill(picked, excluded, spare, query.k)
+                    self._fill(picked, excluded, fatigue.sift(spare), query.k)
                     break
                 continue
-            self._fill(picked, excluded, found, query.k)
+            self._fill(picked, excluded, fatigue.sift(found), query.k)
             if len(picked) < query.k:
                 reasons.append(f"{source}_short")
+        if len(picked) < query.k and fatigue.demoted:
+            self._fill(picked, excluded, fatigue.demoted, query.k)
 
         items = list(picked.values())
         if query.explain and items and version:

@@ -12,6 +12,7 @@ from opentelemetry.trace import Tracer
 
 from api.backends import GuardedBackend
 from api.breaker import CircuitBreaker
+from api.impressions import ImpressionRecorder
 from api.popular_cache import PopularCache
 from api.publisher import EventPublisher
 from api.recommender import Backends, RecommendationService
@@ -30,6 +31,7 @@ class Services:
     popular: PopularCache
     recommender: RecommendationService
     publisher: EventPublisher
+    impressions: ImpressionRecorder
     tracer: Tracer
 
     @property
@@ -78,8 +80,10 @@ async def open_services(
     )
     popular = PopularCache(redis, settings.api_popular_cache_size)
     publisher = EventPublisher(settings, _breaker(settings, "kafka"))
+    impressions = ImpressionRecorder(settings, publisher)
     await popular.refresh()
     refresher = asyncio.create_task(popular.refresh_every(settings.api_popular_refresh_s))
+    impressions.start()
     try:
         yield Services(
             settings=settings,
@@ -87,11 +91,13 @@ async def open_services(
             popular=popular,
             recommender=RecommendationService(settings, backends, popular, tracer),
             publisher=publisher,
+            impressions=impressions,
             tracer=tracer,
         )
     finally:
         refresher.cancel()
         await close_within("popular refresher", asyncio.wait({refresher}))
+        await close_within("impressions", impressions.close())
         await close_within("kafka producer", publisher.close())
         await close_within("vector index", index.close())
         await close_within("redis", redis.aclose())

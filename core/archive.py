@@ -4,7 +4,10 @@ DuckDB, Polars or Spark.
 
 Layout: partitioned by `event_date` (the event's UTC day, "YYYY-MM-DD") and `event_type`, so a
 training window reads only its days; one row per distinct event (`ARCHIVE_SCHEMA`), with the
-Kafka topic, partition and offset it was read from.
+Kafka topic, partition and offset it was read from. An impression (event type "impression") is
+one row per item shown, all with the impression's `recommendation_id` as `event_id`, the item's
+`position` and `source`, and the request's parameters as `context`. Columns added since a table
+was created are merged into its schema at the next write (older rows read them as null).
 
 Exactly once: each commit carries a Delta application transaction per Kafka topic partition it
 covers (`app_id`: "recsys-archive:<topic>:<partition>", version: the last offset in the commit),
@@ -37,6 +40,12 @@ ARCHIVE_SCHEMA = pa.schema(
         pa.field("dwell_ms", pa.int64()),
         pa.field("quantity", pa.int32()),
         pa.field("price", pa.float64()),
+        # Attribution: the answer a click, purchase or negative event came from; for an
+        # impression (one row per shown item) its id, and the item's place in the answer.
+        pa.field("recommendation_id", pa.string()),
+        pa.field("position", pa.int32()),
+        pa.field("source", pa.string()),
+        pa.field("model_version", pa.string()),
         pa.field("topic", pa.string(), nullable=False),
         pa.field("partition", pa.int32(), nullable=False),
         pa.field("offset", pa.int64(), nullable=False),
@@ -70,3 +79,11 @@ class ArchiveLocation:
     @classmethod
     def of(cls, settings: Settings) -> ArchiveLocation:
         return cls(settings.archive_location, dict(settings.archive_storage_options))
+
+
+# The event types training reads from the archive: the positive interactions. Other types
+# (negative feedback, impressions) are archived too, but are not interactions to learn
+# preferences from; readers prune their partitions (`event_type` is a partition column).
+TRAINING_EVENT_TYPES = ("view", "click", "purchase")
+# How readers order rows: event time, then the Kafka position for ties (deterministic).
+ROW_ORDER = ("ts", "topic", "partition", "offset")

@@ -9,6 +9,8 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:popular                 zset    item_id -> interaction count
   recsys:model:{v}:popular:genre:{genre}   zset    item_id -> interaction count, per genre
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
+  recsys:retrain:decisions                 list    JSON of each `recsys retrain` gate decision,
+                                                   newest first, capped (`RETRAIN_DECISIONS_KEPT`)
 In each users' hash tag (below), so that the API reads a user from that user's node alone:
   recsys:{u<t>}:model:active               string  a copy of the active version id (`activate`)
   recsys:{u<t>}:model:{v}:user_vectors     hash    user_id -> float32 bytes (batch vectors of the
@@ -56,6 +58,8 @@ from schemas.topics import TOPIC_BY_EVENT_TYPE
 PREFIX = "recsys"
 ACTIVE_MODEL = f"{PREFIX}:model:active"
 MODEL_VERSIONS = f"{PREFIX}:model:versions"
+RETRAIN_DECISIONS = f"{PREFIX}:retrain:decisions"
+RETRAIN_DECISIONS_KEPT = 500
 
 
 def model_key(version: str, part: str) -> str:

@@ -19,7 +19,27 @@ EPS = 1e-12
 # Implicit-feedback weight of one event by type: the stream's EMA and fold-in, trending and the
 # training data all weigh events by this (a MovieLens rating is one positive interaction whatever
 # its value, as the evaluation protocols require).
-EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "purchase": 4.0, "rating": 1.0}
+#
+# Negative feedback weighs below zero: the fold-in reads a negative confidence as a disliked item
+# (`fold_in`); trending and genre affinity count positive events only (`counts_as_interest`).
+EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "purchase": 4.0,
+    "rating": 1.0,
+    "dislike": -4.0,
+    "hide": -1.0,
+}
+
+
+def counts_as_interest(event_type: str) -> bool:
+    """Whether an event of this type is interest in its item (trending, genres, training)."""
+    return EVENT_WEIGHTS[event_type] > 0
+
+
+# Events that end an item's feedback fatigue: the user acted on it. A view does not: it is what
+# showing the item produces.
+ENDS_FATIGUE = frozenset({"click", "purchase"})
 
 # Genre affinities halve in a week without new events of that genre.
 GENRE_HALF_LIFE_S = 7 * 86_400
@@ -64,6 +84,10 @@ def ema_steps(
     """`ema_update` applied along each user's steps (item vector, weight), in order, for many
     users at once: one array operation per step position instead of several per event.
 
+    A negative weight -a is a step away from the item (negative feedback):
+    u <- normalize((1 - a) u - a v_item); a user without a vector has nothing to move away
+    from and stays without one.
+
     Every row is computed on its own (a row's result does not depend on the others), so this
     gives exactly what `ema_update` gives one event at a time, as the offline replay of the
     stream updates computes it.
@@ -77,14 +101,15 @@ def ema_steps(
         has_vector = np.array([vector is not None for vector in current])
         previous = np.stack([items[k] if v is None else v for k, v in enumerate(current)])
         # (1 - a) in double, then float32: as the scalar expression (1.0 - a) * u computes it.
-        keep = np.array([1.0 - w for w in weights], dtype=np.float32)[:, None]
+        keep = np.array([1.0 - abs(w) for w in weights], dtype=np.float32)[:, None]
         pull = np.array(weights, dtype=np.float32)[:, None]
         mixed = np.where(has_vector[:, None], keep * previous + pull * items, items)
         norms = np.linalg.norm(mixed, axis=1, keepdims=True)
         unit = np.where(norms > EPS, mixed / np.where(norms > EPS, norms, 1), mixed)
         unit = unit.astype(np.float32, copy=False)
         for k, n in enumerate(rows):
-            out[n] = unit[k]
+            if has_vector[k] or weights[k] > 0:
+                out[n] = unit[k]
     return out
 
 

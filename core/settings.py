@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     stream_ema_view: float = Field(0.05, gt=0, le=1, description="EMA weight of a view.")
     stream_ema_click: float = Field(0.15, gt=0, le=1, description="EMA weight of a click.")
     stream_ema_purchase: float = Field(0.35, gt=0, le=1, description="EMA weight of a purchase.")
+    stream_ema_dislike: float = Field(
+        0.2, gt=0, le=1, description="EMA weight of a dislike: how far the vector moves away."
+    )
+    stream_ema_hide: float = Field(
+        0.1, gt=0, le=1, description="EMA weight of a hide: how far the vector moves away."
+    )
     stream_fold_in_history: int = Field(50, ge=1, description="Recent events a fold-in solve uses.")
     stream_fold_in_prior: float = Field(
         1.0, ge=0, description="Pull of the batch user vector in a fold-in solve (0: none)."
@@ -132,6 +138,29 @@ class Settings(BaseSettings):
         "retries publish one event twice; redeliveries are caught by offset at any age).",
     )
 
+    # --- Retraining (`recsys retrain`) ---------------------------------------------------------
+    retrain_window_days: float = Field(
+        30, gt=0, description="Days of the archive a retrain reads (its training window ends now)."
+    )
+    retrain_holdout_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Newest share of the window's events held out to score the candidate and "
+        "the active version (the cut; never before the active version's training cut-off).",
+    )
+    retrain_gate_margin: float = Field(
+        0.005,
+        ge=0,
+        description="A candidate is published if its NDCG@10 on the held-out events is at "
+        "least the active version's minus this margin.",
+    )
+    retrain_min_interactions: int = Field(
+        1000,
+        ge=1,
+        description="Fewest training events in the window for a retrain (fewer: skipped).",
+    )
+
     # --- Files -----------------------------------------------------------------------------
     data_dir: Path = Field(
         _XDG_CACHE / "datasets",
@@ -153,6 +182,30 @@ class Settings(BaseSettings):
         None, description="Key required in the X-API-Key header for writes; unset = open."
     )
     log_level: str = Field("INFO", description="Python log level.")
+
+    # --- Feedback: negative events and impressions (the worker writes, the API reads) -------
+    feedback_exclude_days: float = Field(
+        30,
+        ge=0,
+        description="A disliked or hidden item is left out of the user's answers this long.",
+    )
+    feedback_max_items: int = Field(
+        32, ge=0, description="Negative-feedback items kept per user (the newest)."
+    )
+    fatigue_action: Literal["demote", "exclude", "off"] = Field(
+        "demote",
+        description="What answers do with an item shown too often without a positive event: "
+        "move it after the others, leave it out, or nothing.",
+    )
+    fatigue_impressions: int = Field(
+        3, ge=1, description="Impressions within the fatigue window that make an item tiring."
+    )
+    fatigue_window_s: int = Field(
+        86_400, ge=1, description="The window in which impressions count towards fatigue."
+    )
+    fatigue_max_items: int = Field(
+        40, ge=0, description="Shown items whose impressions are kept per user (9 bytes each)."
+    )
 
     # --- API serving -------------------------------------------------------------------------
     api_request_budget_ms: float = Field(
@@ -195,6 +248,18 @@ class Settings(BaseSettings):
     )
     api_cors_origins: tuple[str, ...] = Field(
         (), description="Origins allowed by CORS (JSON list); empty = CORS off."
+    )
+    api_impressions_sample: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of /recommend answers recorded as impressions (0 = none).",
+    )
+    api_impressions_queue: int = Field(
+        10_000, ge=1, description="Impressions waiting for Kafka; more are dropped and counted."
+    )
+    api_impressions_batch: int = Field(
+        500, ge=1, description="Impressions sent to Kafka at most per batch."
     )
 
     @field_validator("kafka_bootstrap_servers")

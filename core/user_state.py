@@ -17,7 +17,9 @@ Format 2, packed (`UserState.encode`):
              {genre: affinity x 100}, [per `core.rules.WINDOW_SLOTS`: nil or
              [start, {type code: count}]],
              {"<topic code>:<partition>": last offset applied}, vector (float16 bytes or nil),
-             recent event ids (`RecentIds`), history times and items (`History`)]
+             recent event ids (`RecentIds`), history times and items (`History`),
+             negative feedback (`Feedback`), impressions without a positive event (`Fatigue`)]
+The last two were appended later: a value without them (written before) reads as empty.
 Why packed instead of a hash of fields: a hash with any value over 64 bytes (the vector) is a
 hashtable, which costs an allocation and an entry per field; one value with a float16 vector
 (the online vector moves by EMA steps far larger than float16's 1e-3 relative error) and binary
@@ -48,7 +50,7 @@ from core.rules import WINDOW_SLOTS, WindowCounts
 
 FORMAT = 2
 # Event types are stored as their position here: append new ones, never reorder.
-EVENT_TYPES = ("view", "click", "purchase")
+EVENT_TYPES = ("view", "click", "purchase", "dislike", "hide")
 EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 # Dedup records: the first 6 bytes of the event id (48 random bits of a UUID4) and the event
 # time in seconds. A new event is taken for a duplicate if its prefix equals one of the user's
@@ -169,6 +171,102 @@ class History:
         return cls().push(entries, len(entries))
 
 
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One item the user gave negative feedback on, and when."""
+
+    item_id: str
+    ts_s: int
+    event_type: str
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A user's negative feedback, newest first, one entry per item: what answers leave out
+    until `Settings.feedback_exclude_days` have passed since the event."""
+
+    entries: tuple[FeedbackEntry, ...] = ()
+
+    def push(self, fresh: Sequence[FeedbackEntry], keep_s: int, limit: int) -> Feedback:
+        """Add `fresh` (newest first); keep each item's newest entry, those within `keep_s` of
+        the newest one, at most `limit`."""
+        if not fresh:
+            return self
+        merged = sorted((*fresh, *self.entries), key=lambda e: -e.ts_s)
+        newest = merged[0].ts_s
+        kept: dict[str, FeedbackEntry] = {}
+        for entry in merged:
+            if entry.item_id not in kept and entry.ts_s >= newest - keep_s:
+                kept[entry.item_id] = entry
+        return Feedback(tuple(kept.values())[:limit])
+
+    def excluded(self, now_s: float, exclude_s: float) -> set[str]:
+        """The items to leave out of an answer at `now_s`."""
+        return {e.item_id for e in self.entries if e.ts_s > now_s - exclude_s}
+
+    def packed(self) -> list[list[Any]]:
+        return [[e.item_id, e.ts_s, EVENT_CODE[e.event_type]] for e in self.entries]
+
+    @classmethod
+    def unpacked(cls, raw: Sequence[Sequence[Any]]) -> Feedback:
+        return cls(tuple(FeedbackEntry(i, ts, EVENT_TYPES[code]) for i, ts, code in raw))
+
+
+def item_tag(item_id: str) -> int:
+    """An item id as fatigue records name it (CRC-32: 4 bytes instead of the id; two items of a
+    user's few dozen records share one with odds of about 1 in 10 million)."""
+    return zlib.crc32(item_id.encode())
+
+
+# A fatigue record: the item's tag, when it was first shown in the current window (seconds), and
+# how often it was shown since (capped at 255).
+_FATIGUE_RECORD = struct.Struct(">IIB")
+MAX_IMPRESSION_COUNT = 255
+
+
+@dataclass(frozen=True)
+class Fatigue:
+    """Items recently shown to the user without a positive event since: per item, the start of
+    its window and its impressions in it (`_FATIGUE_RECORD`, most recently shown first). The API
+    demotes or leaves out items shown `Settings.fatigue_impressions` times or more."""
+
+    raw: bytes = b""
+
+    def counts(self) -> dict[int, tuple[int, int]]:
+        """Item tag -> (window start s, impressions)."""
+        return {tag: (start, n) for tag, start, n in _FATIGUE_RECORD.iter_unpack(self.raw)}
+
+    def tired(self, now_s: float, window_s: float, threshold: int) -> set[int]:
+        """Tags of the items shown `threshold` times or more within the window."""
+        return {
+            tag
+            for tag, (start, n) in self.counts().items()
+            if n >= threshold and start > now_s - window_s
+        }
+
+    def shown(self, item_ids: Sequence[str], ts_s: int, window_s: int, limit: int) -> Fatigue:
+        """Count one impression of each of `item_ids` at `ts_s`; a record whose window has
+        passed starts a new one; keep the `limit` most recently shown items."""
+        counts = self.counts()
+        fresh: dict[int, tuple[int, int]] = {}
+        for item_id in item_ids:
+            tag = item_tag(item_id)
+            start, n = fresh.get(tag) or counts.pop(tag, (ts_s, 0))
+            if start <= ts_s - window_s:
+                start, n = ts_s, 0
+            fresh[tag] = (start, min(n + 1, MAX_IMPRESSION_COUNT))
+        records = [*fresh.items(), *counts.items()][:limit]
+        return Fatigue(b"".join(_FATIGUE_RECORD.pack(t, s, n) for t, (s, n) in records))
+
+    def engaged(self, item_ids: Iterable[str]) -> Fatigue:
+        """Forget the items the user engaged with: a positive event ends their fatigue."""
+        if not self.raw:
+            return self
+        gone = {item_tag(i) for i in item_ids}
+        records = [r for r in _FATIGUE_RECORD.iter_unpack(self.raw) if r[0] not in gone]
+        return Fatigue(b"".join(_FATIGUE_RECORD.pack(*r) for r in records))
+
+
 @dataclass
 class UserState:
     vector: np.ndarray | None = None
@@ -186,6 +284,8 @@ class UserState:
     # event at or below it is a redelivery. Per user, so that exactly-once needs no key that
     # every batch writes, and a user whose events arrive on several partitions stays correct.
     offsets: dict[str, int] = field(default_factory=dict)
+    feedback: Feedback = field(default_factory=Feedback)
+    fatigue: Fatigue = field(default_factory=Fatigue)
     # The change counter as read (None: a new user) and the token the write script compares
     # with what it finds: the counter's 4 bytes, or a format-1 hash's `c` field.
     change: int | None = None
@@ -228,9 +328,11 @@ class UserState:
         change, version = _HEADER.unpack_from(raw)
         if version != FORMAT:
             raise ValueError(f"user state format {version} is unknown to this code ({FORMAT})")
-        (tag, events, last_ms, written, genres, windows, offsets, vector, ids, times, items) = (
-            msgpack.unpackb(raw[_HEADER.size :], raw=False, strict_map_key=False)
-        )
+        body = msgpack.unpackb(raw[_HEADER.size :], raw=False, strict_map_key=False)
+        (tag, events, last_ms, written, genres, windows, offsets, vector, ids, times, items) = body[
+            :11
+        ]
+        feedback, fatigue = (*body[11:], [], b"")[:2]
         return cls(
             vector=np.frombuffer(vector, dtype=np.float16).astype(np.float32) if vector else None,
             vector_version=tag,
@@ -246,6 +348,8 @@ class UserState:
             recent=History(times, items),
             recent_ids=RecentIds(ids),
             offsets=offsets,
+            feedback=Feedback.unpacked(feedback),
+            fatigue=Fatigue(fatigue),
             change=change,
             change_token=raw[:CHANGE_BYTES],
         )
@@ -273,6 +377,8 @@ class UserState:
             self.recent_ids.raw,
             self.recent.times,
             self.recent.items,
+            self.feedback.packed(),
+            self.fatigue.raw,
         ]
         header = _HEADER.pack(((self.change or 0) + 1) & 0xFFFFFFFF, FORMAT)
         packed: bytes = msgpack.packb(body, use_bin_type=True)

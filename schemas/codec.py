@@ -45,7 +45,7 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         loc = [str(part) for part in error["loc"]]
         # A discriminated union puts the chosen model's tag in the path ("click.user_id");
         # callers think in the event's own fields, so drop it.
-        if loc and loc[0] in ("view", "click", "purchase"):
+        if loc and loc[0] in EVENT_TYPES:
             loc = loc[1:]
         # Likewise a union of value types (a `context` value) reports each branch it tried.
         if len(loc) > 1 and loc[-1] in _UNION_BRANCHES:

@@ -23,14 +23,19 @@ MAX_CONTEXT_VALUE_LENGTH = 256
 MAX_FUTURE_SKEW = timedelta(hours=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-EventType = Literal["view", "click", "purchase"]
-EVENT_TYPES: tuple[EventType, ...] = ("view", "click", "purchase")
+EventType = Literal["view", "click", "purchase", "dislike", "hide"]
+# What the user engaged with: these pull the user towards the item and are what training reads.
+POSITIVE_EVENT_TYPES: tuple[EventType, ...] = ("view", "click", "purchase")
+# Explicit negative feedback: the user's vector moves away from the item and the item is left
+# out of their answers for a while (`Settings.feedback_exclude_s`).
+NEGATIVE_EVENT_TYPES: tuple[EventType, ...] = ("dislike", "hide")
+EVENT_TYPES: tuple[EventType, ...] = POSITIVE_EVENT_TYPES + NEGATIVE_EVENT_TYPES
 
 
 def stream_event_type(kind: str) -> EventType:
     """A dataset row's type as a stream event: view, click and purchase stay what they are;
     anything else (a MovieLens rating) is a purchase, since the user consumed the item."""
-    for event_type in EVENT_TYPES:
+    for event_type in POSITIVE_EVENT_TYPES:
         if kind == event_type:
             return event_type
     return "purchase"
@@ -139,13 +144,21 @@ class ViewEvent(_EventBase):
     dwell_ms: int | None = Field(None, ge=0, description="Time spent on the item, if known.")
 
 
-class ClickEvent(_EventBase):
+class _AttributedEvent(_EventBase):
+    recommendation_id: uuid.UUID | None = Field(
+        None,
+        description="The `recommendation_id` of the /recommend answer the user acted on, if any "
+        "(attribution: joins the event to its impression).",
+    )
+
+
+class ClickEvent(_AttributedEvent):
     """The user clicked the item."""
 
     event_type: Literal["click"] = "click"
 
 
-class PurchaseEvent(_EventBase):
+class PurchaseEvent(_AttributedEvent):
     """The user bought the item."""
 
     event_type: Literal["purchase"] = "purchase"
@@ -153,12 +166,26 @@ class PurchaseEvent(_EventBase):
     price: float | None = Field(None, ge=0)
 
 
-AnyEvent = ViewEvent | ClickEvent | PurchaseEvent
+class DislikeEvent(_AttributedEvent):
+    """The user said they do not want the item (thumbs down): negative feedback."""
+
+    event_type: Literal["dislike"] = "dislike"
+
+
+class HideEvent(_AttributedEvent):
+    """The user hid the item from a list: milder negative feedback than a dislike."""
+
+    event_type: Literal["hide"] = "hide"
+
+
+AnyEvent = ViewEvent | ClickEvent | PurchaseEvent | DislikeEvent | HideEvent
 Event = Annotated[AnyEvent, Field(discriminator="event_type")]
 EVENT_MODELS: dict[str, type[_EventBase]] = {
     "view": ViewEvent,
     "click": ClickEvent,
     "purchase": PurchaseEvent,
+    "dislike": DislikeEvent,
+    "hide": HideEvent,
 }
 
 
@@ -178,5 +205,5 @@ def new_event(
         ts=ts or datetime.now(UTC),
         **fields,
     )
-    assert isinstance(event, ViewEvent | ClickEvent | PurchaseEvent)  # narrows for mypy
+    assert isinstance(event, ViewEvent | ClickEvent | PurchaseEvent | DislikeEvent | HideEvent)
     return event

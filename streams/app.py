@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.heap import tune_for_long_running_process
 from core.settings import Settings
-from schemas.topics import DLQ_TOPIC, EVENT_TOPICS
+from schemas.topics import DLQ_TOPIC, EVENT_TOPICS, IMPRESSION_TOPIC
 from streams.apply_process import ApplyProcess
 from streams.eager_consumer import EagerCallbackApp
 from streams.processor import RawMessage
@@ -81,7 +81,8 @@ def create_app(
         # cost a fetch round trip (about 8% of the throughput in ad-hoc drains).
         stream_buffer_maxsize=4 * settings.stream_batch_size * settings.stream_batches_in_flight,
     )
-    events = app.topic(*EVENT_TOPICS, key_type=bytes, value_type=bytes)
+    # Impressions too: the worker keeps what feedback fatigue needs in the users' state.
+    events = app.topic(*EVENT_TOPICS, IMPRESSION_TOPIC, key_type=bytes, value_type=bytes)
     dead_letters = app.topic(DLQ_TOPIC, key_type=bytes, value_type=bytes)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:

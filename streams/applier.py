@@ -36,13 +36,14 @@ from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import (
+    ENDS_FATIGUE,
     EVENT_WEIGHTS,
     GENRE_HALF_LIFE_S,
     WINDOWS,
     add_to_windows,
+    counts_as_interest,
     decay_affinity,
     ema_steps,
-    ema_update,
     fold_in_recent,
     normalize,
     trending_increment,
@@ -51,8 +52,10 @@ from core.rules import (
 )
 from core.scripts import ScriptSet
 from core.settings import Settings
-from core.user_state import LEGACY_FIELDS, HistoryEntry, RecentIds, UserState
+from core.user_state import LEGACY_FIELDS, FeedbackEntry, HistoryEntry, RecentIds, UserState
 from schemas import AnyEvent
+from schemas.impressions import ImpressionEvent
+from schemas.records import StreamRecord
 from streams.model_cache import ActiveModel
 from streams.redis_scripts import READ_USERS, WRITE_SHARD, WRITE_USERS, ShardPlan, pack
 
@@ -67,9 +70,9 @@ _WINDOW_SLOTS = [(name, f"{name}_prev", length) for name, length in WINDOWS.item
 
 @dataclass(frozen=True)
 class SourcedEvent:
-    """A decoded event and where it came from."""
+    """A decoded event (or impression) and where it came from."""
 
-    event: AnyEvent
+    event: StreamRecord
     topic: str
     partition: int
     offset: int
@@ -84,6 +87,11 @@ class SourcedEvent:
         return int(self.ts_s * 1000)
 
     @cached_property
+    def interaction(self) -> AnyEvent | None:
+        """The event, unless it is an impression (which touches only its user's fatigue)."""
+        return None if isinstance(self.event, ImpressionEvent) else self.event
+
+    @cached_property
     def slot(self) -> str:
         """Its partition as offset records name it (`core.keys.offset_slot`)."""
         return keys.offset_slot(self.topic, self.partition)
@@ -92,6 +100,7 @@ class SourcedEvent:
 @dataclass(frozen=True)
 class UpdateConfig:
     mode: str
+    # Signed: negative feedback steps away from the item (`core.rules.ema_steps`).
     ema_weights: dict[str, float]
     fold_in_history: int
     fold_in_prior: float
@@ -100,6 +109,10 @@ class UpdateConfig:
     user_ttl_s: int
     trending_half_life_s: float
     item_shards: int = 16
+    feedback_keep_s: int = 30 * 86_400
+    feedback_max_items: int = 32
+    fatigue_window_s: int = 86_400
+    fatigue_max_items: int = 40
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpdateConfig:
@@ -109,6 +122,8 @@ class UpdateConfig:
                 "view": settings.stream_ema_view,
                 "click": settings.stream_ema_click,
                 "purchase": settings.stream_ema_purchase,
+                "dislike": -settings.stream_ema_dislike,
+                "hide": -settings.stream_ema_hide,
             },
             fold_in_history=settings.stream_fold_in_history,
             fold_in_prior=settings.stream_fold_in_prior,
@@ -117,6 +132,10 @@ class UpdateConfig:
             user_ttl_s=int(settings.stream_user_ttl_days * 86_400),
             trending_half_life_s=settings.stream_trending_half_life_s,
             item_shards=settings.redis_item_shards,
+            feedback_keep_s=int(settings.feedback_exclude_days * 86_400),
+            feedback_max_items=settings.feedback_max_items,
+            fatigue_window_s=settings.fatigue_window_s,
+            fatigue_max_items=settings.fatigue_max_items if settings.fatigue_action != "off" else 0,
         )
 
 
@@ -154,9 +173,8 @@ class BatchApplier:
             by_user[sourced.event.user_id].append(sourced)
         by_shard: dict[int, list[SourcedEvent]] = defaultdict(list)
         for sourced in batch:
-            by_shard[keys.item_shard(sourced.event.item_id, self.config.item_shards)].append(
-                sourced
-            )
+            if (event := sourced.interaction) is not None:
+                by_shard[keys.item_shard(event.item_id, self.config.item_shards)].append(sourced)
         outcome = BatchOutcome()
         work, shard_offsets = await self._read(list(by_user), list(by_shard), model)
         self._select_fresh(by_user, work, outcome)
@@ -276,12 +294,18 @@ class BatchApplier:
         for sourced in events:
             slot = sourced.slot
             latest[slot] = max(latest.get(slot, -1), sourced.offset)
-            if id(sourced) not in fresh or sourced.offset <= int(applied.get(slot, b"-1")):
+            event = sourced.interaction
+            if (
+                event is None
+                or id(sourced) not in fresh
+                or sourced.offset <= int(applied.get(slot, b"-1"))
+            ):
                 continue
-            event = sourced.event
             for name, length in WINDOWS.items():
                 start = window_start(sourced.ts_s, length)
                 item_windows[name, start][f"{event.event_type}:{event.item_id}"] += 1
+            if not counts_as_interest(event.event_type):
+                continue
             weight = EVENT_WEIGHTS[event.event_type]
             epoch, increment = trending_increment(sourced.ts_s, weight, config.trending_half_life_s)
             trending[epoch][event.item_id] += increment
@@ -349,12 +373,12 @@ class BatchApplier:
             item = work[user]
             starts.append(self._ema_start(item, model))
             user_steps = []
-            for sourced in item.fresh:
-                item_vector = model.vector(sourced.event.item_id)
+            for event in _interactions(item.fresh):
+                item_vector = model.vector(event.item_id)
                 if item_vector is None:
                     outcome.unknown_items += 1
                 else:
-                    user_steps.append((item_vector, weights[sourced.event.event_type]))
+                    user_steps.append((item_vector, weights[event.event_type]))
             steps.append(user_steps)
         return dict(zip(users, ema_steps(starts, steps), strict=True))
 
@@ -368,18 +392,21 @@ class BatchApplier:
         vector = normalize(item.batch_vector) if item.batch_vector is not None else None
         cutoff_ms = model.meta.trained_until * 1000
         weights = self.config.ema_weights
+        steps = []
         for entry in reversed(state.history):
             item_vector = model.vector(entry.item_id)
             if entry.ts_ms > cutoff_ms and item_vector is not None:
-                vector = ema_update(vector, item_vector, weights[entry.event_type])
+                steps.append((item_vector, weights[entry.event_type]))
+        (vector,) = ema_steps([vector], [steps])
         return vector
 
     def _fold_in(
         self, item: _UserWork, model: ActiveModel, outcome: BatchOutcome
     ) -> np.ndarray | None:
+        fresh = _interactions(item.fresh)
         recent = [(e.item_id, e.event_type) for e in reversed(item.state.history)]
-        recent += [(s.event.item_id, s.event.event_type) for s in item.fresh]
-        outcome.unknown_items += sum(model.vector(s.event.item_id) is None for s in item.fresh)
+        recent += [(e.item_id, e.event_type) for e in fresh]
+        outcome.unknown_items += sum(model.vector(e.item_id) is None for e in fresh)
         return fold_in_recent(
             recent[-self.config.fold_in_history :],
             model.item_row,
@@ -398,11 +425,16 @@ class BatchApplier:
         model: ActiveModel | None,
         outcome: BatchOutcome,
     ) -> None:
-        """Windows, genre affinity, counters, history and dedup records of `fresh` events."""
+        """Windows, genre affinity, counters, history, feedback, fatigue and dedup records of
+        `fresh` events and impressions."""
         config = self.config
         windows = state.windows
+        shown = [s for s in fresh if s.interaction is None]
+        if shown:
+            fresh = [s for s in fresh if s.interaction is not None]
         for sourced in fresh:
             event = sourced.event
+            assert not isinstance(event, ImpressionEvent)  # narrows for mypy
             ts_s = sourced.ts_s
             for name, previous_name, length in _WINDOW_SLOTS:
                 current, previous, counted = add_to_windows(
@@ -410,7 +442,7 @@ class BatchApplier:
                 )
                 windows[name], windows[previous_name] = current, previous
                 outcome.late_window_events += not counted
-            if model is not None:
+            if model is not None and counts_as_interest(event.event_type):
                 weight = EVENT_WEIGHTS[event.event_type]
                 elapsed = (sourced.ts_ms - state.last_event_ms) / 1000
                 state.genres = decay_affinity(state.genres, elapsed, GENRE_HALF_LIFE_S)
@@ -418,15 +450,41 @@ class BatchApplier:
                     state.genres[genre] = state.genres.get(genre, 0.0) + weight
             state.events += 1
             state.last_event_ms = max(state.last_event_ms, sourced.ts_ms)
+        events = _interactions(fresh)
         fresh_entries = [
-            HistoryEntry(s.ts_ms, s.event.event_type, s.event.item_id) for s in reversed(fresh)
+            HistoryEntry(s.ts_ms, e.event_type, e.item_id)
+            for s, e in zip(reversed(fresh), reversed(events), strict=True)
         ]
         state.recent = state.recent.push(fresh_entries, config.history_length)
         state.recent_ids = state.recent_ids.push(
-            [(s.event.event_id.bytes, s.ts_ms // 1000) for s in reversed(fresh)],
+            [(s.event.event_id.bytes, s.ts_ms // 1000) for s in reversed([*fresh, *shown])],
             config.dedup_window_s,
             RECENT_IDS_LIMIT,
         )
+        negative = [
+            FeedbackEntry(e.item_id, int(e.ts.timestamp()), e.event_type)
+            for e in reversed(events)
+            if not counts_as_interest(e.event_type)
+        ]
+        state.feedback = state.feedback.push(
+            negative, config.feedback_keep_s, config.feedback_max_items
+        )
+        state.fatigue = state.fatigue.engaged(
+            e.item_id for e in events if e.event_type in ENDS_FATIGUE
+        )
+        for sourced in shown:
+            assert isinstance(sourced.event, ImpressionEvent)
+            state.fatigue = state.fatigue.shown(
+                sourced.event.item_ids,
+                int(sourced.ts_s),
+                config.fatigue_window_s,
+                config.fatigue_max_items,
+            )
+
+
+def _interactions(batch: Sequence[SourcedEvent]) -> list[AnyEvent]:
+    """The events of `batch` that are not impressions, in order."""
+    return [s.interaction for s in batch if s.interaction is not None]
 
 
 def _decoded(applied: dict[Any, Any]) -> dict[str, bytes]:

@@ -20,8 +20,9 @@ from opentelemetry.trace import Link, SpanKind
 
 from core.clients import RedisClient, redis_unavailable
 from core.tracing import context_from_headers
-from schemas import EventDecodeError, decode_event, encode_event
+from schemas import EventDecodeError
 from schemas.dead_letter import DeadLetter
+from schemas.records import decode_record, encode_record
 from streams import metrics
 from streams.applier import BatchApplier, BatchOutcome, SourcedEvent, UpdateConfig
 from streams.model_cache import ModelCache
@@ -93,7 +94,7 @@ class EventProcessor:
         decoded = DecodedBatch()
         for message in messages:
             try:
-                event = decode_event(message.value or b"")
+                event = decode_record(message.topic, message.value or b"")
             except EventDecodeError as exc:
                 await self._dead_letter(message, exc)
                 continue
@@ -151,7 +152,7 @@ class EventProcessor:
         return total
 
     async def _dead_letter_event(self, sourced: SourcedEvent, exc: Exception) -> None:
-        original = encode_event(sourced.event)
+        original = encode_record(sourced.event)
         letter = DeadLetter.for_message(
             original, f"processing failed: {exc!r}", "body", sourced.topic, sourced.partition,
             sourced.offset,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import RecommenderDep
+from api.deps import ImpressionsDep, RecommenderDep
 from api.models import RecommendationResponse
 from api.recommender import RecommendQuery
 from api.routes.filters import (
@@ -31,6 +31,7 @@ router = APIRouter(tags=["recommendations"])
 async def recommend(
     user_id: Annotated[str, IdPath],
     recommender: RecommenderDep,
+    impressions: ImpressionsDep,
     k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,
     diversity: Annotated[
         float,
@@ -44,7 +45,8 @@ async def recommend(
     ] = False,
 ) -> Response:
     """Never a 404 or a 5xx: unknown or cold users, and failing backends, get a fallback list
-    whose `source` and `reason` say what happened."""
+    whose `source` and `reason` say what happened. Every answer has a `recommendation_id`; a
+    sample of answers (`RECSYS_API_IMPRESSIONS_SAMPLE`) is recorded as impressions."""
     query = RecommendQuery(
         user_id=user_id,
         k=k,
@@ -55,4 +57,5 @@ async def recommend(
         explain=explain,
     )
     answer = await recommender.recommend(query)
+    impressions.record(query, answer)
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from api import catalog
 from api.breaker import Budget
 from api.deps import ServicesDep
-from api.models import ErrorBody, HistoryItem, UserProfile, WindowSummary
+from api.models import ErrorBody, HistoryItem, NegativeFeedback, UserProfile, WindowSummary
 from api.routes.filters import IdPath
 
 router = APIRouter(tags=["users"])
@@ -38,6 +38,11 @@ async def user_profile(
     elif context.batch_vector is not None:
         vector_source = "batch"
     online = vector_source == "online"
+    settings = services.settings
+    exclude_ms = int(settings.feedback_exclude_days * 86_400_000)
+    tired = state.fatigue.tired(
+        time.time(), settings.fatigue_window_s, settings.fatigue_impressions
+    )
     return UserProfile(
         user_id=user_id,
         known=state.change is not None,
@@ -53,6 +58,16 @@ async def user_profile(
             if window is not None
         },
         top_genres=dict(sorted(state.genres.items(), key=lambda pair: -pair[1])),
+        negative_feedback=[
+            NegativeFeedback(
+                item_id=entry.item_id,
+                event_type=entry.event_type,
+                ts_ms=entry.ts_s * 1000,
+                excluded_until_ms=entry.ts_s * 1000 + exclude_ms,
+            )
+            for entry in state.feedback.entries
+        ],
+        tired_items=len(tired) if settings.fatigue_action != "off" else 0,
         has_vector=vector_source is not None,
         vector_source=vector_source,
         vector_model_version=version if vector_source is not None else None,

@@ -64,7 +64,7 @@ from recsys.bench.common import (
     service_env,
 )
 from recsys.processes import WorkerProcess
-from schemas import EVENT_TYPES, encode_event, event_key, new_event, topic_for
+from schemas import POSITIVE_EVENT_TYPES, encode_event, event_key, new_event, topic_for
 
 DIM = 64
 _APPLIED = re.compile(r'^recsys_stream_events_total\{[^}]*outcome="applied"[^}]*\} (\S+)$', re.M)
@@ -137,14 +137,14 @@ async def _produce_backlog(settings: Settings, config: StreamBenchConfig) -> flo
     users = rng.integers(config.users, size=config.events)
     # Zipf-like item popularity, clipped to the catalog.
     items = np.minimum(rng.zipf(1.3, size=config.events) - 1, config.items - 1)
-    kinds = rng.choice(len(EVENT_TYPES), size=config.events, p=[0.8, 0.15, 0.05])
+    kinds = rng.choice(len(POSITIVE_EVENT_TYPES), size=config.events, p=[0.8, 0.15, 0.05])
     producer = kafka_producer(settings, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     started = time.perf_counter()
     try:
         now = datetime.now(UTC)
         for n in range(config.events):
-            event = new_event(EVENT_TYPES[kinds[n]], f"u{users[n]}", f"i{items[n]}", ts=now)
+            event = new_event(POSITIVE_EVENT_TYPES[kinds[n]], f"u{users[n]}", f"i{items[n]}", ts=now)
             await producer.send(
                 topic_for(event.event_type), encode_event(event), key=event_key(event)
             )

@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from core.clients import kafka_common
 from core.settings import Settings
-from schemas.topics import EVENT_TOPICS
+from schemas.topics import EVENT_TOPICS, IMPRESSION_TOPIC
 from streams.archive import metrics
 from streams.archive.recent_ids import RecentIds
 from streams.archive.rows import Rows, decoded
@@ -70,7 +70,7 @@ class Archiver:
             max_poll_records=settings.archive_batch_events,
             **kafka_common(settings),
         )
-        consumer.subscribe(list(EVENT_TOPICS), listener=_Rebalance(self))
+        consumer.subscribe([*EVENT_TOPICS, IMPRESSION_TOPIC], listener=_Rebalance(self))
         self._consumer = consumer
         await consumer.start()
         on_ready()
@@ -149,7 +149,7 @@ class Archiver:
             if record.offset <= self.committed.get((record.topic, record.partition), -1):
                 outcome.redelivered += 1
                 continue
-            event = decoded(record.value)
+            event = decoded(record.topic, record.value)
             if event is None:
                 outcome.invalid += 1
                 continue

@@ -1,4 +1,5 @@
-"""Kafka records of events to rows of the archive (`core.archive.ARCHIVE_SCHEMA`)."""
+"""Kafka records of events and impressions to rows of the archive
+(`core.archive.ARCHIVE_SCHEMA`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import orjson
 import pyarrow as pa
 
 from core.archive import ARCHIVE_SCHEMA, event_date
-from schemas.codec import EventDecodeError, decode_event
-from schemas.events import AnyEvent, PurchaseEvent, ViewEvent
+from schemas.codec import EventDecodeError
+from schemas.events import PurchaseEvent, ViewEvent
+from schemas.impressions import ImpressionEvent
+from schemas.records import StreamRecord, decode_record
 
 
 @dataclass
@@ -25,9 +28,17 @@ class Rows:
         return len(self.columns["event_id"])
 
     def add(
-        self, event: AnyEvent, topic: str, partition: int, offset: int, published_ms: int
+        self, event: StreamRecord, topic: str, partition: int, offset: int, published_ms: int
     ) -> None:
+        if isinstance(event, ImpressionEvent):
+            self._add_impression(event, topic, partition, offset, published_ms)
+            return
         c = self.columns
+        recommendation_id = getattr(event, "recommendation_id", None)
+        c["recommendation_id"].append(str(recommendation_id) if recommendation_id else None)
+        c["position"].append(None)
+        c["source"].append(None)
+        c["model_version"].append(None)
         c["event_id"].append(str(event.event_id))
         c["event_type"].append(event.event_type)
         c["event_date"].append(event_date(event.ts))
@@ -40,10 +51,53 @@ class Rows:
         purchase = event if isinstance(event, PurchaseEvent) else None
         c["quantity"].append(purchase.quantity if purchase else None)
         c["price"].append(purchase.price if purchase else None)
-        c["topic"].append(topic)
-        c["partition"].append(partition)
-        c["offset"].append(offset)
-        c["published_at"].append(datetime.fromtimestamp(published_ms / 1000, tz=UTC))
+        self._add_source(1, topic, partition, offset, published_ms)
+
+    def _add_impression(
+        self,
+        impression: ImpressionEvent,
+        topic: str,
+        partition: int,
+        offset: int,
+        published_ms: int,
+    ) -> None:
+        """One row per item shown."""
+        c = self.columns
+        n = len(impression.items)
+        recommendation_id = str(impression.recommendation_id)
+        request = impression.request.model_dump() | {"reason": impression.reason}
+        context = orjson.dumps({k: v for k, v in request.items() if v is not None}).decode()
+        date = event_date(impression.ts)
+        for item in impression.items:
+            c["event_id"].append(recommendation_id)
+            c["item_id"].append(item.item_id)
+            c["position"].append(item.position)
+            c["source"].append(item.source)
+        for name, value in (
+            ("event_type", "impression"),
+            ("event_date", date),
+            ("user_id", impression.user_id),
+            ("ts", impression.ts),
+            ("session_id", None),
+            ("context", context),
+            ("dwell_ms", None),
+            ("quantity", None),
+            ("price", None),
+            ("recommendation_id", recommendation_id),
+            ("model_version", impression.model_version),
+        ):
+            c[name].extend([value] * n)
+        self._add_source(n, topic, partition, offset, published_ms)
+
+    def _add_source(
+        self, n: int, topic: str, partition: int, offset: int, published_ms: int
+    ) -> None:
+        """Where the last `n` rows were read from."""
+        c = self.columns
+        c["topic"].extend([topic] * n)
+        c["partition"].extend([partition] * n)
+        c["offset"].extend([offset] * n)
+        c["published_at"].extend([datetime.fromtimestamp(published_ms / 1000, tz=UTC)] * n)
 
     def table(self) -> pa.Table:
         now = datetime.now(UTC)
@@ -51,12 +105,12 @@ class Rows:
         return pa.table(columns, schema=ARCHIVE_SCHEMA)
 
 
-def decoded(value: bytes | None) -> AnyEvent | None:
-    """The event in a record's value, or None when it is not a valid one (the stream worker
-    dead-letters those; the archive holds valid events only)."""
+def decoded(topic: str, value: bytes | None) -> StreamRecord | None:
+    """The event or impression in a record's value, or None when it is not a valid one (the
+    stream worker dead-letters those; the archive holds valid events only)."""
     if value is None:
         return None
     try:
-        return decode_event(value)
+        return decode_record(topic, value)
     except EventDecodeError:
         return None

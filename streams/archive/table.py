@@ -84,6 +84,7 @@ class ArchiveTable:
             rows,
             mode="append",
             partition_by=list(PARTITION_COLUMNS),
+            schema_mode="merge",  # a table created by an older version gains the new columns
             commit_properties=CommitProperties(
                 app_transactions=transactions, max_commit_retries=20
             ),

@@ -10,6 +10,7 @@ import pytest
 from core.rules import (
     WindowCounts,
     add_to_windows,
+    counts_as_interest,
     decay_affinity,
     ema_steps,
     ema_update,
@@ -20,6 +21,7 @@ from core.rules import (
     window_start,
 )
 from core.user_state import History, HistoryEntry, RecentIds, UserState
+from schemas.events import EVENT_TYPES
 
 pytestmark = pytest.mark.unit
 
@@ -155,3 +157,23 @@ def test_recent_ids_keep_a_time_window_and_a_limit() -> None:
     # Out of order: the window is measured from the newest record wherever it is.
     recent = RecentIds().push([(ids[0], 10), (ids[1], 9000), (ids[2], 7000)], 3600, limit=10)
     assert [ts for _, ts in recent.records()] == [9000, 7000]
+
+
+def test_a_negative_step_moves_away_from_the_item_and_leaves_no_vector_alone() -> None:
+    rng = np.random.default_rng(3)
+    user = normalize(rng.standard_normal(8).astype(np.float32))
+    item = normalize(rng.standard_normal(8).astype(np.float32))
+    (away,) = ema_steps([user], [[(item, -0.2)]])
+    assert away is not None
+    np.testing.assert_allclose(away, normalize(0.8 * user - 0.2 * item), rtol=1e-6)
+    assert float(away @ item) < float(user @ item)
+    assert abs(float(np.linalg.norm(away)) - 1.0) < 1e-6
+    # Nothing to move away from: a cold user stays cold, then starts at their first positive item.
+    assert ema_steps([None], [[(item, -0.2)]]) == [None]
+    (started,) = ema_steps([None], [[(item, -0.2), (user, 0.3)]])
+    assert started is not None
+    np.testing.assert_allclose(started, user, rtol=1e-6)
+
+
+def test_only_positive_events_count_as_interest() -> None:
+    assert [counts_as_interest(t) for t in EVENT_TYPES] == [True, True, True, False, False]

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import uuid
 
+import msgpack
 import numpy as np
 import pytest
 
 from core.rules import WindowCounts
 from core.user_state import (
     LEGACY_FIELDS,
+    Fatigue,
+    Feedback,
+    FeedbackEntry,
     History,
     HistoryEntry,
     RecentIds,
     UserState,
+    item_tag,
     version_tag,
 )
 from tests.format1 import format1_fields
@@ -74,3 +79,49 @@ def test_format_1_fields_decode_to_the_same_state() -> None:
     assert state.vector is not None
     assert state.vector.tolist() == [1.0] * 4
     assert UserState.decode(state.encode(4_000)).change == 8  # the counter goes on
+
+
+def test_feedback_keeps_each_items_newest_entry_within_its_time_and_limit() -> None:
+    feedback = Feedback().push(
+        [FeedbackEntry("a", 100, "dislike"), FeedbackEntry("b", 90, "hide")], keep_s=50, limit=3
+    )
+    feedback = feedback.push([FeedbackEntry("b", 120, "dislike")], keep_s=50, limit=3)
+    assert [(e.item_id, e.ts_s, e.event_type) for e in feedback.entries] == [
+        ("b", 120, "dislike"),
+        ("a", 100, "dislike"),
+    ]
+    assert feedback.excluded(now_s=130, exclude_s=20) == {"b"}  # a's 20 s are over at 130
+    older = feedback.push([FeedbackEntry("c", 200, "hide")], keep_s=50, limit=3)
+    assert [e.item_id for e in older.entries] == ["c"]  # a and b are more than 50 s older
+    capped = feedback.push([FeedbackEntry("c", 121, "hide")], keep_s=50, limit=2)
+    assert [e.item_id for e in capped.entries] == ["c", "b"]
+
+
+def test_fatigue_counts_impressions_per_item_in_a_window_and_forgets_engaged_items() -> None:
+    fatigue = Fatigue()
+    for ts in (0, 10, 20):
+        fatigue = fatigue.shown(["a", "b"], ts, window_s=100, limit=10)
+    fatigue = fatigue.shown(["c"], 30, window_s=100, limit=10)
+    assert fatigue.tired(now_s=40, window_s=100, threshold=3) == {item_tag("a"), item_tag("b")}
+    assert fatigue.tired(now_s=101, window_s=100, threshold=3) == set()  # the window passed
+    assert fatigue.engaged(["a"]).tired(40, 100, 3) == {item_tag("b")}
+    # A new window starts over; the most recently shown items are kept within the limit.
+    again = fatigue.shown(["a"], 150, window_s=100, limit=2)
+    assert again.counts()[item_tag("a")] == (150, 1)
+    assert set(again.counts()) == {item_tag("a"), item_tag("c")}
+    assert len(again.raw) == 2 * 9
+
+
+def test_feedback_and_fatigue_round_trip_and_a_state_without_them_reads_empty() -> None:
+    state = UserState(
+        feedback=Feedback((FeedbackEntry("i1", 5, "hide"),)),
+        fatigue=Fatigue().shown(["i2"], 7, 100, 10),
+    )
+    decoded = UserState.decode(state.encode(10))
+    assert decoded.feedback == state.feedback
+    assert decoded.fatigue == state.fatigue
+    # Written before the two were appended: eleven fields.
+    header, body = state.encode(10)[:5], msgpack.unpackb(state.encode(10)[5:])
+    older = UserState.decode(header + msgpack.packb(body[:11], use_bin_type=True))
+    assert older.feedback == Feedback()
+    assert older.fatigue == Fatigue()
