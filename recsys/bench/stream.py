@@ -297,7 +297,7 @@ async def _freshness(settings: Settings, config: StreamBenchConfig) -> dict[str,
             listener.cancel()
         for pubsub in pubsubs:
             await pubsub.punsubscribe()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         for server in servers:
             await server.aclose()
     latencies = [seen_at[u] - sent_at[u] for u in sent_at if u in seen_at]
