@@ -127,6 +127,7 @@ async def publish_configured(
     *,
     keep_versions: int = 3,
     progress: Progress = _no_progress,
+    version: str | None = None,
 ) -> str:
     """`publish` to the Qdrant and Redis that `settings` name (artifacts saved under the state
     directory); the clients are opened for it and closed after."""
@@ -143,6 +144,7 @@ async def publish_configured(
             settings.state_dir / "models",
             keep_versions=keep_versions,
             progress=progress,
+            version=version,
         )
     finally:
         await index.close()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,9 @@ from batch.models.base import EmbeddingRecommender, FitProgress, TrainData, buil
 from batch.models.registry import SERVED_ALS_PARAMS
 from batch.publish import ModelArtifacts
 from core.settings import Settings, mask_url_password
+
+if TYPE_CHECKING:
+    from batch.datasets.archive import ArchiveWindow
 
 
 def _als(**params: Any) -> EmbeddingRecommender:
@@ -63,13 +66,25 @@ def train(
     progress: FitProgress | None = None,
 ) -> TrainedModel:
     """Fit `model_name` on every interaction of `dataset`, reporting iterations to `progress`."""
+    return train_on(dataset, dataset.interactions, model_name, params, progress)
+
+
+def train_on(
+    dataset: Dataset,
+    rows: pd.DataFrame,
+    model_name: str,
+    params: dict[str, Any] | None = None,
+    progress: FitProgress | None = None,
+) -> TrainedModel:
+    """Fit `model_name` on `rows` (some of `dataset`'s interactions) over the whole catalog of
+    `dataset`; what `train` does with all of them."""
     try:
         factory = SERVABLE_MODELS[model_name]
     except KeyError:
         raise ValueError(
             f"unknown model {model_name!r}; servable models: {', '.join(SERVABLE_MODELS)}"
         ) from None
-    data = build_train_data(dataset.interactions, catalog_of(dataset), dataset.items, dataset.users)
+    data = build_train_data(rows, catalog_of(dataset), dataset.items, dataset.users)
     model = factory(**(DEFAULT_PARAMS[model_name] | (params or {})))
     started = time.perf_counter()
     model.fit(data, progress)
@@ -116,6 +131,31 @@ def _no_progress(stage: str, done: int, total: int | None) -> None:
     pass
 
 
+def publish_artifacts(
+    settings: Settings,
+    artifacts: ModelArtifacts,
+    keep_versions: int = 3,
+    progress: StageProgress = _no_progress,
+    version: str | None = None,
+) -> str:
+    """Publish and activate `artifacts` where the settings say; returns the version id. Raises
+    `TrainError` when Redis fails."""
+    from batch.publish import publish_configured
+    from core.clients import REDIS_ERRORS
+
+    try:
+        return asyncio.run(
+            publish_configured(
+                artifacts, settings, keep_versions=keep_versions, progress=progress, version=version
+            )
+        )
+    except REDIS_ERRORS as exc:
+        raise TrainError(
+            f"Redis at {mask_url_password(settings.redis_url)} failed ({exc}). Start the local "
+            "services with `recsys services up`, or set RECSYS_REDIS_URL."
+        ) from exc
+
+
 def train_and_publish(
     settings: Settings,
     dataset: str,
@@ -125,36 +165,33 @@ def train_and_publish(
     keep_versions: int = 3,
     skip_malformed: bool = False,
     progress: StageProgress = _no_progress,
+    archive: ArchiveWindow | None = None,
 ) -> dict[str, Any]:
-    """Load `dataset`, fit `model` and publish it as the active version; prints nothing.
+    """Load `dataset` (or, given `archive`, that window of the event archive), fit `model` and
+    publish it as the active version; prints nothing.
 
     Returns the summary `recsys train --json` saves: the new version, the dataset's size, timings
     and peak memory. Raises `TrainError` with what to do when the data, the parameters or Redis
     fail.
     """
-    from batch.datasets import load_dataset
-    from batch.publish import publish_configured
-    from core.clients import REDIS_ERRORS
+    from batch.datasets import load_archive_configured, load_dataset
 
     started = time.perf_counter()
     try:
         progress("load", 0, None)
-        loaded = load_dataset(dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed)
+        if archive is not None:
+            loaded = load_archive_configured(settings, archive)
+        else:
+            loaded = load_dataset(
+                dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed
+            )
         load_seconds = time.perf_counter() - started
         trained = train(loaded, model, params, lambda done, total: progress("fit", done, total))
     except (DatasetError, ValueError, TypeError) as exc:
         raise TrainError(str(exc)) from exc
     artifacts = to_artifacts(trained, loaded.name, model)
     publish_started = time.perf_counter()
-    try:
-        version = asyncio.run(
-            publish_configured(artifacts, settings, keep_versions=keep_versions, progress=progress)
-        )
-    except REDIS_ERRORS as exc:
-        raise TrainError(
-            f"Redis at {mask_url_password(settings.redis_url)} failed ({exc}). Start the local "
-            "services with `recsys services up`, or set RECSYS_REDIS_URL."
-        ) from exc
+    version = publish_artifacts(settings, artifacts, keep_versions, progress)
     publish_seconds = time.perf_counter() - publish_started
     return {
         "dataset": loaded.name,

@@ -180,3 +180,84 @@ def _decode_items(
         titles=[p.get("title") for p in found],
         genres=[tuple(p.get("genres") or ()) for p in found],
     )
+
+
+class NoPreviousVersionError(LookupError):
+    """A rollback was asked for, but no kept version was published before the active one (or
+    none is active)."""
+
+
+async def previous_version(redis: RedisClient) -> tuple[str, str]:
+    """(the active version, the kept version published just before it): what a rollback
+    switches to. Raises `NoPreviousVersionError` when there is none."""
+    active = await active_version(redis)
+    kept = [version for version, _ in await listed_versions(redis)]
+    if active is None or active not in kept or kept.index(active) == 0:
+        raise NoPreviousVersionError(active or "")
+    return active, kept[kept.index(active) - 1]
+
+
+async def rollback(redis: RedisClient) -> tuple[str, str]:
+    """Switch atomically (as `switch_to`) to the kept version published before the active one;
+    returns (from, to). A second rollback goes one further back; `switch_to` goes forward
+    again. User vectors are rebuilt lazily, as after any switch."""
+    current, previous = await previous_version(redis)
+    await switch_to(redis, previous)
+    return current, previous
+
+
+async def load_item_payloads(redis: RedisClient, version: str) -> dict[str, dict[str, Any]]:
+    """The version's item payloads (title, genres, year, popularity), by item id; empty when the
+    version has none (or is gone)."""
+    raw: dict[Any, Any] = await redis.hgetall(keys.item_payloads(version))
+    return {as_bytes(k).decode(): orjson.loads(v) for k, v in raw.items()}
+
+
+async def batch_user_vectors(
+    redis: RedisClient, version: str, user_ids: list[str]
+) -> dict[str, np.ndarray]:
+    """The version's batch vectors of `user_ids` (users it has none for are left out): one
+    HMGET per users' hash tag, in one pipeline."""
+    by_tag: dict[str, list[str]] = {}
+    for user in user_ids:
+        by_tag.setdefault(keys.user_tag(user), []).append(user)
+    if not by_tag:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for tag, users in by_tag.items():
+            pipe.hmget(keys.user_vectors_of_tag(version, tag), users)
+        replies = await pipe.execute()
+    found: dict[str, np.ndarray] = {}
+    for users, values in zip(by_tag.values(), replies, strict=True):
+        for user, raw in zip(users, values, strict=True):
+            if raw:
+                found[user] = vector_from_bytes(as_bytes(raw))
+    return found
+
+
+# Gate decisions of `recsys retrain` (written by `batch.retrain`, read by `recsys models`): JSON
+# objects, newest first, at most `keys.RETRAIN_DECISIONS_KEPT`. Each names the candidate version
+# (published or not), the active one, both figures, the margin, the decision and its reason.
+
+
+async def record_decision(redis: RedisClient, decision: dict[str, Any]) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(
+            keys.RETRAIN_DECISIONS, orjson.dumps(decision, option=orjson.OPT_SERIALIZE_NUMPY)
+        )
+        pipe.ltrim(keys.RETRAIN_DECISIONS, 0, keys.RETRAIN_DECISIONS_KEPT - 1)
+        await pipe.execute()
+
+
+async def recorded_decisions(redis: RedisClient, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest `limit` decisions, newest first."""
+    raw: list[Any] = await redis.lrange(keys.RETRAIN_DECISIONS, 0, max(0, limit - 1))
+    return [orjson.loads(as_bytes(entry)) for entry in raw]
+
+
+async def decision_for(redis: RedisClient, version: str) -> dict[str, Any] | None:
+    """The newest recorded decision about `version` as a candidate, if any."""
+    for decision in await recorded_decisions(redis, keys.RETRAIN_DECISIONS_KEPT):
+        if decision.get("candidate") == version:
+            return decision
+    return None

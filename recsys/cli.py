@@ -16,6 +16,7 @@ from recsys.commands.data import app as data_app
 from recsys.commands.evaluate import evaluate as evaluate_command
 from recsys.commands.migrate import migrate_state_command
 from recsys.commands.models import app as models_app
+from recsys.commands.retrain import retrain_command
 from recsys.commands.serve import serve_command
 from recsys.commands.services import app as services_app
 from recsys.commands.train import train_command
@@ -37,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
 app.add_typer(archive_app, name="archive")
 app.command("train")(train_command)
+app.command("retrain")(retrain_command)
 app.command("evaluate")(evaluate_command)
 app.command("worker")(worker_command)
 app.command("forget-offsets")(forget_offsets_command)
@@ -78,11 +80,16 @@ def up(
         float | None,
         typer.Option(help="Also run the event simulator at this many events per second."),
     ] = None,
+    retrain_every: Annotated[
+        str | None,
+        typer.Option(help="Also run `recsys retrain --every` at this interval (e.g. 1h)."),
+    ] = None,
 ) -> None:
     """Run the whole system locally on embedded defaults; Ctrl-C stops everything it started.
 
     Starts Kafka and Redis (or reuses running ones), trains and publishes a model if none is
-    active, then runs a stream worker and the API, and prints where to reach them.
+    active, then runs a stream worker, the archiver (`recsys archive run`), the API and, if
+    asked, the retraining loop, and prints where to reach them.
     """
     from recsys.up import UpOptions, run_up
 
@@ -94,6 +101,7 @@ def up(
         port=port,
         worker_web_port=worker_web_port,
         simulate_rate=simulate,
+        retrain_every=retrain_every,
     )
     raise typer.Exit(run_up(Settings(), options))
 

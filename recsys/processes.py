@@ -148,6 +148,37 @@ class ArchiverProcess(ChildProcess):
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
 
 
+class RetrainerProcess(ChildProcess):
+    """`recsys retrain --every` on the settings' archive and Redis, /metrics on a free port."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        every: str = "1h",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics_port = free_port()
+        super().__init__(
+            [sys.executable, "-m", "recsys", "retrain", "--every", every,
+             "--metrics-port", str(self.metrics_port)],
+            log_dir / f"retrainer-{self.metrics_port}.log",
+            {
+                **os.environ,
+                "RECSYS_REDIS_URL": settings.redis_url,
+                "RECSYS_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
+                "RECSYS_STATE_DIR": str(settings.state_dir),
+                "RECSYS_ARCHIVE_URI": settings.archive_location,
+                "RECSYS_LOG_LEVEL": "INFO",
+                **(env or {}),
+            },
+        )  # fmt: skip
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]],
     timeout_s: float,

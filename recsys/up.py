@@ -1,7 +1,8 @@
 """`recsys up`: the whole system locally, on embedded defaults, stopped cleanly with Ctrl-C.
 
 Starts (or reuses) the local Kafka and Redis, publishes a model if none is active yet (or when
-asked to retrain), then runs a stream worker and the API as child processes. On Ctrl-C (or
+asked to retrain), then runs a stream worker, the archiver, the API and optionally the
+retraining loop as child processes. On Ctrl-C (or
 SIGTERM) it stops its children and the services it started itself, and nothing else.
 """
 
@@ -21,7 +22,7 @@ from rich.console import Console
 from core.clients import redis_client
 from core.model_version import active_version
 from core.settings import Settings
-from infra.local.process import port_is_open
+from infra.local.process import free_port, port_is_open
 from infra.local.services import LocalServices
 from recsys.processes import ChildProcess
 from recsys.progress import stage_bars, train_stage_labels
@@ -46,6 +47,9 @@ class UpOptions:
     port: int = 8000
     worker_web_port: int = 6066
     simulate_rate: float | None = None
+    archiver_metrics_port: int = 6070
+    retrain_every: str | None = None  # e.g. "1h": also run the retraining loop
+    retrainer_metrics_port: int = 6071
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,6 +66,11 @@ def _has_active_model(settings: Settings) -> bool:
             await redis.aclose()
 
     return asyncio.run(check())
+
+
+def _port_or_free(port: int) -> int:
+    """`port`, or a free one when it is taken (another archiver's /metrics, say)."""
+    return free_port() if port_is_open(port, "127.0.0.1") else port
 
 
 def _wait_http(url: str, child: Child, timeout_s: float) -> bool:
@@ -115,6 +124,15 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                 logs / "api.log",
             )
         )
+        # The archiver always runs (it is cheap): the retraining loop reads what it writes.
+        archiver_port = _port_or_free(options.archiver_metrics_port)
+        archive = [*python, "archive", "run", "--metrics-port", str(archiver_port)]
+        children.append(Child("archiver", archive, logs / "archiver.log"))
+        retrainer_port = _port_or_free(options.retrainer_metrics_port)
+        if options.retrain_every:
+            retrain = [*python, "retrain", "--every", options.retrain_every,
+                       "--metrics-port", str(retrainer_port)]  # fmt: skip
+            children.append(Child("retrainer", retrain, logs / "retrainer.log"))
         if options.simulate_rate:
             # Bounded like every load loop: a day of events at most, stopped with the rest.
             simulate = [*python, "simulate", "--rate", str(options.simulate_rate),
@@ -142,6 +160,13 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         console.print(f"  API docs:  {base}/docs")
         worker_metrics = f"http://127.0.0.1:{options.worker_web_port}/metrics"
         console.print(f"  metrics:   {base}/metrics and {worker_metrics}")
+        console.print(f"  archiver:  http://127.0.0.1:{archiver_port}/metrics")
+        if options.retrain_every:
+            console.print(
+                f"  retrainer: every {options.retrain_every}, "
+                f"http://127.0.0.1:{retrainer_port}/metrics "
+                "(decisions: `recsys models decisions`)"
+            )
         console.print(f"  try:       curl '{base}/recommend/u1?k=5&explain=true'")
         console.print("Press Ctrl-C to stop.")
         while all(child.alive for child in children):

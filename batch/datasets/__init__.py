@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from batch.datasets.archive import ArchiveWindow, load_archive, load_archive_configured
     from batch.datasets.download import ARCHIVES, GROUPLENS_BASE_URL, download_dataset
     from batch.datasets.importer import import_interactions
     from batch.datasets.loading import DATASET_NAMES, load_dataset
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from batch.datasets.synthetic import SyntheticConfig, generate_synthetic
 
 _HOME = {
+    "ArchiveWindow": "archive",
+    "load_archive": "archive",
+    "load_archive_configured": "archive",
     "ARCHIVES": "download",
     "GROUPLENS_BASE_URL": "download",
     "download_dataset": "download",
@@ -35,10 +39,13 @@ __all__ = [
     "ARCHIVES",
     "DATASET_NAMES",
     "GROUPLENS_BASE_URL",
+    "ArchiveWindow",
     "SyntheticConfig",
     "download_dataset",
     "generate_synthetic",
     "import_interactions",
+    "load_archive",
+    "load_archive_configured",
     "load_dataset",
     "load_ml_1m",
     "load_ml_100k",

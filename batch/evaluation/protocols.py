@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from batch.data import Dataset
+from batch.data import Dataset, IdIndex
 from batch.evaluation.names import Protocol
 from batch.models.base import TrainData, build_train_data
 
@@ -80,16 +80,20 @@ class EvaluationSplit:
 
     def encode(self, train: TrainData) -> EncodedTargets:
         """Targets and exclusions as bool matrices over `train`'s user and item indices."""
+        return self.encode_over(train.users, train.items)
+
+    def encode_over(self, user_index: IdIndex, item_index: IdIndex) -> EncodedTargets:
+        """As `encode`, over any user and item indices (a published model's, for example)."""
         users = self.evaluated_users
-        user_idx = train.users.encode(users)
+        user_idx = user_index.encode(users)
         if (user_idx < 0).any():
             raise ValueError("an evaluated user is not indexed by the train data")
         row_of_user = {user: row for row, user in enumerate(users)}
-        shape = (len(users), train.n_items)
+        shape = (len(users), len(item_index))
         return EncodedTargets(
             user_idx=user_idx,
-            targets=_pairs_matrix(self.targets, row_of_user, train, shape),
-            excluded=_pairs_matrix(self.excluded, row_of_user, train, shape),
+            targets=_pairs_matrix(self.targets, row_of_user, item_index, shape),
+            excluded=_pairs_matrix(self.excluded, row_of_user, item_index, shape),
         )
 
 
@@ -117,6 +121,19 @@ def temporal_split(dataset: Dataset, stage: Stage) -> EvaluationSplit:
         before, period = rows.iloc[:train_end], rows.iloc[train_end:validation_end]
     else:
         before, period = rows.iloc[:validation_end], rows.iloc[validation_end:]
+    return _period_split(rows, before, period, stage)
+
+
+def cut_split(dataset: Dataset, cut: int) -> EvaluationSplit:
+    """P1's rules at any cut: fit on the first `cut` rows (chronological order), score on the
+    rest (the target period). The retraining gate's held-out slice (`batch.retrain`)."""
+    rows = dataset.chronological()
+    return _period_split(rows, rows.iloc[:cut], rows.iloc[cut:], Stage.REPORT)
+
+
+def _period_split(
+    rows: pd.DataFrame, before: pd.DataFrame, period: pd.DataFrame, stage: Stage
+) -> EvaluationSplit:
     seen = _pairs(before)
     candidates = _pairs(period)
     candidates = candidates[candidates["user_id"].isin(set(seen["user_id"]))]
@@ -179,12 +196,12 @@ def _anti_join(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pairs_matrix(
-    pairs: pd.DataFrame, row_of_user: dict[str, int], train: TrainData, shape: tuple[int, int]
+    pairs: pd.DataFrame, row_of_user: dict[str, int], items: IdIndex, shape: tuple[int, int]
 ) -> sp.csr_matrix:
     rows = np.fromiter(
         (row_of_user.get(u, -1) for u in pairs["user_id"]), dtype=np.int64, count=len(pairs)
     )
-    cols = train.items.encode(pairs["item_id"].to_numpy(dtype=object))
+    cols = items.encode(pairs["item_id"].to_numpy(dtype=object))
     keep = (rows >= 0) & (cols >= 0)
     data = np.ones(int(keep.sum()), dtype=bool)
     matrix = sp.csr_matrix((data, (rows[keep], cols[keep])), shape=shape, dtype=bool)

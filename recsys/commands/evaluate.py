@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from batch.evaluation.names import Protocol
 from core.settings import Settings
+from recsys.commands.train import SINCE_HELP, UNTIL_HELP, Source, archive_window
 from recsys.progress import progress_bars
+
+if TYPE_CHECKING:
+    from batch.data import Dataset
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
@@ -29,11 +33,12 @@ def parse_models(values: list[str] | None) -> list[str]:
 @app.command()
 def evaluate(
     dataset: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="ml-100k, ml-1m, ml-latest-small, synthetic[:...] or a CSV/Parquet file."
+            help="ml-100k, ml-1m, ml-latest-small, synthetic[:...] or a CSV/Parquet file "
+            "(required unless --source archive)."
         ),
-    ],
+    ] = None,
     protocol: Annotated[
         Protocol, typer.Option(help="temporal (P1) or leave-last-out (P2).")
     ] = Protocol.TEMPORAL,
@@ -58,6 +63,14 @@ def evaluate(
             "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
         ),
     ] = False,
+    source: Annotated[
+        Source,
+        typer.Option(
+            help="dataset: --dataset; archive: the events archived by `recsys archive run`."
+        ),
+    ] = Source.DATASET,
+    since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option(help=UNTIL_HELP)] = None,
 ) -> None:
     """Compare models offline under protocol P1 (temporal) or P2 (leave-last-out).
 
@@ -65,7 +78,7 @@ def evaluate(
     with full ranking; writes JSON, a Markdown report and PNG plots.
     """
     # Imported here so that `recsys --help` and the other commands start fast.
-    from batch.datasets import load_dataset
+    from batch.datasets import load_archive_configured, load_dataset
     from batch.evaluation.report import write_json, write_report
     from batch.evaluation.runner import evaluate_models
     from batch.evaluation.tuning import param_grid
@@ -80,14 +93,21 @@ def evaluate(
             raise typer.BadParameter(str(exc), param_hint="--models") from None
         except RuntimeError:
             pass  # unavailable models are skipped, with a note, by the runner
+    window = archive_window(source, since, until)
+    if window is None and dataset is None:
+        raise typer.BadParameter("give --dataset, or --source archive", param_hint="--dataset")
     settings = Settings()
-    stem = f"evaluation-{dataset}-{protocol}"
+    stem = f"evaluation-{'archive' if window is not None else dataset}-{protocol}"
     json_path = json_path or settings.state_dir / "reports" / f"{stem}.json"
     report_path = report_path or json_path.with_suffix(".md")
 
-    data = exit_on_dataset_error(
-        lambda: load_dataset(dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed)
-    )
+    def load() -> Dataset:
+        if window is not None:
+            return load_archive_configured(settings, window)
+        assert dataset is not None
+        return load_dataset(dataset, data_dir or settings.data_dir, skip_malformed=skip_malformed)
+
+    data = exit_on_dataset_error(load)
     if data.skipped_rows:
         console.print(f"[yellow]{data.skipped_rows:,} malformed rows skipped[/yellow]")
     steps = sum(len(param_grid(name)) + 2 for name in names)  # tuning fits, refit, scoring

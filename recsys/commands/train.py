@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,7 +13,36 @@ from rich.console import Console
 from core.settings import Settings
 from recsys.progress import stage_bars, train_stage_labels
 
+if TYPE_CHECKING:
+    from batch.datasets.archive import ArchiveWindow
+
 console = Console()
+
+
+class Source(StrEnum):
+    DATASET = "dataset"
+    ARCHIVE = "archive"
+
+
+SINCE_HELP = (
+    "With --source archive: the window's start, as a duration back from now (30d, 12h) or an "
+    "ISO date or date-time (UTC); default: the whole archive."
+)
+UNTIL_HELP = "With --source archive: the window's end (exclusive), as --since; default: now."
+
+
+def archive_window(source: Source, since: str | None, until: str | None) -> ArchiveWindow | None:
+    """The archive window the options name, or None for --source dataset."""
+    from batch.datasets.archive import ArchiveWindow
+
+    if source is not Source.ARCHIVE:
+        if since or until:
+            raise typer.BadParameter("--since and --until need --source archive")
+        return None
+    try:
+        return ArchiveWindow.parse(since, until)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
 
 
 def train_command(
@@ -42,8 +72,17 @@ def train_command(
             "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
         ),
     ] = False,
+    source: Annotated[
+        Source,
+        typer.Option(
+            help="dataset: --dataset; archive: the events archived by `recsys archive run`."
+        ),
+    ] = Source.DATASET,
+    since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option(help=UNTIL_HELP)] = None,
 ) -> None:
-    """Train a model on a dataset and publish it as the active model version.
+    """Train a model on a dataset (or on the event archive) and publish it as the active model
+    version.
 
     Item vectors with their payload go to Qdrant; user vectors, popularity and the item factors
     the stream worker needs go to Redis; then readers switch to the new version atomically.
@@ -54,13 +93,16 @@ def train_command(
         hyper: dict[str, Any] = json.loads(params)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--params is not JSON: {exc}") from None
+    window = archive_window(source, since, until)
     from batch.train import TrainError, train_and_publish
 
     try:
-        with stage_bars(console, train_stage_labels(dataset, model)) as report:
+        label = window.label if window is not None else dataset
+        with stage_bars(console, train_stage_labels(label, model)) as report:
             summary = train_and_publish(
-                Settings(), dataset, model, data_dir, hyper, keep_versions, skip_malformed, report
-            )
+                Settings(), dataset, model, data_dir, hyper, keep_versions, skip_malformed, report,
+                archive=window,
+            )  # fmt: skip
     except TrainError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -20,6 +20,8 @@ from starlette.routing import Match
 
 from api.main import create_app
 from core.settings import Settings
+from recsys.commands.archive import run_command as archive_run_command
+from recsys.commands.retrain import retrain_command
 from recsys.commands.serve import serve_command
 from recsys.commands.worker import worker_command
 from tests.unit.test_docs import deployment_variables, environment_reads, settings_variables
@@ -31,7 +33,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 README = (ROOT / "README.md").read_text()
 
 # The images the project builds itself (from ./Dockerfile); every other image is pulled.
-OWN_SERVICES = {"api", "worker", "train", "simulator"}
+OWN_SERVICES = {"api", "worker", "archiver", "retrainer", "train", "simulator"}
 REQUIRED = {"kafka", "redis", "qdrant", "jaeger", "prometheus", "grafana"} | OWN_SERVICES
 ONE_SHOTS = {"kafka-init", "train"}
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|API_KEY|TOKEN|CREDENTIAL)", re.I)
@@ -180,18 +182,37 @@ def api_answers_get(path: str) -> bool:
 
 # The project's commands that serve HTTP: the command function (for its default port), its
 # port parameter, and what answers GET there. The worker's only page is /metrics
-# (streams/app.py).
+# (streams/app.py), as are the archiver's and the retraining loop's (prometheus_client's server;
+# the loop serves it with --every only).
+def metrics_only(path: str) -> bool:
+    return path == "/metrics"
+
+
 SERVERS: dict[str, tuple[Callable[..., Any], str, Callable[[str], bool]]] = {
     "serve": (serve_command, "port", api_answers_get),
-    "worker": (worker_command, "web_port", lambda path: path == "/metrics"),
+    "worker": (worker_command, "web_port", metrics_only),
+    "archive run": (archive_run_command, "metrics_port", metrics_only),
+    "retrain --every": (retrain_command, "metrics_port", metrics_only),
 }
+
+
+def server_of(command: list[str]) -> str | None:
+    """Which of SERVERS a `recsys ...` command line is, if any."""
+    if command[:1] != ["recsys"] or len(command) < 2:
+        return None
+    if command[1] == "archive":
+        return "archive run" if command[2:3] == ["run"] else None
+    if command[1] == "retrain":
+        return "retrain --every" if "--every" in command else None
+    return command[1] if command[1] in SERVERS else None
 
 
 def served(command: list[str]) -> tuple[int, Callable[[str], bool]] | None:
     """(port, whether a path is answered there) if the command serves HTTP, else None."""
-    if command[:1] != ["recsys"] or len(command) < 2 or command[1] not in SERVERS:
+    server = server_of(command)
+    if server is None:
         return None
-    function, parameter, answers = SERVERS[command[1]]
+    function, parameter, answers = SERVERS[server]
     option = "--" + parameter.replace("_", "-")
     port = inspect.signature(function).parameters[parameter].default
     if option in command:

@@ -24,6 +24,7 @@ from prometheus_client import (
 
 # Imported for the metrics they register: the default registry is what their /metrics serve.
 import api.main  # noqa: F401
+import batch.retrain.metrics  # noqa: F401
 import streams.app
 import streams.archive.metrics  # noqa: F401
 from core.settings import Settings

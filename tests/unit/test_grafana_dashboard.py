@@ -1,6 +1,7 @@
 """The Grafana dashboard queries only what the app really exports: every metric name in every
-PromQL expression is a series of a metric registered by streams.metrics or api.metrics, and every
-label it groups or filters by is one of that metric's labels."""
+PromQL expression is a series of a metric registered by streams.metrics, api.metrics, the
+archiver's or the retraining loop's metrics, and every label it groups or filters by is one of
+that metric's labels."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 import api.metrics
+import batch.retrain.metrics
+import streams.archive.metrics
 import streams.metrics
 
 pytestmark = pytest.mark.unit
@@ -48,7 +51,7 @@ def exported_series() -> dict[str, str]:
 def family_labels() -> dict[str, set[str]]:
     """Family name -> its label names, from the metric objects the two modules define."""
     labels: dict[str, set[str]] = {}
-    for module in (streams.metrics, api.metrics):
+    for module in (streams.metrics, api.metrics, streams.archive.metrics, batch.retrain.metrics):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 name = value._name.removesuffix("_total")
@@ -147,6 +150,20 @@ def test_the_issue_sections_are_covered() -> None:
     assert 'status=~"5.."' in queries
     assert 'backend="redis"' in queries
     assert 'backend="qdrant"' in queries
+
+
+def test_the_archive_and_the_retraining_loop_are_covered() -> None:
+    """Issue 17: archive lag, rows written, the last retrain and its gate decision."""
+    queried = {name for _, expr in expressions() for name in parse(expr)[0]}
+    assert {
+        "recsys_archive_lag_seconds",
+        "recsys_archive_rows_total",
+        "recsys_retrain_last_decision",
+        "recsys_retrain_last_run_timestamp_seconds",
+        "recsys_retrain_candidate_ndcg",
+        "recsys_retrain_active_ndcg",
+        "recsys_retrain_runs_total",
+    } <= queried
 
 
 def test_panels_use_the_provisioned_datasource() -> None:
