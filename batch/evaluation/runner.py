@@ -157,6 +157,24 @@ def evaluate_models(
     return result
 
 
+def evaluate_configuration(
+    dataset: Dataset, protocol: Protocol, name: str, params: dict[str, Any], seed: int = 0
+) -> ModelResult:
+    """One model with fixed hyperparameters (no tuning), fitted and scored as the report stage
+    of `protocol`: e.g. the served configuration, as `recsys bench loop` scores it."""
+    report = _prepare(dataset, protocol, Stage.REPORT)
+    model, fit_seconds = _fit(name, params, report.train)
+    outcome = rank_users(model.score, report.encoded)
+    metrics = summarize(
+        outcome,
+        report.train.n_items,
+        self_information(report.train.matrix),
+        _genres(report.train),
+        seed=seed,
+    )
+    return ModelResult(name, model.params(), metrics, {}, fit_seconds, [])
+
+
 def _genres(train: TrainData) -> np.ndarray | None:
     """Genre one-hot matrix in item index order, or None if no item has genres."""
     if "genres" not in train.item_features:

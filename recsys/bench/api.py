@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,9 @@ class ApiBenchConfig:
     warmup_seconds: float = 5.0
     max_connections: int = 64  # of the fixed-rate client; more requests in flight queue
     seed: int = 0
+    # Impressions on against off: alternating fixed-rate rounds on two servers (0: skipped).
+    impression_rounds: int = 4
+    impression_seconds: float = 15.0
 
 
 # --- Pure parts (unit-tested) ---------------------------------------------------------------
@@ -385,6 +389,75 @@ def _cpu_meter(server: ServerProcess, redis_urls: list[str]) -> Iterator[dict[st
     figures["redis_cpu_s"] = redis_cpu_total(redis_urls) - redis_before
 
 
+_IMPRESSION_SERIES = re.compile(
+    r'^recsys_api_impressions_(sent|dropped)_total(?:\{reason="(\w+)"\})? (\S+)$', re.MULTILINE
+)
+
+
+def impression_counts(metrics_text: str) -> dict[str, float]:
+    """Impressions sent, and dropped by reason, from a server's /metrics text."""
+    counts: dict[str, float] = {}
+    for kind, reason, value in _IMPRESSION_SERIES.findall(metrics_text):
+        name = kind if kind == "sent" else f"dropped_{reason}"
+        counts[name] = counts.get(name, 0.0) + float(value)
+    return counts
+
+
+def _impressions_side_by_side(
+    env: dict[str, str],
+    config: ApiBenchConfig,
+    work_dir: Path,
+    recording: ServerProcess,
+    users: list[str],
+) -> dict[str, Any]:
+    """/recommend p50 at the fixed rate with impressions recorded (`recording`, the server of
+    the other runs) and with none (a second server, RECSYS_API_IMPRESSIONS_SAMPLE=0): the same
+    requests in alternating rounds, each round's order swapped, so drift of the machine's
+    speed falls on both alike."""
+    off_dir = work_dir / "impressions-off"
+    off_dir.mkdir(exist_ok=True)
+    count = int(config.rate * config.impression_seconds)
+    rounds: list[dict[str, Any]] = []
+    with serving(env | {"RECSYS_API_IMPRESSIONS_SAMPLE": "0"}, config.workers, off_dir) as silent:
+        warm = recommend_paths(users, count // 3, config.k, config.diversity, config.seed + 2)
+        run_open_loop("127.0.0.1", silent.port, warm, config.rate, False, config.max_connections)
+        before = impression_counts(_metrics_text(recording))
+        for n in range(config.impression_rounds):
+            paths = recommend_paths(users, count, config.k, config.diversity, config.seed + 10 + n)
+            pair = [("off", silent), ("on", recording)]
+            for mode, server in pair if n % 2 == 0 else reversed(pair):
+                fixed = run_open_loop(
+                    "127.0.0.1", server.port, paths, config.rate, False, config.max_connections
+                )
+                rounds.append(
+                    {
+                        "round": n,
+                        "impressions": mode,
+                        "answered": fixed["answered"],
+                        "achieved_rate": fixed["achieved_rate"],
+                        "latency_ms": fixed["latency_ms"],
+                    }
+                )
+        after = impression_counts(_metrics_text(recording))
+    p50 = {
+        mode: float(np.median([r["latency_ms"]["p50"] for r in rounds if r["impressions"] == mode]))
+        for mode in ("on", "off")
+    }
+    return {
+        "rounds": rounds,
+        "p50_ms": p50,
+        "p50_delta_ms": p50["on"] - p50["off"],
+        "recorded": {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after},
+        "requests_with_impressions": count * config.impression_rounds,
+    }
+
+
+def _metrics_text(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
+
+
 def run(
     settings: Settings, config: ApiBenchConfig, data_dir: Path, work_dir: Path
 ) -> dict[str, Any]:
@@ -449,6 +522,8 @@ def run(
             saturated["resources"] = cpu
             saturated["connections_per_worker"] = split[0] if split else None
             results[name] = {"fixed_rate": fixed, "saturation": saturated}
+        if config.impression_rounds:
+            results["impressions"] = _impressions_side_by_side(env, config, work_dir, server, users)
     idle_wake["after"] = idle_wake_cost()
     return {
         "benchmark": "api",

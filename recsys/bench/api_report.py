@@ -131,6 +131,8 @@ def figures_table(result: dict[str, Any]) -> str:
         ),
         ("floor: GET /health/live at saturation", f"{ls['requests_per_s']:,.0f} requests/s", ""),
     ]
+    if impressions := result.get("impressions"):  # absent from runs before impressions
+        rows += _impression_rows(impressions, config)
     if wake := result.get("idle_wake_cost"):
         rows.append(
             (
@@ -231,3 +233,27 @@ busy over the run):
 
 ![latency distribution]({plot_name})
 """
+
+
+def _impression_rows(
+    impressions: dict[str, Any], config: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    p50, delta = impressions["p50_ms"], impressions["p50_delta_ms"]
+    rounds = len({r["round"] for r in impressions["rounds"]})
+    recorded = impressions["recorded"]
+    dropped = sum(v for k, v in recorded.items() if k.startswith("dropped"))
+    return [
+        (
+            f"GET /recommend p50 at {config['rate']} requests/s, impressions recorded / none "
+            f"(median of {rounds} alternating rounds of {config['impression_seconds']:g} s on two "
+            "servers)",
+            f"{p50['on']:.2f} / {p50['off']:.2f} ms: **{delta:+.2f} ms**",
+            f"<= +0.2 ms: {_met(delta <= 0.2)}",
+        ),
+        (
+            "impressions sent to Kafka / dropped during those rounds",
+            f"{recorded.get('sent', 0):,.0f} / {dropped:,.0f} "
+            f"(of {impressions['requests_with_impressions']:,} answers)",
+            "all sent",
+        ),
+    ]

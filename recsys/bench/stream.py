@@ -144,7 +144,9 @@ async def _produce_backlog(settings: Settings, config: StreamBenchConfig) -> flo
     try:
         now = datetime.now(UTC)
         for n in range(config.events):
-            event = new_event(POSITIVE_EVENT_TYPES[kinds[n]], f"u{users[n]}", f"i{items[n]}", ts=now)
+            event = new_event(
+                POSITIVE_EVENT_TYPES[kinds[n]], f"u{users[n]}", f"i{items[n]}", ts=now
+            )
             await producer.send(
                 topic_for(event.event_type), encode_event(event), key=event_key(event)
             )
@@ -343,6 +345,7 @@ async def _memory(redis: RedisClient, config: StreamBenchConfig) -> dict[str, An
     }
     return {
         "users_sampled": len(rows),
+        "with_fatigue": await _memory_with_fatigue(redis, sample, states),
         "mean_events_per_user": float(np.mean([state.events for state, _, _ in rows])),
         "bytes_per_user": {
             "total_mean": float(np.mean([size for _, _, size in rows])),
@@ -350,6 +353,31 @@ async def _memory(redis: RedisClient, config: StreamBenchConfig) -> dict[str, An
             "value": float(np.mean([length for _, length, _ in rows])),
             **{name: float(np.mean(sizes)) for name, sizes in parts.items()},
         },
+    }
+
+
+async def _memory_with_fatigue(
+    redis: RedisClient, sample: list[str], states: list[UserState]
+) -> dict[str, float]:
+    """The sampled users' memory once they have been shown answers: their states rewritten with
+    the fatigue records full (`Settings.fatigue_max_items` items shown, as the worker keeps
+    them from impressions), measured the same way: the bound of what impressions add."""
+    limit = Settings().fatigue_max_items
+    shown = [f"i{n}" for n in range(limit)]
+    now = int(time.time())
+    async with redis.pipeline(transaction=False) as pipe:
+        for user, state in zip(sample, states, strict=False):
+            state.fatigue = state.fatigue.shown(shown, now, 86_400, limit)
+            pipe.set(keys.user_state(user), state.encode(now * 1000))
+        await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for user in sample[: len(states)]:
+            pipe.memory_usage(keys.user_state(user), samples=0)
+        sizes = [int(size) for size in await pipe.execute()]
+    return {
+        "items": float(limit),
+        "total_mean": float(np.mean(sizes)),
+        "fatigue_bytes": float(np.mean([len(s.fatigue.raw) for s in states])),
     }
 
 

@@ -88,6 +88,7 @@ def figures_table(result: dict[str, Any]) -> str:
             "",
         ),
         ("events per sampled user", f"{result['memory']['mean_events_per_user']:.1f}", ""),
+        *_fatigue_rows(result),
         *_item_rows(result),
         (
             "producer rate loading the backlog",
@@ -173,3 +174,17 @@ model with {config["items"]:,} random 64-dim item vectors; events from {config["
 
 ![throughput and freshness]({plot_name})
 """
+
+
+def _fatigue_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    fatigue = result["memory"].get("with_fatigue")  # absent from runs before impressions
+    if not fatigue:
+        return []
+    return [
+        (
+            f"the same users once shown answers: fatigue records full ({fatigue['items']:.0f} "
+            f"items, {fatigue['fatigue_bytes']:.0f} bytes of the value)",
+            f"{fatigue['total_mean']:,.0f} bytes mean",
+            "",
+        )
+    ]

@@ -65,6 +65,76 @@ def stream(
     console.print(f"saved {json_path}, {report} and {plot_path}")
 
 
+@app.command("archive")
+def archive(
+    json_path: JsonPath = Path("reports/bench-archive.json"),
+    report: ReportPath = Path("reports/bench-archive.md"),
+    events: Annotated[
+        int, typer.Option(min=1000, help="Backlog for the throughput run.")
+    ] = 200_000,
+    rate: Annotated[int, typer.Option(min=1, help="Offered rate of the latency run.")] = 1_000,
+    seconds: Annotated[float, typer.Option(min=1, help="Length of the latency run.")] = 30.0,
+    use_running: Annotated[
+        bool, typer.Option(help="Use the configured Kafka instead of a throwaway one.")
+    ] = False,
+) -> None:
+    """Events/s from Kafka into the archive's Delta table, publish -> visible latency, and
+    bytes per event on disk, with one `recsys archive run` process."""
+    from recsys.bench.archive import ArchiveBenchConfig, run_with_local_services
+    from recsys.bench.archive_report import markdown, plot
+    from recsys.bench.common import save_with_plot
+
+    config = ArchiveBenchConfig(events=events, latency_rate=rate, latency_seconds=seconds)
+    with console.status("Running the archive benchmark (Kafka, backlog, drain, latency)…"):
+        result = run_with_local_services(config, use_running)
+    samples = result["latency"].pop("samples")
+    plot_path = save_with_plot(
+        result, partial(plot, result, samples), partial(markdown, result), json_path, report
+    )
+    summary = {
+        "events_per_s": round(result["throughput"]["events_per_s"]),
+        "latency_s": {k: round(v, 2) for k, v in result["latency"]["latency_s"].items()},
+        "bytes_per_event": round(result["disk"]["bytes_per_event"], 1),
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("loop")
+def loop(
+    json_path: JsonPath = Path("reports/bench-loop.json"),
+    report: ReportPath = Path("reports/bench-loop.md"),
+    dataset: Annotated[
+        str, typer.Option(help="A MovieLens dataset: ml-100k, ml-latest-small, ml-1m.")
+    ] = "ml-100k",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the dataset is read from (default: RECSYS_DATA_DIR)."),
+    ] = None,
+) -> None:
+    """The closed loop end to end: the dataset replayed through Kafka, archived by `recsys
+    archive run`, read back (the same rows?), the served ALS scored under P1 on the archive and
+    on the file (the same NDCG@10?), and `recsys retrain` once on the archive."""
+    from core.settings import Settings
+    from recsys.bench.common import save_with_plot
+    from recsys.bench.loop import LoopBenchConfig, run_with_local_services
+    from recsys.bench.loop_report import markdown, plot
+
+    config = LoopBenchConfig(dataset=dataset)
+    with console.status("Running the loop benchmark (replay, archive, P1 twice, retrain)…"):
+        result = run_with_local_services(config, data_dir or Settings().data_dir)
+    plot_path = save_with_plot(
+        result, partial(plot, result), partial(markdown, result), json_path, report
+    )
+    summary = {
+        "rows": result["rows"],
+        "ndcg@10": {name: round(f["ndcg@10"], 4) for name, f in result["p1"].items()},
+        "retrain": result["retrain"]["decision"],
+    }
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
 @app.command("api")
 def api(
     json_path: JsonPath = Path("reports/bench-api.json"),
@@ -83,6 +153,17 @@ def api(
     ] = 8,
     wrk_threads: Annotated[int, typer.Option(min=1, help="wrk threads.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 2,
+    impression_rounds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Alternating fixed-rate rounds with impressions recorded and with none, on two "
+            "servers (0: skip the comparison).",
+        ),
+    ] = 4,
+    impression_seconds: Annotated[
+        float, typer.Option(min=1, help="Length of each impressions round.")
+    ] = 15.0,
     use_running: Annotated[
         bool,
         typer.Option(
@@ -110,6 +191,8 @@ def api(
         connections=connections,
         wrk_threads=wrk_threads,
         workers=workers,
+        impression_rounds=impression_rounds,
+        impression_seconds=impression_seconds,
     )
     # No spinner: training prints its own progress and rich allows one live display at a time.
     console.print("Running the API benchmark (services, ml-100k model, fixed rate, wrk)…")

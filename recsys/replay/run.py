@@ -106,7 +106,11 @@ def _stack(config: LiveConfig, artifacts: ModelArtifacts) -> Iterator[tuple[Sett
             worker = WorkerProcess(settings, work_dir, f"replay-{config.name}", env=extra)
             worker.start()
         try:
-            with serving(service_env(settings), 1, work_dir) as server:
+            # The replay's requests probe the live path; nobody is shown them. Recorded as
+            # impressions they would make the worker demote items asked about repeatedly
+            # (feedback fatigue), and the live figures would no longer measure the model.
+            probing = service_env(settings, RECSYS_API_IMPRESSIONS_SAMPLE="0")
+            with serving(probing, 1, work_dir) as server:
                 yield settings, server.base_url
         finally:
             if worker is not None:

@@ -118,7 +118,7 @@ async def test_a_shard_stopped_mid_batch_loses_nothing_and_doubles_nothing(
     shards = applier.config.item_shards
     start = window_start(T0.timestamp(), 3600)
     counted = 0
-    for item in {s.event.item_id for s in batch}:
+    for item in {e.item_id for s in batch if (e := s.interaction) is not None}:
         window = keys.item_window(keys.item_shard(item, shards), "1h", start)
         counted += sum(int(v) for v in (await client.hgetall(window)).values())
     assert counted == len(batch)

@@ -8,7 +8,15 @@ from collections import Counter
 
 import pytest
 
-from recsys.bench.api import WRK_MARKER, BenchError, parse_wrk, recommend_paths, share, wrk_script
+from recsys.bench.api import (
+    WRK_MARKER,
+    BenchError,
+    impression_counts,
+    parse_wrk,
+    recommend_paths,
+    share,
+    wrk_script,
+)
 from recsys.bench.open_loop import latency_summary, open_loop_schedule, parse_http_head
 
 pytestmark = pytest.mark.unit
@@ -116,3 +124,18 @@ def test_parse_http_head() -> None:
 def test_share() -> None:
     assert share({"personalized": 3, "popular": 1}, "personalized") == 0.75
     assert share({"popular": 1}, "personalized") == 0.0
+
+
+def test_impression_counts_are_read_from_the_servers_metrics() -> None:
+    text = (
+        "# HELP recsys_api_impressions_sent_total Impressions\n"
+        "recsys_api_impressions_sent_total 1200.0\n"
+        'recsys_api_impressions_dropped_total{reason="queue_full"} 3.0\n'
+        'recsys_api_impressions_dropped_total{reason="kafka_unavailable"} 7.0\n'
+        "recsys_api_impressions_sent_created 1.7e9\n"
+    )
+    assert impression_counts(text) == {
+        "sent": 1200.0,
+        "dropped_queue_full": 3.0,
+        "dropped_kafka_unavailable": 7.0,
+    }

@@ -57,7 +57,7 @@ class FakeApplier:
         if self.failures_left:
             self.failures_left -= 1
             raise ConnectionError("redis is down")
-        if any(s.event.item_id in self.poison_items for s in batch):
+        if any(getattr(s.event, "item_id", None) in self.poison_items for s in batch):
             raise ValueError("cannot apply this one")
         self.applied.extend(batch)
         outcome = BatchOutcome()
