@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -27,6 +29,7 @@ tracer = trace.get_tracer("recsys.api")
 
 log = logging.getLogger(__name__)
 ProducerFactory = Callable[..., AIOKafkaProducer]
+_PARTITIONER = DefaultPartitioner()
 
 
 class KafkaUnavailableError(Exception):
@@ -113,7 +116,23 @@ class EventPublisher:
 
         async def send_all() -> None:
             producer = await self._started()
-            pending = [await producer.send(topic, value, key=key) for key, value in messages]
+            partitions = sorted(await producer.partitions_for(topic))
+            # Batches built here, one per partition, instead of a `send` per message: a third
+            # of the CPU per record (aiokafka's `send` costs ~100 µs each), on the event loop
+            # that answers requests. The default partitioner keeps records keyed as `send` does.
+            batches: dict[int, BatchBuilder] = {}
+            pending = []
+            for key, value in messages:
+                partition = _PARTITIONER(key, partitions, partitions)
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:  # it is full
+                    pending.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = batches[partition] = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            for partition, batch in batches.items():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
             await asyncio.gather(*pending)
 
         await self._guarded(send_all)

@@ -261,6 +261,9 @@ class Settings(BaseSettings):
     api_impressions_batch: int = Field(
         500, ge=1, description="Impressions sent to Kafka at most per batch."
     )
+    api_impressions_linger_ms: float = Field(
+        200, ge=0, description="How long impressions gather before a batch is sent."
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

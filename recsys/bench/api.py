@@ -79,7 +79,7 @@ class ApiBenchConfig:
     max_connections: int = 64  # of the fixed-rate client; more requests in flight queue
     seed: int = 0
     # Impressions on against off: alternating fixed-rate rounds on two servers (0: skipped).
-    impression_rounds: int = 4
+    impression_rounds: int = 6
     impression_seconds: float = 15.0
 
 
@@ -404,23 +404,27 @@ def impression_counts(metrics_text: str) -> dict[str, float]:
 
 
 def _impressions_side_by_side(
-    env: dict[str, str],
-    config: ApiBenchConfig,
-    work_dir: Path,
-    recording: ServerProcess,
-    users: list[str],
+    env: dict[str, str], config: ApiBenchConfig, work_dir: Path, users: list[str]
 ) -> dict[str, Any]:
-    """/recommend p50 at the fixed rate with impressions recorded (`recording`, the server of
-    the other runs) and with none (a second server, RECSYS_API_IMPRESSIONS_SAMPLE=0): the same
-    requests in alternating rounds, each round's order swapped, so drift of the machine's
-    speed falls on both alike."""
-    off_dir = work_dir / "impressions-off"
-    off_dir.mkdir(exist_ok=True)
+    """/recommend p50 at the fixed rate with impressions recorded and with none
+    (RECSYS_API_IMPRESSIONS_SAMPLE=0): two fresh servers side by side, the same requests in
+    alternating rounds, each round's order swapped, so drift of the machine's speed falls on
+    both alike."""
     count = int(config.rate * config.impression_seconds)
     rounds: list[dict[str, Any]] = []
-    with serving(env | {"RECSYS_API_IMPRESSIONS_SAMPLE": "0"}, config.workers, off_dir) as silent:
+    folders = {mode: work_dir / f"impressions-{mode}" for mode in ("on", "off")}
+    for folder in folders.values():
+        folder.mkdir(exist_ok=True)
+    silent_env = env | {"RECSYS_API_IMPRESSIONS_SAMPLE": "0"}
+    with (
+        serving(env, config.workers, folders["on"]) as recording,
+        serving(silent_env, config.workers, folders["off"]) as silent,
+    ):
         warm = recommend_paths(users, count // 3, config.k, config.diversity, config.seed + 2)
-        run_open_loop("127.0.0.1", silent.port, warm, config.rate, False, config.max_connections)
+        for server in (recording, silent):
+            run_open_loop(
+                "127.0.0.1", server.port, warm, config.rate, False, config.max_connections
+            )
         before = impression_counts(_metrics_text(recording))
         for n in range(config.impression_rounds):
             paths = recommend_paths(users, count, config.k, config.diversity, config.seed + 10 + n)
@@ -522,8 +526,8 @@ def run(
             saturated["resources"] = cpu
             saturated["connections_per_worker"] = split[0] if split else None
             results[name] = {"fixed_rate": fixed, "saturation": saturated}
-        if config.impression_rounds:
-            results["impressions"] = _impressions_side_by_side(env, config, work_dir, server, users)
+    if config.impression_rounds:
+        results["impressions"] = _impressions_side_by_side(env, config, work_dir, users)
     idle_wake["after"] = idle_wake_cost()
     return {
         "benchmark": "api",

@@ -246,7 +246,7 @@ def _impression_rows(
         (
             f"GET /recommend p50 at {config['rate']} requests/s, impressions recorded / none "
             f"(median of {rounds} alternating rounds of {config['impression_seconds']:g} s on two "
-            "servers)",
+            "fresh servers)",
             f"{p50['on']:.2f} / {p50['off']:.2f} ms: **{delta:+.2f} ms**",
             f"<= +0.2 ms: {_met(delta <= 0.2)}",
         ),

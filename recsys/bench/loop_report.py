@@ -70,7 +70,7 @@ def figures_table(result: dict[str, Any]) -> str:
         )
     difference = result["ndcg_difference"]
     row(
-        "|archive - file as published|",
+        "NDCG@10 difference, archive vs file as published",
         f"**{difference:.4f}**",
         f"<= {TARGET_DIFFERENCE}: {'met' if difference <= TARGET_DIFFERENCE else '**not met**'}",
     )

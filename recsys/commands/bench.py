@@ -160,7 +160,7 @@ def api(
             help="Alternating fixed-rate rounds with impressions recorded and with none, on two "
             "servers (0: skip the comparison).",
         ),
-    ] = 4,
+    ] = 6,
     impression_seconds: Annotated[
         float, typer.Option(min=1, help="Length of each impressions round.")
     ] = 15.0,

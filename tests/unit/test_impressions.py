@@ -50,7 +50,11 @@ class Publisher:
 
 
 def recorder(publisher: Publisher, draw: Any = None, **settings: Any) -> ImpressionRecorder:
-    options = {"api_impressions_queue": 3, "api_impressions_batch": 2} | settings
+    options = {
+        "api_impressions_queue": 3,
+        "api_impressions_batch": 2,
+        "api_impressions_linger_ms": 0,
+    } | settings
     kwargs = {"draw": draw} if draw else {}
     return ImpressionRecorder(Settings(**options), publisher, **kwargs)  # type: ignore[arg-type]
 
@@ -104,3 +108,18 @@ async def test_an_unavailable_kafka_counts_each_lost_impression() -> None:
     await impressions.close()
     assert dropped("kafka_unavailable") - before == 5
     assert publisher.sent == []
+
+
+async def test_answers_gather_for_the_linger_time_and_go_in_one_send() -> None:
+    publisher = Publisher()
+    publisher.release.set()
+    impressions = recorder(
+        publisher, api_impressions_queue=100, api_impressions_batch=50, api_impressions_linger_ms=50
+    )
+    impressions.start()
+    for _ in range(5):
+        impressions.record(QUERY, answer())
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.2)
+    assert [len(batch) for _, batch in publisher.sent] == [5]
+    await impressions.close()
