@@ -23,6 +23,7 @@ from typing import Any
 
 SECTIONS = (
     "evaluate", "evaluate-synthetic", "train", "stream", "freshness", "api", "cluster", "replay",
+    "archive", "loop",
 )  # fmt: skip
 SYNTHETIC_10M = "synthetic:users=1000000,items=50000,events=10000000,seed=7"
 # Small enough for every model, two-tower and its grid included, in a few minutes per protocol.
@@ -75,6 +76,8 @@ def plan(data_dir: Path, out: Path) -> list[Step]:
              out / "bench-cluster.json"),
         Step("replay", ("replay", "--dataset", "ml-100k", *data, *files("replay")),
              out / "replay.json"),
+        Step("archive", ("bench", "archive", *files("bench-archive")), out / "bench-archive.json"),
+        Step("loop", ("bench", "loop", *data, *files("bench-loop")), out / "bench-loop.json"),
     ]  # fmt: skip
 
 
@@ -154,6 +157,10 @@ def _figures(section: str, result: dict[str, Any]) -> str:
         from recsys.bench.freshness import figures_table
     elif section == "cluster":
         from recsys.bench.cluster_report import figures_table
+    elif section == "archive":
+        from recsys.bench.archive_report import figures_table
+    elif section == "loop":
+        from recsys.bench.loop_report import figures_table
     else:
         from recsys.replay.report import figures_table
     return figures_table(result)

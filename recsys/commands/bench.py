@@ -335,7 +335,7 @@ def all_benchmarks(
         list[str] | None,
         typer.Option(
             help="Run (or render) only these sections (repeat): evaluate, evaluate-synthetic, "
-            "train, stream, freshness, api, replay."
+            "train, stream, freshness, api, cluster, replay, archive, loop."
         ),
     ] = None,
     render_only: Annotated[
