@@ -10,7 +10,13 @@ from rich.console import Console
 
 from batch.evaluation.names import Protocol
 from core.settings import Settings
-from recsys.commands.train import SINCE_HELP, UNTIL_HELP, Source, archive_window
+from recsys.commands.train import (
+    SinceOption,
+    Source,
+    SourceOption,
+    UntilOption,
+    archive_window,
+)
 from recsys.progress import progress_bars
 
 if TYPE_CHECKING:
@@ -63,14 +69,9 @@ def evaluate(
             "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
         ),
     ] = False,
-    source: Annotated[
-        Source,
-        typer.Option(
-            help="dataset: --dataset; archive: the events archived by `recsys archive run`."
-        ),
-    ] = Source.DATASET,
-    since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
-    until: Annotated[str | None, typer.Option(help=UNTIL_HELP)] = None,
+    source: SourceOption = Source.DATASET,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Compare models offline under protocol P1 (temporal) or P2 (leave-last-out).
 

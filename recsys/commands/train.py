@@ -29,6 +29,13 @@ SINCE_HELP = (
     "ISO date or date-time (UTC); default: the whole archive."
 )
 UNTIL_HELP = "With --source archive: the window's end (exclusive), as --since; default: now."
+# The options `recsys train` and `recsys evaluate` share to read the event archive.
+SourceOption = Annotated[
+    Source,
+    typer.Option(help="dataset: --dataset; archive: the events archived by `recsys archive run`."),
+]
+SinceOption = Annotated[str | None, typer.Option(help=SINCE_HELP)]
+UntilOption = Annotated[str | None, typer.Option(help=UNTIL_HELP)]
 
 
 def archive_window(source: Source, since: str | None, until: str | None) -> ArchiveWindow | None:
@@ -72,14 +79,9 @@ def train_command(
             "--skip-malformed", help="Skip and count malformed rows instead of stopping at one."
         ),
     ] = False,
-    source: Annotated[
-        Source,
-        typer.Option(
-            help="dataset: --dataset; archive: the events archived by `recsys archive run`."
-        ),
-    ] = Source.DATASET,
-    since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
-    until: Annotated[str | None, typer.Option(help=UNTIL_HELP)] = None,
+    source: SourceOption = Source.DATASET,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Train a model on a dataset (or on the event archive) and publish it as the active model
     version.
