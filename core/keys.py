@@ -46,6 +46,10 @@ Items, spread over RECSYS_REDIS_ITEM_SHARDS shards by a hash of the item id (str
                                                    core.rules.trending_increment)
   recsys:{i:<s>}:applied                   hash    "<topic code>:<partition>" -> the last offset
                                                    counted in this shard (redeliveries)
+  recsys:{i:<s>}:next:{epoch}:{item_id}    zset    next item_id -> decayed weighted count of
+                                                   users' steps from item_id to it (shard of
+                                                   item_id; the top RECSYS_STREAM_TRANSITIONS_TOP_N
+                                                   kept, up to twice that between trims)
 """
 
 from __future__ import annotations
@@ -167,6 +171,11 @@ def item_window(shard: int, window: str, start: int) -> str:
 
 def trending(shard: int, epoch: int) -> str:
     return f"{PREFIX}:{{i:{shard}}}:trending:{epoch}"
+
+
+def item_transitions(shard: int, epoch: int, item_id: str) -> str:
+    """The items users went on to from `item_id` (in `item_id`'s shard, `item_shard`)."""
+    return f"{PREFIX}:{{i:{shard}}}:next:{epoch}:{item_id}"
 
 
 def shard_applied(shard: int) -> str:

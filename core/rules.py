@@ -271,3 +271,30 @@ def decay_affinity(
     """Decay genre affinities by the time since they were last written; drop negligible ones."""
     factor = 2.0 ** (-max(elapsed_s, 0.0) / half_life_s)
     return {g: s * factor for g, s in affinity.items() if s * factor > 1e-3}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of a user from one item to the next: what the item-to-item table counts."""
+
+    source: str
+    target: str
+    ts_s: float
+    weight: float
+    index: int  # of the event that made it, among those given to `transitions`
+
+
+def transitions(previous: str | None, steps: Iterable[tuple[str, str, float]]) -> list[Transition]:
+    """The transitions of a user's events (item id, event type, ts seconds), in time order,
+    starting from `previous` (the user's item before them, or None): each event of interest
+    (`counts_as_interest`) is a step from the last such item to its own, weighing as the event
+    does; negative feedback neither makes nor breaks a step, and a repeat of the same item is no
+    step."""
+    found = []
+    for index, (item_id, event_type, ts_s) in enumerate(steps):
+        if not counts_as_interest(event_type):
+            continue
+        if previous is not None and previous != item_id:
+            found.append(Transition(previous, item_id, ts_s, EVENT_WEIGHTS[event_type], index))
+        previous = item_id
+    return found

@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     stream_trending_half_life_s: float = Field(
         3600, gt=0, description="Half-life of the decayed counts behind trending items."
     )
+    stream_transitions_top_n: int = Field(
+        50,
+        ge=0,
+        description="Next items kept per item in the item-to-item transition table (0: no table).",
+    )
+    stream_transition_half_life_s: float = Field(
+        7 * 86_400, gt=0, description="Half-life of the decayed counts of the transition table."
+    )
     stream_batch_size: int = Field(1000, ge=1, description="Events applied per Redis round trip.")
     stream_batch_wait_ms: int = Field(
         20, ge=1, description="Longest wait to fill a batch (bounds the added latency)."

@@ -40,12 +40,14 @@ from core.rules import (
     EVENT_WEIGHTS,
     GENRE_HALF_LIFE_S,
     WINDOWS,
+    Transition,
     add_to_windows,
     counts_as_interest,
     decay_affinity,
     ema_steps,
     fold_in_recent,
     normalize,
+    transitions,
     trending_increment,
     trending_ttl_s,
     window_start,
@@ -113,6 +115,8 @@ class UpdateConfig:
     feedback_max_items: int = 32
     fatigue_window_s: int = 86_400
     fatigue_max_items: int = 40
+    transitions_top_n: int = 50
+    transition_half_life_s: float = 7 * 86_400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpdateConfig:
@@ -136,6 +140,8 @@ class UpdateConfig:
             feedback_max_items=settings.feedback_max_items,
             fatigue_window_s=settings.fatigue_window_s,
             fatigue_max_items=settings.fatigue_max_items if settings.fatigue_action != "off" else 0,
+            transitions_top_n=settings.stream_transitions_top_n,
+            transition_half_life_s=settings.stream_transition_half_life_s,
         )
 
 
@@ -148,6 +154,14 @@ class BatchOutcome:
     unknown_items: int = 0
     conflicts: int = 0
     freshness_s: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Move:
+    """A transition and the event that made it (whose offset the shard records)."""
+
+    sourced: SourcedEvent
+    step: Transition
 
 
 @dataclass
@@ -176,9 +190,13 @@ class BatchApplier:
             if (event := sourced.interaction) is not None:
                 by_shard[keys.item_shard(event.item_id, self.config.item_shards)].append(sourced)
         outcome = BatchOutcome()
-        work, shard_offsets = await self._read(list(by_user), list(by_shard), model)
+        # Transitions are counted in their source item's shard, which only the users' history
+        # names: with the table on, every shard's applied offsets are read with the users.
+        shards = range(self.config.item_shards) if self.config.transitions_top_n else by_shard
+        work, shard_offsets = await self._read(list(by_user), list(shards), model)
         self._select_fresh(by_user, work, outcome)
-        await self._write_shards(by_shard, work, shard_offsets)
+        moves = self._transitions(work) if self.config.transitions_top_n else {}
+        await self._write_shards(by_shard, moves, work, shard_offsets)
         pending = {user: item for user, item in work.items() if item.fresh}
         while pending:
             conflicted = await self._write_users(pending, model, by_user, outcome)
@@ -251,20 +269,42 @@ class BatchApplier:
                     known.add(event_id)
                     item.fresh.append(sourced)
 
+    def _transitions(self, work: dict[str, _UserWork]) -> dict[int, list[_Move]]:
+        """Each user's steps from item to item in their fresh events (from their newest item
+        of interest before them), by the shard of the item they leave."""
+        shards = self.config.item_shards
+        moves: dict[int, list[_Move]] = defaultdict(list)
+        for item in work.values():
+            events = _interactions(item.fresh)
+            if not events:
+                continue
+            fresh = [s for s in item.fresh if s.interaction is not None]
+            previous = next(
+                (e.item_id for e in item.state.history if counts_as_interest(e.event_type)), None
+            )
+            steps = [(e.item_id, e.event_type, s.ts_s) for e, s in zip(events, fresh, strict=True)]
+            for step in transitions(previous, steps):
+                moves[keys.item_shard(step.source, shards)].append(_Move(fresh[step.index], step))
+        return moves
+
     async def _write_shards(
         self,
         by_shard: dict[int, list[SourcedEvent]],
+        moves: dict[int, list[_Move]],
         work: dict[str, _UserWork],
         applied: dict[int, dict[str, bytes]],
     ) -> None:
-        """Count the batch's fresh events in their item shards, each shard skipping what it has
-        already counted (`applied`, as read with the users); a shard written by someone else
-        meanwhile is read and planned again."""
+        """Count the batch's fresh events in their item shards, and their transitions in the
+        shards of the items left, each shard skipping what it has already counted (`applied`,
+        as read with the users); a shard written by someone else meanwhile is read and planned
+        again."""
         fresh = {id(s) for item in work.values() for s in item.fresh}
-        pending = list(by_shard)
+        pending = list(by_shard.keys() | moves.keys())
         while pending:
             plans = {
-                shard: self._plan_shard(shard, by_shard[shard], fresh, applied[shard])
+                shard: self._plan_shard(
+                    shard, by_shard.get(shard, []), moves.get(shard, []), fresh, applied[shard]
+                )
                 for shard in pending
             }
             results = await self._scripts.run(
@@ -282,6 +322,7 @@ class BatchApplier:
         self,
         shard: int,
         events: list[SourcedEvent],
+        moves: list[_Move],
         fresh: set[int],
         applied: dict[str, bytes],
     ) -> ShardPlan:
@@ -315,11 +356,40 @@ class BatchApplier:
         ttl = trending_ttl_s(config.trending_half_life_s)
         for epoch, increments in trending.items():
             plan.add("zincrby", keys.trending(shard, epoch), ttl, list(increments.items()))
+        self._plan_moves(plan, shard, moves, applied, latest)
         for slot, offset in latest.items():
             if offset > int(applied.get(slot, b"-1")):
                 plan.expect(slot, applied.get(slot))
                 plan.record(slot, offset)
         return plan
+
+    def _plan_moves(
+        self,
+        plan: ShardPlan,
+        shard: int,
+        moves: list[_Move],
+        applied: dict[str, bytes],
+        latest: dict[str, int],
+    ) -> None:
+        """The transitions leaving this shard's items, each counted once (as trending is:
+        decayed within an epoch, `core.rules.trending_increment`)."""
+        if not moves:
+            return
+        half_life = self.config.transition_half_life_s
+        counts: dict[tuple[int, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for move in moves:
+            slot = move.sourced.slot
+            latest[slot] = max(latest.get(slot, -1), move.sourced.offset)
+            if move.sourced.offset <= int(applied.get(slot, b"-1")):
+                continue
+            step = move.step
+            epoch, increment = trending_increment(step.ts_s, step.weight, half_life)
+            counts[epoch, step.source][step.target] += increment
+        ttl = trending_ttl_s(half_life)
+        keep = self.config.transitions_top_n
+        for (epoch, source), increments in counts.items():
+            key = keys.item_transitions(shard, epoch, source)
+            plan.add("ztop", key, ttl, list(increments.items()), keep)
 
     async def _write_users(
         self,

@@ -60,8 +60,10 @@ return out
 # KEYS[1]: the shard's applied-offsets hash; KEYS[2..]: the shard's window hashes and trending
 # sets. ARGV[1]: msgpack [checks, writes, offsets].
 #   checks: [field of KEYS[1], expected value ("" = absent)]; any mismatch -> return 0, no write.
-#   writes: [op, index into KEYS, ttl seconds (0 = keep), flat pairs]; op is
-#     "hincrby" (field, increment ...) or "zincrby" (member, increment ...).
+#   writes: [op, index into KEYS, ttl seconds (0 = keep), flat pairs, keep]; op is
+#     "hincrby" (field, increment ...), "zincrby" (member, increment ...), or "ztop": zincrby,
+#     then, once the set holds more than 2 x keep members, only its `keep` highest are kept
+#     (trimmed in bulk, not at every write).
 #   offsets: flat [field, offset ...] written to KEYS[1] last.
 WRITE_SHARD = """
 local plan = cmsgpack.unpack(ARGV[1])
@@ -74,8 +76,11 @@ for _, w in ipairs(plan[2]) do
   local op, key, ttl, pairs = w[1], KEYS[w[2]], w[3], w[4]
   if op == 'hincrby' then
     for j = 1, #pairs, 2 do redis.call('HINCRBY', key, pairs[j], pairs[j + 1]) end
-  elseif op == 'zincrby' then
+  elseif op == 'zincrby' or op == 'ztop' then
     for j = 1, #pairs, 2 do redis.call('ZINCRBY', key, pairs[j + 1], pairs[j]) end
+    if op == 'ztop' and redis.call('ZCARD', key) > 2 * w[5] then
+      redis.call('ZREMRANGEBYRANK', key, 0, -(w[5] + 1))
+    end
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
@@ -97,17 +102,20 @@ class ShardPlan:
     def __init__(self, applied_key: str) -> None:
         self.keys: list[str] = [applied_key]
         self.checks: list[tuple[str, bytes]] = []
-        self.writes: list[tuple[str, int, int, list[Any]]] = []
+        self.writes: list[tuple[str, int, int, list[Any], int]] = []
         self.offsets: list[Any] = []
 
     def expect(self, slot: str, value: bytes | None) -> None:
         """Write only if the shard's applied offset of `slot` is still `value` (None: absent)."""
         self.checks.append((slot, value or b""))
 
-    def add(self, op: str, key: str, ttl_s: int, pairs: list[tuple[Any, Any]]) -> None:
+    def add(
+        self, op: str, key: str, ttl_s: int, pairs: list[tuple[Any, Any]], keep: int = 0
+    ) -> None:
         if pairs:
             self.keys.append(key)
-            self.writes.append((op, len(self.keys), ttl_s, [x for pair in pairs for x in pair]))
+            flat = [x for pair in pairs for x in pair]
+            self.writes.append((op, len(self.keys), ttl_s, flat, keep))
 
     def record(self, slot: str, offset: int) -> None:
         self.offsets += [slot, offset]

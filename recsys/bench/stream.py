@@ -356,6 +356,25 @@ async def _memory(redis: RedisClient, config: StreamBenchConfig) -> dict[str, An
     }
 
 
+async def _transition_memory(redis: RedisClient) -> dict[str, float]:
+    """Redis's accounting of the item-to-item transition table (`core.keys.item_transitions`):
+    its keys' MEMORY USAGE over the items they start from."""
+    found = [key async for key in redis.scan_iter(match="recsys:{i:*}:next:*", count=1000)]
+    if not found:
+        return {"source_items": 0.0, "bytes_per_item": 0.0, "next_items_mean": 0.0}
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in found:
+            pipe.memory_usage(key, samples=0)
+            pipe.zcard(key)
+        replies = await pipe.execute()
+    sizes, members = replies[::2], replies[1::2]
+    return {
+        "source_items": float(len(found)),
+        "bytes_per_item": float(np.mean([int(size or 0) for size in sizes])),
+        "next_items_mean": float(np.mean(members)),
+    }
+
+
 async def _memory_with_fatigue(
     redis: RedisClient, sample: list[str], states: list[UserState]
 ) -> dict[str, float]:
@@ -393,6 +412,7 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
         cpu = _cpu_counters(settings, worker)
         throughput = await _drain(worker, config.events, timeout_s=600, cpu=cpu)
         memory = await _memory(redis, config)
+        memory["transitions"] = await _transition_memory(redis)
         ceiling = (
             await _faust_ceiling(settings, config.events, work_dir)
             if config.faust_ceiling

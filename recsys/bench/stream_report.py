@@ -177,14 +177,27 @@ model with {config["items"]:,} random 64-dim item vectors; events from {config["
 
 
 def _fatigue_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    table = result["memory"].get("transitions")  # absent from runs before the table
+    if table and table["source_items"]:
+        rows.append(
+            (
+                f"item-to-item transition table: Redis memory per item left "
+                f"({table['source_items']:,.0f} items, {table['next_items_mean']:.1f} next "
+                "items each on average)",
+                f"{table['bytes_per_item']:,.0f} bytes",
+                "",
+            )
+        )
     fatigue = result["memory"].get("with_fatigue")  # absent from runs before impressions
     if not fatigue:
-        return []
+        return rows
     return [
+        *rows,
         (
             f"the same users once shown answers: fatigue records full ({fatigue['items']:.0f} "
             f"items, {fatigue['fatigue_bytes']:.0f} bytes of the value)",
             f"{fatigue['total_mean']:,.0f} bytes mean",
             "",
-        )
+        ),
     ]

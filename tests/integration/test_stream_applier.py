@@ -17,7 +17,16 @@ from batch.publish import ModelArtifacts, publish
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes
-from core.rules import ema_update, fold_in, gram_matrix, normalize, trending_epoch, window_start
+from core.rules import (
+    EVENT_WEIGHTS,
+    ema_update,
+    fold_in,
+    gram_matrix,
+    normalize,
+    trending_epoch,
+    trending_increment,
+    window_start,
+)
 from core.settings import Settings
 from core.user_state import UserState, load_state
 from core.vectors.edge import EdgeVectorIndex
@@ -272,3 +281,71 @@ async def test_a_user_whose_events_arrive_on_two_partitions_gets_each_once(
         window = keys.item_window(keys.item_shard(item, shards), "1h", start)
         counted += int(await redis.hget(window, f"view:{item}") or 0)
     assert counted == 4
+
+
+async def transition_counts(
+    redis: RedisClient, source: str, shards: int, half_life: float
+) -> dict[str, float]:
+    """The next items counted from `source` in its shard, in T0's epoch."""
+    epoch = trending_epoch(T0.timestamp(), half_life)
+    key = keys.item_transitions(keys.item_shard(source, shards), epoch, source)
+    return {as_bytes(m).decode(): s for m, s in await redis.zrange(key, 0, -1, withscores=True)}
+
+
+async def test_transitions_are_counted_once_in_the_shard_of_the_item_left(
+    redis: RedisClient, tmp_path: Path
+) -> None:
+    await publish_model(redis, tmp_path)
+    cfg = config()
+    applier = BatchApplier(redis, cfg)
+    model = await ModelCache(redis).get()
+    await applier.apply([sourced("view", "u", "i1", 0)], model)  # the user's item before
+    batch = [
+        sourced("click", "u", "i2", 1, minutes=1),
+        sourced("dislike", "u", "i5", 0, minutes=2),  # negative feedback: no step, no break
+        sourced("purchase", "u", "i3", 0, minutes=3),
+        sourced("view", "u", "i3", 2, minutes=4),  # the same item again: no step
+    ]
+    await applier.apply(batch, model)
+    await applier.apply(batch, model)  # redelivered: counted once
+    half_life = cfg.transition_half_life_s
+    shards = cfg.item_shards
+
+    def decayed(minutes: float, weight: float) -> float:
+        return trending_increment((T0 + timedelta(minutes=minutes)).timestamp(), weight, half_life)[
+            1
+        ]
+
+    assert await transition_counts(redis, "i1", shards, half_life) == pytest.approx(
+        {"i2": decayed(1, EVENT_WEIGHTS["click"])}
+    )
+    assert await transition_counts(redis, "i2", shards, half_life) == pytest.approx(
+        {"i3": decayed(3, EVENT_WEIGHTS["purchase"])}
+    )
+    assert await transition_counts(redis, "i3", shards, half_life) == {}
+    assert await transition_counts(redis, "i5", shards, half_life) == {}
+
+
+async def test_the_transition_table_keeps_only_the_top_next_items(
+    redis: RedisClient, tmp_path: Path
+) -> None:
+    await publish_model(redis, tmp_path)
+    cfg = config(stream_transitions_top_n=2)
+    applier = BatchApplier(redis, cfg)
+    model = await ModelCache(redis).get()
+    # Users step from i0 to i1..i6; i6 most often, then i5, then i4...
+    batch, offset = [], 0
+    for target in range(1, 7):
+        for n in range(target):
+            user = f"t{target}-{n}"
+            batch += [
+                sourced("view", user, "i0", offset, minutes=0),
+                sourced("view", user, f"i{target}", offset + 1, minutes=1),
+            ]
+            offset += 2
+    await applier.apply(batch, model)
+    kept = await transition_counts(redis, "i0", cfg.item_shards, cfg.transition_half_life_s)
+    assert len(kept) <= 2 * 2  # trimmed in bulk once past twice the top n
+    assert {"i6", "i5"} <= set(kept)
+    assert "i1" not in kept
+    assert "i2" not in kept

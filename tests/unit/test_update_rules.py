@@ -17,6 +17,7 @@ from core.rules import (
     fold_in,
     gram_matrix,
     normalize,
+    transitions,
     trending_increment,
     window_start,
 )
@@ -177,3 +178,21 @@ def test_a_negative_step_moves_away_from_the_item_and_leaves_no_vector_alone() -
 
 def test_only_positive_events_count_as_interest() -> None:
     assert [counts_as_interest(t) for t in EVENT_TYPES] == [True, True, True, False, False]
+
+
+def test_transitions_step_between_items_of_interest_in_order() -> None:
+    steps = [
+        ("a", "view", 1.0),
+        ("a", "click", 2.0),  # the same item: no step
+        ("b", "dislike", 3.0),  # negative feedback: neither a step nor a break
+        ("c", "purchase", 4.0),
+        ("d", "view", 5.0),
+    ]
+    found = transitions("z", steps)
+    assert [(t.source, t.target, t.index) for t in found] == [
+        ("z", "a", 0),
+        ("a", "c", 3),
+        ("c", "d", 4),
+    ]
+    assert [t.weight for t in found] == [1.0, 4.0, 1.0]
+    assert [(t.source, t.target) for t in transitions(None, steps[:2])] == []
