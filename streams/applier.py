@@ -115,7 +115,7 @@ class UpdateConfig:
     feedback_max_items: int = 32
     fatigue_window_s: int = 86_400
     fatigue_max_items: int = 40
-    transitions_top_n: int = 50
+    transitions_top_n: int = 0
     transition_half_life_s: float = 7 * 86_400
 
     @classmethod

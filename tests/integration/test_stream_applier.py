@@ -289,14 +289,15 @@ async def transition_counts(
     """The next items counted from `source` in its shard, in T0's epoch."""
     epoch = trending_epoch(T0.timestamp(), half_life)
     key = keys.item_transitions(keys.item_shard(source, shards), epoch, source)
-    return {as_bytes(m).decode(): s for m, s in await redis.zrange(key, 0, -1, withscores=True)}
+    pairs: list[Any] = await redis.zrange(key, 0, -1, withscores=True)
+    return {as_bytes(member).decode(): float(score) for member, score in pairs}
 
 
 async def test_transitions_are_counted_once_in_the_shard_of_the_item_left(
     redis: RedisClient, tmp_path: Path
 ) -> None:
     await publish_model(redis, tmp_path)
-    cfg = config()
+    cfg = config(stream_transitions_top_n=50)
     applier = BatchApplier(redis, cfg)
     model = await ModelCache(redis).get()
     await applier.apply([sourced("view", "u", "i1", 0)], model)  # the user's item before
@@ -349,3 +350,13 @@ async def test_the_transition_table_keeps_only_the_top_next_items(
     assert {"i6", "i5"} <= set(kept)
     assert "i1" not in kept
     assert "i2" not in kept
+
+
+async def test_without_the_transition_table_nothing_is_written_for_it(
+    redis: RedisClient, tmp_path: Path
+) -> None:
+    await publish_model(redis, tmp_path)
+    applier = BatchApplier(redis, config(stream_transitions_top_n=0))
+    model = await ModelCache(redis).get()
+    await applier.apply([sourced("view", "u", "i1", 0), sourced("view", "u", "i2", 1)], model)
+    assert [key async for key in redis.scan_iter(match="recsys:{i:*}:next:*")] == []
