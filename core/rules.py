@@ -37,6 +37,10 @@ def counts_as_interest(event_type: str) -> bool:
     return EVENT_WEIGHTS[event_type] > 0
 
 
+# The event types `counts_as_interest` accepts.
+INTEREST_TYPES = frozenset(t for t, weight in EVENT_WEIGHTS.items() if weight > 0)
+
+
 # Events that end an item's feedback fatigue: the user acted on it. A view does not: it is what
 # showing the item produces.
 ENDS_FATIGUE = frozenset({"click", "purchase"})

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,14 @@ class History:
 
     def item_ids(self) -> set[str]:
         return set(self.items.decode().split("\n")) if self.times else set()
+
+    def newest_of(self, event_types: Set[str]) -> str | None:
+        """The item of the newest event of one of `event_types`, decoding only up to it (the
+        worker asks this for every user of a batch; usually the newest event is one)."""
+        for index, (_, _, code) in enumerate(_HISTORY_RECORD.iter_unpack(self.times)):
+            if EVENT_TYPES[code] in event_types:
+                return self.items.split(b"\n", index + 1)[index].decode()
+        return None
 
     def push(self, entries: list[HistoryEntry], keep: int) -> History:
         """Prepend `entries` (newest first) and keep the newest `keep`."""

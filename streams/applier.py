@@ -39,6 +39,7 @@ from core.rules import (
     ENDS_FATIGUE,
     EVENT_WEIGHTS,
     GENRE_HALF_LIFE_S,
+    INTEREST_TYPES,
     WINDOWS,
     Transition,
     add_to_windows,
@@ -275,14 +276,11 @@ class BatchApplier:
         shards = self.config.item_shards
         moves: dict[int, list[_Move]] = defaultdict(list)
         for item in work.values():
-            events = _interactions(item.fresh)
-            if not events:
-                continue
             fresh = [s for s in item.fresh if s.interaction is not None]
-            previous = next(
-                (e.item_id for e in item.state.history if counts_as_interest(e.event_type)), None
-            )
-            steps = [(e.item_id, e.event_type, s.ts_s) for e, s in zip(events, fresh, strict=True)]
+            if not fresh:
+                continue
+            steps = [(e.item_id, e.event_type, s.ts_s) for s in fresh if (e := s.interaction)]
+            previous = item.state.recent.newest_of(INTEREST_TYPES)
             for step in transitions(previous, steps):
                 moves[keys.item_shard(step.source, shards)].append(_Move(fresh[step.index], step))
         return moves

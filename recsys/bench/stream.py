@@ -83,6 +83,7 @@ class StreamBenchConfig:
     sweep_seconds: float = 8.0
     memory_sample: int = 2_000
     seed: int = 0
+    transitions_top_n: int = 0  # the worker's RECSYS_STREAM_TRANSITIONS_TOP_N
 
 
 async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_dir: Path) -> str:
@@ -407,7 +408,8 @@ async def run(settings: Settings, config: StreamBenchConfig, work_dir: Path) -> 
     version = await _publish_model(redis, config, work_dir)
     item_memory = await _item_memory(redis, version, config.items, work_dir / "qdrant")
     producer_rate = await _produce_backlog(settings, config)
-    worker = WorkerProcess(settings, work_dir, f"bench-{uuid.uuid4().hex[:8]}").start()
+    table = {"RECSYS_STREAM_TRANSITIONS_TOP_N": str(config.transitions_top_n)}
+    worker = WorkerProcess(settings, work_dir, f"bench-{uuid.uuid4().hex[:8]}", env=table).start()
     try:
         cpu = _cpu_counters(settings, worker)
         throughput = await _drain(worker, config.events, timeout_s=600, cpu=cpu)

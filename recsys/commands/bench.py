@@ -37,6 +37,12 @@ def stream(
     users: Annotated[int, typer.Option(min=10, help="Distinct users in the backlog.")] = 20_000,
     rate: Annotated[int, typer.Option(min=1, help="Offered rate of the freshness run.")] = 1_000,
     seconds: Annotated[float, typer.Option(min=1, help="Length of the freshness run.")] = 30.0,
+    transitions: Annotated[
+        int,
+        typer.Option(
+            min=0, help="The worker's item-to-item transition table: next items kept (0: off)."
+        ),
+    ] = 0,
     use_running: Annotated[
         bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
     ] = False,
@@ -48,7 +54,11 @@ def stream(
     from recsys.bench.stream_report import markdown, plot
 
     config = StreamBenchConfig(
-        events=events, users=users, freshness_rate=rate, freshness_seconds=seconds
+        events=events,
+        users=users,
+        freshness_rate=rate,
+        freshness_seconds=seconds,
+        transitions_top_n=transitions,
     )
     with console.status("Running the stream benchmark (services, backlog, drain, freshness)…"):
         result = run_with_local_services(config, use_running, redis_cluster)

@@ -125,3 +125,18 @@ def test_feedback_and_fatigue_round_trip_and_a_state_without_them_reads_empty() 
     older = UserState.decode(header + msgpack.packb(body[:11], use_bin_type=True))
     assert older.feedback == Feedback()
     assert older.fatigue == Fatigue()
+
+
+def test_history_finds_the_newest_item_of_some_event_types() -> None:
+    history = History().push(
+        [
+            HistoryEntry(3_000, "dislike", "c"),
+            HistoryEntry(2_000, "click", "b"),
+            HistoryEntry(1_000, "view", "a"),
+        ],
+        10,
+    )
+    assert history.newest_of(frozenset({"view", "click"})) == "b"
+    assert history.newest_of(frozenset({"view"})) == "a"
+    assert history.newest_of(frozenset({"purchase"})) is None
+    assert History().newest_of(frozenset({"view"})) is None
