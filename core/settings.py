@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Next items kept per item in the item-to-item transition table (0: no "
-        "table; it costs the worker about a fifth more CPU per event, and no answer reads it "
+        "table; it costs the worker about a sixth more CPU per event, and no answer reads it "
         "yet).",
     )
     stream_transition_half_life_s: float = Field(
