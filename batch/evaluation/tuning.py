@@ -41,6 +41,9 @@ _GRIDS: dict[str, dict[str, list[Any]]] = {
     # The defaults (recency-weighted history, temperature 0.1) came from exploring ml-100k
     # P2 validation; the grid checks them against a plain mean and a sharper softmax.
     "two-tower": {"recency_decay": [0.8, 1.0], "temperature": [0.05, 0.1]},
+    # The ranker's labels come from the newest share of the fit rows; small trees, since a few
+    # hundred users have labels on ml-100k.
+    "two-stage": {"label_fraction": [0.1, 0.2], "num_leaves": [7, 31], "n_estimators": [100]},
 }
 # Models whose constructor takes a seed, and under which name.
 _SEED_PARAMETER = {
@@ -48,6 +51,7 @@ _SEED_PARAMETER = {
     "als-served": "random_state",
     "bpr": "random_state",
     "two-tower": "seed",
+    "two-stage": "seed",
 }
 
 

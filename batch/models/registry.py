@@ -41,6 +41,7 @@ _BUILTIN: dict[str, ModelFactory] = {
 # name -> (module, class) of models imported only when asked for.
 _LAZY: dict[str, tuple[str, str]] = {
     "two-tower": ("batch.models.two_tower", "TwoTowerRecommender"),
+    "two-stage": ("batch.models.two_stage", "TwoStageRecommender"),
 }
 
 
