@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
 
 from api.impressions import ImpressionRecorder
 from api.publisher import EventPublisher
@@ -50,11 +51,18 @@ PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 RedisDep = Annotated[RedisClient, Depends(get_redis)]
 
 
+# A security scheme, not a plain header parameter: clients generated from the OpenAPI document
+# then know it is a credential (`api.openapi` drops it where the server sets no key).
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    description="The server's RECSYS_API_KEY, on every write.",
+    auto_error=False,
+)
+
+
 async def require_api_key(
-    services: ServicesDep,
-    x_api_key: Annotated[
-        str | None, Header(description="Required when the server sets RECSYS_API_KEY.")
-    ] = None,
+    services: ServicesDep, x_api_key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     expected = services.settings.api_key
     if expected is None:

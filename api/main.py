@@ -70,7 +70,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     # Added last, so outermost: its span and timing cover the other middleware too.
     app.add_middleware(ObservabilityMiddleware, tracer=tracer)
-    install_openapi(app)
+    install_openapi(app, api_key_required=settings.api_key is not None)
     return app
 
 
@@ -92,5 +92,6 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     for error in exc.errors():
         # ("query", "k") -> "k": where the parameter lives is in the OpenAPI document.
         location = [str(part) for part in error["loc"][1:]] or [str(error["loc"][0])]
-        problems.append({"field": ".".join(location), "reason": error["msg"], "index": None})
+        reason = error["msg"].removeprefix("Value error, ")  # as the event codec words it
+        problems.append({"field": ".".join(location), "reason": reason, "index": None})
     return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)

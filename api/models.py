@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -107,13 +107,42 @@ class EventsAccepted(BaseModel):
 
 
 class FieldProblem(BaseModel):
-    field: str
+    """One thing wrong with a request: which field or parameter, and why."""
+
+    field: str = Field(
+        description="The parameter (`k`, `user_id`), the event's own field (`ts`, "
+        "`context.device`), or `body` for the request body as a whole."
+    )
     reason: str
-    index: int | None = Field(None, description="Position of the event in a batch.")
+    index: int | None = Field(
+        description="Position of the event in a batch; null for a single event or a parameter."
+    )
 
 
 class ErrorBody(BaseModel):
-    detail: str | list[FieldProblem]
+    """Every 4xx and 5xx answer: a sentence, or (422) the list of fields at fault."""
+
+    detail: str | list[FieldProblem] = Field(
+        description="422: every problem found, each naming its field; otherwise one sentence."
+    )
+
+
+_ERRORS = {
+    401: "Missing or wrong X-API-Key header.",
+    404: "Not found.",
+    413: "Request body over the size limit (RECSYS_API_MAX_BODY_BYTES): nothing was published.",
+    422: "Invalid request: `detail` lists each field or parameter at fault.",
+    503: "A backend the answer needs is unavailable: retry later.",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each code with the one error model, and the standard
+    description unless `descriptions` has `e422="..."` for it."""
+    return {
+        code: {"model": ErrorBody, "description": descriptions.get(f"e{code}", _ERRORS[code])}
+        for code in codes
+    }
 
 
 class HealthStatus(BaseModel):

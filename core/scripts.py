@@ -53,7 +53,8 @@ class ScriptSet:
         self.redis = redis
         self.sources = dict(scripts)
         self.digests = {
-            name: hashlib.sha1(body.encode()).hexdigest() for name, body in scripts.items()
+            name: hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
+            for name, body in scripts.items()
         }
         self._loaded = False
         self._slot_of = SlotOf(redis) if isinstance(redis, aioredis.RedisCluster) else None

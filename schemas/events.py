@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, field_validator
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
@@ -44,7 +45,20 @@ def stream_event_type(kind: str) -> EventType:
 ContextValue = StrictStr | bool | int | float
 
 
-def _check_id(value: str) -> str:
+def _json_number(value: Any) -> Any:
+    """A JSON number only: pydantic's lax mode would also read "5" or true as a number, which
+    the schema (and so a generated client) does not allow. Integral floats still pass (1.0 is
+    a JSON Schema integer)."""
+    if value is not None and type(value) not in (int, float):
+        raise ValueError("must be a number")
+    return value
+
+
+JsonNumber = BeforeValidator(_json_number)
+
+
+def check_id(value: str) -> str:
+    """The rule every id follows (user, item and session ids; the API's path ids too)."""
     if not value:
         raise ValueError("must not be empty")
     if len(value) > MAX_ID_LENGTH:
@@ -52,6 +66,72 @@ def _check_id(value: str) -> str:
     if not value.isprintable() or value.isspace():
         raise ValueError("must contain printable characters only")
     return value
+
+
+ID_RULE = (
+    f"1 to {MAX_ID_LENGTH} characters, all printable (Python's str.isprintable: no control, "
+    "format, private-use, surrogate or unassigned code points and no separator but the space), "
+    "not only spaces."
+)
+
+
+@cache
+def id_pattern() -> str:
+    """`check_id`'s character rule as a JSON Schema (ECMA-262) pattern, built from this
+    Python's own Unicode database so that the two agree exactly: only printable characters,
+    at least one of them not a space. Built on first use (about 0.2 s), by the API's OpenAPI
+    document; validation itself never uses it."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x110000):
+        if chr(code).isprintable():
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+
+    def spell(code: int) -> str:
+        # ASCII as escapes (no class syntax character to worry about), the rest literally: the
+        # one spelling Python's `re`, ECMA-262 and Rust's regex all read the same way.
+        return f"\\x{code:02x}" if code < 0x80 else chr(code)
+
+    def char_class(spans: list[tuple[int, int]]) -> str:
+        return (
+            "[" + "".join(spell(a) if a == b else f"{spell(a)}-{spell(b)}" for a, b in spans) + "]"
+        )
+
+    space = ord(" ")
+    not_space = [(a + 1 if a == space else a, b) for a, b in ranges if (a, b) != (space, space)]
+    printable = char_class(ranges)
+    return f"^{printable}*{char_class(not_space)}{printable}*$"
+
+
+def _id_schema(schema: dict[str, Any]) -> None:
+    """Adds `check_id`'s character rule to an id field's schema (lengths are pydantic's)."""
+    target = next((s for s in schema.get("anyOf", ()) if s.get("type") == "string"), schema)
+    target["pattern"] = id_pattern()
+
+
+def _ts_schema(schema: dict[str, Any]) -> None:
+    """`parse_timestamp`'s inputs: pydantic would say a date-time string only."""
+    schema.pop("type", None)
+    schema.pop("format", None)
+    schema["anyOf"] = [
+        {"type": "string", "format": "date-time"},
+        {"type": "number", "minimum": 0},
+    ]
+
+
+def _context_schema(schema: dict[str, Any]) -> None:
+    """The limits `_EventBase._context` enforces, which pydantic cannot see."""
+    schema["maxProperties"] = MAX_CONTEXT_ENTRIES
+    schema["propertyNames"] = {"minLength": 1, "maxLength": MAX_CONTEXT_KEY_LENGTH}
+    schema["additionalProperties"] = {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_CONTEXT_VALUE_LENGTH},
+            {"type": "boolean"},
+            {"type": "number"},
+        ]
+    }
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -76,36 +156,69 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError("expected an ISO 8601 string or epoch milliseconds")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone (e.g. a trailing Z or +00:00)")
-    if parsed < EPOCH:
-        raise ValueError("must not be before 1970-01-01T00:00:00Z")
-    return parsed.astimezone(UTC)
+    try:
+        if parsed < EPOCH:
+            raise ValueError("must not be before 1970-01-01T00:00:00Z")
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59, past datetime.max in UTC
+        raise ValueError("timestamp out of range") from None
+
+
+def _require_event_type(schema: dict[str, Any]) -> None:
+    """The discriminator is required on the wire (its default is for `new_event` and tests)."""
+    schema["required"] = [*schema.get("required", ()), "event_type"]
 
 
 class _EventBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+        json_schema_extra=_require_event_type,
+    )
 
     event_id: uuid.UUID = Field(description="Idempotency key: one per real-world event.")
     user_id: StrictStr = Field(
-        min_length=1, max_length=MAX_ID_LENGTH, description="The dataset's own user id."
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description=f"The dataset's own user id: {ID_RULE}",
+        json_schema_extra=_id_schema,
     )
     item_id: StrictStr = Field(
-        min_length=1, max_length=MAX_ID_LENGTH, description="The dataset's own item id."
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description=f"The dataset's own item id: {ID_RULE}",
+        json_schema_extra=_id_schema,
     )
-    ts: datetime = Field(description="When it happened: ISO 8601 with offset, or epoch ms.")
+    ts: datetime = Field(
+        description="When it happened: an ISO 8601 date-time with an offset (RFC 3339, "
+        "e.g. 2024-05-01T12:00:00Z, is always read; Python's datetime.fromisoformat decides "
+        "the rest), or epoch milliseconds. Not before 1970-01-01T00:00:00Z and not more than "
+        f"{MAX_FUTURE_SKEW.seconds // 3600} hour after the server's clock.",
+        json_schema_extra=_ts_schema,
+    )
     schema_version: int = Field(
         SCHEMA_VERSION, ge=1, le=max(SUPPORTED_SCHEMA_VERSIONS), description="Schema version."
     )
     session_id: StrictStr | None = Field(
-        None, min_length=1, max_length=MAX_ID_LENGTH, description="Optional client session id."
+        None,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description=f"Optional client session id: {ID_RULE}",
+        json_schema_extra=_id_schema,
     )
     context: dict[StrictStr, ContextValue] = Field(
-        default_factory=dict, description="Small free-form map (device, page, ...)."
+        default_factory=dict,
+        description=f"Small free-form map (device, page, ...): at most {MAX_CONTEXT_ENTRIES} "
+        f"entries, keys of 1 to {MAX_CONTEXT_KEY_LENGTH} characters, string values of at most "
+        f"{MAX_CONTEXT_VALUE_LENGTH}.",
+        json_schema_extra=_context_schema,
     )
 
     @field_validator("user_id", "item_id", "session_id")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
-        return None if value is None else _check_id(value)
+        return None if value is None else check_id(value)
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -118,7 +231,9 @@ class _EventBase(BaseModel):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
-        if isinstance(value, bool) or value not in SUPPORTED_SCHEMA_VERSIONS:
+        # An object or array is unhashable: `in` would raise TypeError, which pydantic does
+        # not turn into a validation error.
+        if type(value) not in (int, float) or value not in SUPPORTED_SCHEMA_VERSIONS:
             raise ValueError(f"unsupported schema version {value!r}; supported: 1")
         return value
 
@@ -141,7 +256,9 @@ class ViewEvent(_EventBase):
     """The user saw the item (an impression or a detail page)."""
 
     event_type: Literal["view"] = "view"
-    dwell_ms: int | None = Field(None, ge=0, description="Time spent on the item, if known.")
+    dwell_ms: Annotated[int | None, JsonNumber] = Field(
+        None, ge=0, description="Time spent on the item, if known."
+    )
 
 
 class _AttributedEvent(_EventBase):
@@ -162,8 +279,8 @@ class PurchaseEvent(_AttributedEvent):
     """The user bought the item."""
 
     event_type: Literal["purchase"] = "purchase"
-    quantity: int = Field(1, ge=1, le=10_000)
-    price: float | None = Field(None, ge=0)
+    quantity: Annotated[int, JsonNumber] = Field(1, ge=1, le=10_000)
+    price: Annotated[float | None, JsonNumber] = Field(None, ge=0)
 
 
 class DislikeEvent(_AttributedEvent):

@@ -8,10 +8,10 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, status
 
 from api.deps import ApiKeyDep, PublisherDep
-from api.models import ErrorBody, EventsAccepted, FieldProblem
+from api.models import EventsAccepted, FieldProblem, error_responses
 from api.publisher import KafkaUnavailableError
 from schemas import AnyEvent, EventDecodeError
-from schemas.codec import validate_event
+from schemas.codec import MAX_EVENT_BYTES, encode_event, validate_event
 
 router = APIRouter(tags=["events"])
 
@@ -45,12 +45,20 @@ def validate_body(raw: bytes) -> list[AnyEvent]:
                                          index=position).model_dump())  # fmt: skip
             continue
         try:
-            events.append(validate_event(candidate))
+            event = validate_event(candidate)
         except EventDecodeError as exc:
             problems.extend(
                 FieldProblem(field=e.field, reason=e.reason, index=position).model_dump()
                 for e in exc.errors
             )
+            continue
+        # The stream worker refuses a message over this size: accepting it here would lose it.
+        size = len(encode_event(event))
+        if size > MAX_EVENT_BYTES:
+            reason = f"the event is {size} bytes encoded; the limit is {MAX_EVENT_BYTES}"
+            problems.append(FieldProblem(field="body", reason=reason, index=position).model_dump())
+            continue
+        events.append(event)
     if problems:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
     return events
@@ -59,12 +67,16 @@ def validate_body(raw: bytes) -> list[AnyEvent]:
 @router.post(
     "/events",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        401: {"model": ErrorBody, "description": "Missing or wrong X-API-Key."},
-        413: {"model": ErrorBody, "description": "Body over the size limit."},
-        422: {"model": ErrorBody, "description": "Invalid events: nothing was published."},
-        503: {"model": ErrorBody, "description": "Kafka unreachable: retry with the same ids."},
-    },
+    responses=error_responses(
+        401,
+        413,
+        422,
+        503,
+        e422="Invalid events: nothing was published. `detail` lists each field at fault, with "
+        "the event's `index` in a batch.",
+        e503="Kafka unreachable or did not acknowledge: retry with the same event ids (the "
+        "stream side de-duplicates them).",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -79,8 +91,11 @@ def validate_body(raw: bytes) -> list[AnyEvent]:
 async def post_events(
     request: Request, publisher: PublisherDep, _authorized: ApiKeyDep
 ) -> EventsAccepted:
-    """One event, or a batch of up to 1,000 (a JSON array). All are validated first: if any is
-    invalid, none is published. Events go to their type's topic, keyed by user id."""
+    """One event, or a batch of up to 1,000 (a JSON array), in a body of at most
+    RECSYS_API_MAX_BODY_BYTES (1 MiB by default). All are validated first: if any is invalid,
+    none is published. Events go to their type's topic, keyed by user id. 202 means the broker
+    acknowledged every event (acks=all, idempotent producer): it is stored on all in-sync
+    replicas and will be applied."""
     events = validate_body(await request.body())
     try:
         await publisher.publish(events)

@@ -8,42 +8,49 @@ from typing import Annotated, Any
 from fastapi import Path, Query
 from pydantic import AfterValidator
 
-from schemas.events import MAX_ID_LENGTH
+from schemas.events import ID_RULE, MAX_ID_LENGTH, check_id
 
 MAX_GENRES = 100
 # Enough for a client to leave out everything a heavy user has seen (the P3 replay does).
 MAX_EXCLUDED_IDS = 1000
 
-IdPath = Path(min_length=1, max_length=MAX_ID_LENGTH)
+# The ids events carry, under the same rule (the OpenAPI document shares one `Id` schema).
+IdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_ID_LENGTH, description=ID_RULE),
+    AfterValidator(check_id),
+]
 
 
 def _at_most(limit: int, what: str) -> AfterValidator:
-    """Counts the values after splitting at commas: a list-length limit on the parameter
-    alone would let one comma-separated value carry any number of them."""
+    """Counts the parameter's values as sent and after splitting at commas: a limit on the
+    former alone would let one comma-separated value carry any number of them."""
 
     def check(values: list[str] | None) -> list[str] | None:
-        if values is not None and len(split_values(values)) > limit:
+        if values is not None and max(len(values), len(split_values(values))) > limit:
             raise ValueError(f"at most {limit} {what}")
         return values
 
     return AfterValidator(check)
 
 
+def _list_query(description: str, limit: int) -> Any:
+    return Query(
+        description=f"{description} Repeat the parameter (at most {limit} times), or separate "
+        f"values with commas (at most {limit} distinct values in all).",
+        json_schema_extra={"maxItems": limit},
+    )
+
+
 ExcludedIds = Annotated[
     list[str] | None,
-    Query(
-        description=f"Item ids to leave out (repeat the parameter, or separate with commas; "
-        f"at most {MAX_EXCLUDED_IDS}).",
-    ),
+    _list_query("Item ids to leave out.", MAX_EXCLUDED_IDS),
     _at_most(MAX_EXCLUDED_IDS, "item ids"),
 ]
 
 
 def Genres(description: str) -> Any:  # noqa: N802 - reads like the Query(...) it returns
-    return Query(
-        description=f"{description} Repeat the parameter, or separate with commas "
-        f"(at most {MAX_GENRES}).",
-    )
+    return _list_query(description, MAX_GENRES)
 
 
 _GENRES_LIMIT = _at_most(MAX_GENRES, "genres")

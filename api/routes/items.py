@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api.breaker import Budget
 from api.deps import ServicesDep
-from api.models import ErrorBody, RecommendationItem, SimilarItemsResponse
+from api.models import RecommendationItem, SimilarItemsResponse, error_responses
 from api.routes.filters import (
     ExcludedGenres,
     ExcludedIds,
@@ -25,10 +25,16 @@ router = APIRouter(tags=["items"])
 @router.get(
     "/items/{item_id}/similar",
     response_model_exclude_none=True,
-    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses=error_responses(
+        404,
+        422,
+        503,
+        e404="The item is not in the active model.",
+        e503="No model is published yet, or a backend is unavailable.",
+    ),
 )
 async def similar_items(
-    item_id: Annotated[str, IdPath],
+    item_id: IdPath,
     services: ServicesDep,
     k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,
     genres: OnlyGenres = None,

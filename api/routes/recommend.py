@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ImpressionsDep, RecommenderDep
-from api.models import RecommendationResponse
+from api.models import RecommendationResponse, error_responses
 from api.recommender import RecommendQuery
 from api.routes.filters import (
     ExcludedGenres,
@@ -27,9 +27,10 @@ router = APIRouter(tags=["recommendations"])
     "/recommend/{user_id}",
     response_model=RecommendationResponse,
     response_model_exclude_none=True,
+    responses=error_responses(422),
 )
 async def recommend(
-    user_id: Annotated[str, IdPath],
+    user_id: IdPath,
     recommender: RecommenderDep,
     impressions: ImpressionsDep,
     k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,

@@ -10,15 +10,21 @@ from fastapi import APIRouter, Query
 from api import catalog
 from api.breaker import Budget
 from api.deps import ServicesDep
-from api.models import ErrorBody, HistoryItem, NegativeFeedback, UserProfile, WindowSummary
+from api.models import (
+    HistoryItem,
+    NegativeFeedback,
+    UserProfile,
+    WindowSummary,
+    error_responses,
+)
 from api.routes.filters import IdPath
 
 router = APIRouter(tags=["users"])
 
 
-@router.get("/users/{user_id}/profile", responses={503: {"model": ErrorBody}})
+@router.get("/users/{user_id}/profile", responses=error_responses(422, 503))
 async def user_profile(
-    user_id: Annotated[str, IdPath],
+    user_id: IdPath,
     services: ServicesDep,
     history: Annotated[int, Query(ge=0, le=200, description="Recent events to list.")] = 20,
 ) -> UserProfile:
