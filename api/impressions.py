@@ -73,6 +73,8 @@ def encode_shown(shown: _Shown) -> bytes:
         body["model_version"] = answer.model_version
     if answer.reason is not None:
         body["reason"] = answer.reason
+    if answer.variant is not None:
+        body["experiment"], body["variant"] = answer.experiment, answer.variant
     return orjson.dumps(body)
 
 

@@ -70,7 +70,12 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     # Added last, so outermost: its span and timing cover the other middleware too.
     app.add_middleware(ObservabilityMiddleware, tracer=tracer)
-    install_openapi(app, api_key_required=settings.api_key is not None)
+    experiment = settings.running_experiment
+    install_openapi(
+        app,
+        api_key_required=settings.api_key is not None,
+        experiment_arms=[arm.name for arm in experiment.arms] if experiment else None,
+    )
     return app
 
 

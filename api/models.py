@@ -43,6 +43,12 @@ class RecommendationResponse(BaseModel):
     reason: str | None = Field(
         None, description="Why the answer is not (only) personalized, when it is not."
     )
+    experiment: str | None = Field(
+        None, description="The running experiment (`RECSYS_EXPERIMENT`), if one runs."
+    )
+    variant: str | None = Field(
+        None, description="The experiment's arm that served this user (sticky per user)."
+    )
 
 
 class SimilarItemsResponse(BaseModel):

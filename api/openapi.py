@@ -92,7 +92,22 @@ def _drop_api_key(operation: dict[str, Any]) -> None:
     operation.get("responses", {}).pop("401", None)
 
 
-def install_openapi(app: FastAPI, *, api_key_required: bool) -> None:
+def _declare_variants(operation: dict[str, Any], arms: list[str]) -> None:
+    """`variant` takes the running experiment's arm names; without an experiment it takes none,
+    and is not declared."""
+    parameters = operation.get("parameters", [])
+    for parameter in parameters:
+        if parameter["in"] == "query" and parameter["name"] == "variant":
+            if arms:
+                parameter["schema"] = {"type": "string", "enum": arms}
+            else:
+                parameters.remove(parameter)
+            return
+
+
+def install_openapi(
+    app: FastAPI, *, api_key_required: bool, experiment_arms: list[str] | None = None
+) -> None:
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(
@@ -115,6 +130,7 @@ def install_openapi(app: FastAPI, *, api_key_required: bool) -> None:
             for path in document["paths"].values():
                 for operation in path.values():
                     _fix_parameters(operation)
+                    _declare_variants(operation, experiment_arms or [])
                     if not api_key_required:
                         _drop_api_key(operation)
             if not api_key_required:

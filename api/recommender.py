@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import numpy as np
@@ -29,6 +29,7 @@ from api.models import Contribution, RecommendationItem, RecommendationResponse,
 from api.popular_cache import PopularCache
 from api.telemetry import child_span
 from core.clients import RedisClient
+from core.experiments import assign
 from core.settings import Settings
 from core.user_state import UserState, item_tag
 from core.vectors import ItemFilter, VectorIndex
@@ -51,6 +52,7 @@ class RecommendQuery:
     exclude_genres: tuple[str, ...] = ()
     exclude_ids: frozenset[str] = frozenset()
     explain: bool = False
+    variant: str | None = None  # an arm of the running experiment, forced (checks by hand)
 
 
 class _Fatigue:
@@ -108,8 +110,28 @@ class RecommendationService:
         self.popular_cache = popular
         self.tracer = tracer
         self.item_tables = ItemTables(backends.redis)
+        self.experiment = settings.running_experiment
 
     async def recommend(self, query: RecommendQuery) -> RecommendationResponse:
+        """The answer, from the arm of the running experiment that serves this user (if one
+        runs): its parameters change the query, a holdout arm gets the popular list."""
+        if self.experiment is None:
+            return await self._answer(query, self.settings.api_fallback_chain)
+        arm = (
+            self.experiment.arm(query.variant)
+            if query.variant is not None
+            else assign(self.experiment, query.user_id)
+        )
+        if "diversity" in arm.params:
+            query = replace(query, diversity=arm.params["diversity"])
+        holdout = arm.params.get("holdout", False)
+        answer = await self._answer(query, ("popular",) if holdout else None)
+        answer.experiment, answer.variant = self.experiment.id, arm.name
+        return answer
+
+    async def _answer(
+        self, query: RecommendQuery, chain: Sequence[str] | None
+    ) -> RecommendationResponse:
         budget = Budget(self.settings.api_request_budget_ms / 1000)
         redis_guard = self.backends.redis_guard
         try:
@@ -132,7 +154,7 @@ class RecommendationService:
         picked: dict[str, Candidate] = {}
         reasons: list[str] = []
         fatigue = _Fatigue(settings, state, now)
-        for source in self.settings.api_fallback_chain:
+        for source in chain or self.settings.api_fallback_chain:
             wanted = query.k - len(picked)
             if wanted <= 0:
                 break

@@ -12,16 +12,20 @@ share moves only the users at the boundaries it shifts; changing the salt reshuf
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy import stats
-
 # Shares must sum to 1 within this (they are decimals written by people).
 SHARE_TOLERANCE = 1e-6
 Z_95 = 1.959963984540054
+
+
+# What an arm may change in its answers: MMR's lambda, or none at all (a holdout: the popular
+# list, the baseline every arm is measured against).
+ARM_PARAMS = {"diversity": float, "holdout": bool}
 
 
 class ExperimentError(ValueError):
@@ -32,8 +36,7 @@ class ExperimentError(ValueError):
 class Arm:
     name: str
     share: float
-    # The model version it serves ("active": whichever is active), and serving parameters.
-    version: str = "active"
+    # How its answers differ (`ARM_PARAMS`); none: the control.
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,12 +57,49 @@ class Experiment:
         total = sum(arm.share for arm in self.arms)
         if abs(total - 1.0) > SHARE_TOLERANCE:
             raise ExperimentError(f"experiment {self.id!r}: shares sum to {total:g}, not 1")
+        for arm in self.arms:
+            for name, value in arm.params.items():
+                kind = ARM_PARAMS.get(name)
+                if kind is None:
+                    raise ExperimentError(
+                        f"arm {arm.name!r}: unknown parameter {name!r}; known: "
+                        f"{', '.join(ARM_PARAMS)}"
+                    )
+                if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+                    raise ExperimentError(f"arm {arm.name!r}: {name} must be a {kind.__name__}")
+            diversity = arm.params.get("diversity", 0.0)
+            if not 0.0 <= diversity <= 1.0:
+                raise ExperimentError(f"arm {arm.name!r}: diversity must be within [0, 1]")
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
             if arm.name == name:
                 return arm
         raise ExperimentError(f"experiment {self.id!r} has no arm {name!r}")
+
+
+def experiment_from_json(text: str) -> Experiment:
+    """An experiment as configured (`RECSYS_EXPERIMENT`): {"id": ..., "salt": ..., "arms":
+    [{"name": ..., "share": ..., "params": {"diversity": 0.5} or {"holdout": true}}, ...]}."""
+    try:
+        raw = json.loads(text)
+        arms = tuple(
+            Arm(
+                name=str(arm["name"]),
+                share=float(arm["share"]),
+                params=dict(arm.get("params") or {}),
+            )
+            for arm in raw["arms"]
+        )
+        return Experiment(id=str(raw["id"]), arms=arms, salt=str(raw.get("salt", "")))
+    except ExperimentError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ExperimentError(
+            'an experiment is JSON like {"id": "homepage", "arms": [{"name": "control", '
+            '"share": 0.5}, {"name": "diverse", "share": 0.5, "params": {"diversity": 0.5}}]}'
+            f"; this one is not ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def position(experiment: Experiment, user_id: str) -> float:
@@ -95,6 +135,8 @@ class Rate:
         approximation)."""
         if not self.trials:
             return (math.nan, math.nan)
+        from scipy import stats  # imported when a report needs it, not with the settings
+
         found = stats.binomtest(self.successes, self.trials).proportion_ci(method="wilson")
         return (float(found.low), float(found.high))
 
@@ -115,6 +157,8 @@ def compare(arm: Rate, control: Rate) -> Comparison:
     difference = arm.value - control.value
     pooled = (arm.successes + control.successes) / (arm.trials + control.trials)
     pooled_se = math.sqrt(pooled * (1 - pooled) * (1 / arm.trials + 1 / control.trials))
+    from scipy import stats
+
     z = abs(difference) / pooled_se if pooled_se > 0 else 0.0
     p_value = float(2 * stats.norm.sf(z))
     se = math.sqrt(
@@ -136,4 +180,6 @@ def sample_ratio_mismatch(counts: Sequence[int], shares: Sequence[float]) -> flo
     if len(kept) < 2:
         return 1.0
     observed, wanted = zip(*kept, strict=True)
+    from scipy import stats
+
     return float(stats.chisquare(observed, wanted).pvalue)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.experiments import Experiment, experiment_from_json
+
 _XDG_STATE = Path.home() / ".local" / "state" / "recsys"
 _XDG_CACHE = Path.home() / ".cache" / "recsys"
 
@@ -259,6 +261,12 @@ class Settings(BaseSettings):
     api_cors_origins: tuple[str, ...] = Field(
         (), description="Origins allowed by CORS (JSON list); empty = CORS off."
     )
+    experiment: str | None = Field(
+        None,
+        description="The A/B experiment answers run, as JSON: "
+        '{"id": ..., "arms": [{"name": ..., "share": ..., "params": {...}}]} '
+        "(arm params: diversity, holdout); unset: none. One runs at a time.",
+    )
     api_impressions_sample: float = Field(
         1.0,
         ge=0,
@@ -274,6 +282,17 @@ class Settings(BaseSettings):
     api_impressions_linger_ms: float = Field(
         200, ge=0, description="How long impressions gather before a batch is sent."
     )
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, value: str | None) -> str | None:
+        if value is not None:
+            experiment_from_json(value)  # raises ExperimentError (a ValueError) naming the fault
+        return value
+
+    @property
+    def running_experiment(self) -> Experiment | None:
+        return experiment_from_json(self.experiment) if self.experiment else None
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

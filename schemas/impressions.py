@@ -59,6 +59,8 @@ class ImpressionEvent(BaseModel):
     reason: StrictStr | None = None
     items: list[ImpressedItem] = Field(max_length=MAX_IMPRESSED_ITEMS)
     request: ImpressionRequest
+    experiment: StrictStr | None = Field(None, description="The running experiment, if any.")
+    variant: StrictStr | None = Field(None, description="Its arm that served the answer.")
 
     @field_validator("ts", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
 
 from api.deps import ImpressionsDep, RecommenderDep
 from api.models import RecommendationResponse, error_responses
@@ -16,6 +17,7 @@ from api.routes.filters import (
     OnlyGenres,
     split_values,
 )
+from core.experiments import Experiment
 
 router = APIRouter(tags=["recommendations"])
 
@@ -44,6 +46,15 @@ async def recommend(
     explain: Annotated[
         bool, Query(description="Add the user's recent items that led to each item.")
     ] = False,
+    variant: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="Serve this arm of the running experiment instead of the user's own "
+            "(for checks by hand); 422 if no experiment runs or it has no such arm.",
+        ),
+    ] = None,
 ) -> Response:
     """Never a 404 or a 5xx: unknown or cold users, and failing backends, get a fallback list
     whose `source` and `reason` say what happened. Every answer has a `recommendation_id`; a
@@ -56,7 +67,23 @@ async def recommend(
         exclude_genres=split_values(exclude_genres),
         exclude_ids=frozenset(split_values(exclude_ids)),
         explain=explain,
+        variant=variant,
     )
+    if variant is not None:
+        _check_variant(recommender.experiment, variant)
     answer = await recommender.recommend(query)
     impressions.record(query, answer)
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+def _check_variant(experiment: Experiment | None, variant: str) -> None:
+    arms = [arm.name for arm in experiment.arms] if experiment is not None else []
+    if variant not in arms:
+        reason = (
+            f"must be one of {', '.join(arms)}"
+            if arms
+            else "no experiment runs (RECSYS_EXPERIMENT)"
+        )
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "variant"), "msg": reason, "input": variant}]
+        )

@@ -65,7 +65,11 @@ class Rows:
         c = self.columns
         n = len(impression.items)
         recommendation_id = str(impression.recommendation_id)
-        request = impression.request.model_dump() | {"reason": impression.reason}
+        request = impression.request.model_dump() | {
+            "reason": impression.reason,
+            "experiment": impression.experiment,
+            "variant": impression.variant,
+        }
         context = orjson.dumps({k: v for k, v in request.items() if v is not None}).decode()
         date = event_date(impression.ts)
         for item in impression.items:

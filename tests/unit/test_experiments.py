@@ -15,6 +15,7 @@ from core.experiments import (
     Rate,
     assign,
     compare,
+    experiment_from_json,
     sample_ratio_mismatch,
 )
 
@@ -82,3 +83,25 @@ def test_a_skewed_split_is_a_sample_ratio_mismatch() -> None:
     # 5,300 against 5,000 for a 50/50 split: chi2 = 2 * 150**2 / 5150 = 8.738, p = 0.00312.
     assert sample_ratio_mismatch([5300, 5000], [0.5, 0.5]) == pytest.approx(0.00312, abs=2e-5)
     assert sample_ratio_mismatch([5030, 5000], [0.5, 0.5]) > 0.5
+
+
+def test_a_configured_experiment_is_read_and_a_bad_one_says_what_is_wrong() -> None:
+    text = (
+        '{"id": "h", "arms": [{"name": "a", "share": 0.5},'
+        ' {"name": "b", "share": 0.5, "params": {"diversity": 0.3}}]}'
+    )
+    assert experiment_from_json(text).arm("b").params == {"diversity": 0.3}
+    with pytest.raises(ExperimentError, match="unknown parameter 'temperature'"):
+        experiment_from_json(
+            '{"id": "h", "arms": [{"name": "a", "share": 1, "params": {"temperature": 1}}]}'
+        )
+    with pytest.raises(ExperimentError, match="holdout must be a bool"):
+        experiment_from_json(
+            '{"id": "h", "arms": [{"name": "a", "share": 1, "params": {"holdout": 1}}]}'
+        )
+    with pytest.raises(ExperimentError, match=r"diversity must be within \[0, 1\]"):
+        experiment_from_json(
+            '{"id": "h", "arms": [{"name": "a", "share": 1, "params": {"diversity": 2.0}}]}'
+        )
+    with pytest.raises(ExperimentError, match="an experiment is JSON like"):
+        experiment_from_json('{"arms": []}')

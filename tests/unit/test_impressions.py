@@ -4,12 +4,13 @@ what it cannot keep (a stand-in publisher that Kafka-like blocks or fails; no I/
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from api.impressions import ImpressionRecorder
+from api.impressions import ImpressionRecorder, _Shown, encode_shown
 from api.models import RecommendationItem, RecommendationResponse
 from api.publisher import KafkaUnavailableError
 from api.recommender import RecommendQuery
@@ -123,3 +124,12 @@ async def test_answers_gather_for_the_linger_time_and_go_in_one_send() -> None:
     await asyncio.sleep(0.2)
     assert [len(batch) for _, batch in publisher.sent] == [5]
     await impressions.close()
+
+
+def test_an_answer_of_an_experiment_is_recorded_with_its_variant() -> None:
+    served = answer()
+    served.experiment, served.variant = "homepage", "diverse"
+    impression = decode_impression(encode_shown(_Shown(datetime.now(UTC), QUERY, served)))
+    assert (impression.experiment, impression.variant) == ("homepage", "diverse")
+    plain = decode_impression(encode_shown(_Shown(datetime.now(UTC), QUERY, answer())))
+    assert plain.variant is None
