@@ -65,7 +65,9 @@ class Experiment:
                         f"arm {arm.name!r}: unknown parameter {name!r}; known: "
                         f"{', '.join(ARM_PARAMS)}"
                     )
-                if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+                # JSON's 1 is an int: a number is a float here, but a boolean is not.
+                accepted = (int, float) if kind is float else (kind,)
+                if not isinstance(value, accepted) or isinstance(value, bool) is not (kind is bool):
                     raise ExperimentError(f"arm {arm.name!r}: {name} must be a {kind.__name__}")
             diversity = arm.params.get("diversity", 0.0)
             if not 0.0 <= diversity <= 1.0:

@@ -518,7 +518,7 @@ class BatchApplier:
                     state.genres[genre] = state.genres.get(genre, 0.0) + weight
             state.events += 1
             state.last_event_ms = max(state.last_event_ms, sourced.ts_ms)
-        events = _interactions(fresh)
+        events = _interactions(fresh)  # `fresh` holds no impression any more: one each
         fresh_entries = [
             HistoryEntry(s.ts_ms, e.event_type, e.item_id)
             for s, e in zip(reversed(fresh), reversed(events), strict=True)

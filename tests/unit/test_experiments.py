@@ -91,6 +91,8 @@ def test_a_configured_experiment_is_read_and_a_bad_one_says_what_is_wrong() -> N
         ' {"name": "b", "share": 0.5, "params": {"diversity": 0.3}}]}'
     )
     assert experiment_from_json(text).arm("b").params == {"diversity": 0.3}
+    whole = '{"id": "h", "arms": [{"name": "a", "share": 1, "params": {"diversity": 1}}]}'
+    assert experiment_from_json(whole).arm("a").params == {"diversity": 1}
     with pytest.raises(ExperimentError, match="unknown parameter 'temperature'"):
         experiment_from_json(
             '{"id": "h", "arms": [{"name": "a", "share": 1, "params": {"temperature": 1}}]}'
