@@ -15,7 +15,9 @@ from redis.exceptions import ResponseError
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
+from core.ranking import best_first, merge_epochs
 from core.rules import PREVIOUS_EPOCH_WEIGHT, trending_epoch
+from core.settings import Settings
 from core.user_state import LEGACY_FIELDS, UserState, is_wrong_type
 
 
@@ -167,13 +169,14 @@ async def item_vectors(
 
 
 def _merge(scored: Iterable[tuple[list[Any], float]]) -> list[tuple[str, float]]:
-    """Sum weighted scores of several ranked lists; best first."""
+    """Sum weighted scores of several ranked lists; best first, ties by the higher id
+    (`core.ranking.best_first`: the order the in-process replay of the ranking stage uses)."""
     total: dict[str, float] = {}
     for ranked, weight in scored:
         for member, score in ranked:
             item = as_bytes(member).decode()
             total[item] = total.get(item, 0.0) + weight * float(score)
-    return sorted(total.items(), key=lambda pair: -pair[1])
+    return best_first(total.items(), len(total))
 
 
 async def trending(
@@ -217,3 +220,58 @@ async def popular(
         for item, score in _merge([(ranked, 1.0)]):
             best[item] = max(best.get(item, 0.0), score)
     return sorted(best.items(), key=lambda pair: -pair[1])[:limit]
+
+
+@dataclass(frozen=True)
+class RankingReads:
+    """The ranking stage's reads from Redis, made in one round trip."""
+
+    transitions: list[list[tuple[str, float]]]  # per item followed, newest first
+    trending: list[tuple[str, float]]
+    popular: list[tuple[str, float]]
+
+
+async def ranking_reads(
+    redis: RedisClient,
+    version: str,
+    followed: Sequence[str],
+    transitions_limit: int,
+    limit: int,
+    now_s: float,
+    settings: Settings,
+) -> RankingReads:
+    """The stream's transitions from each of `followed` (its current and previous epoch, as
+    trending), trending and the version's popular items: one pipeline (on a cluster, one
+    request per node holding any of the keys)."""
+    shards = settings.redis_item_shards
+    moves_epoch = trending_epoch(now_s, settings.stream_transition_half_life_s)
+    trend_epoch = trending_epoch(now_s, settings.stream_trending_half_life_s)
+    async with redis.pipeline(transaction=False) as pipe:
+        for item in followed:
+            shard = keys.item_shard(item, shards)
+            for epoch in (moves_epoch, moves_epoch - 1):
+                key = keys.item_transitions(shard, epoch, item)
+                pipe.zrevrange(key, 0, transitions_limit - 1, withscores=True)
+        for shard in range(shards):
+            pipe.zrevrange(keys.trending(shard, trend_epoch), 0, limit - 1, withscores=True)
+            pipe.zrevrange(keys.trending(shard, trend_epoch - 1), 0, limit - 1, withscores=True)
+        pipe.zrevrange(keys.popular(version), 0, limit - 1, withscores=True)
+        replies = await pipe.execute()
+    moves = [
+        merge_epochs(_decoded(replies[2 * n]), _decoded(replies[2 * n + 1]), transitions_limit)
+        for n in range(len(followed))
+    ]
+    trend = replies[2 * len(followed) : -1]
+    return RankingReads(
+        transitions=moves,
+        trending=merge_epochs(
+            (pair for reply in trend[0::2] for pair in _decoded(reply)),
+            (pair for reply in trend[1::2] for pair in _decoded(reply)),
+            limit,
+        ),
+        popular=best_first(_decoded(replies[-1]), limit),
+    )
+
+
+def _decoded(ranked: list[Any]) -> list[tuple[str, float]]:
+    return [(as_bytes(member).decode(), float(score)) for member, score in ranked]

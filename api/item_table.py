@@ -22,6 +22,8 @@ from api.mmr import unit_rows
 from core.clients import RedisClient
 from core.heap import freeze_long_lived
 from core.model_version import VersionItems, load_version_items
+from core.ranking import FEATURES, Ranker, RankerMismatchError
+from core.ranking_store import Neighbours, RankingParts, load_ranking
 from core.vectors import PointScores, point_id
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,16 @@ log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 5.0
 KEEP_VERSIONS = 2  # the active one and the one before it, for requests that straddle a switch
+
+
+@dataclass(frozen=True)
+class RankingStage:
+    """A version's ranking parts as the API serves them: the neighbours, and the ranker when
+    it has one that this code can feed (`problem` says why not otherwise)."""
+
+    neighbours: Neighbours
+    ranker: Ranker | None
+    problem: str | None  # "no_ranker" | "ranker_mismatch" | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class ItemTable:
     unit_vectors: np.ndarray
     row_of_point: dict[int, int]  # by `PointScores.points`
     row_of_item: dict[str, int]
+    popularity: np.ndarray  # training-data interactions per row
+    ranking: RankingStage | None = None  # the version's ranking parts, when it has them
 
     def hit_rows(self, hits: PointScores) -> tuple[list[int], list[float]]:
         """Rows and scores of search hits, in order; a point the table lacks is left out."""
@@ -60,11 +74,31 @@ async def load_item_table(redis: RedisClient, version: str) -> ItemTable | None:
     """The version's items from Redis (`core.model_version.load_version_items`); None if it has
     none."""
     items = await load_version_items(redis, version)
-    # Scaling and hashing are CPU work proportional to the catalog: off the event loop too.
-    return None if items is None else await asyncio.to_thread(_build_table, items)
+    if items is None:
+        return None
+    parts = await load_ranking(redis, version)
+    # Scaling, hashing and parsing a ranker are CPU work: off the event loop too.
+    return await asyncio.to_thread(_build_table, items, parts)
 
 
-def _build_table(items: VersionItems) -> ItemTable:
+def _ranking_stage(version: str, parts: RankingParts | None) -> RankingStage | None:
+    if parts is None:
+        return None
+    if parts.ranker_text is None:
+        return RankingStage(parts.neighbours, None, "no_ranker")
+    try:
+        ranker = Ranker(parts.ranker_text, parts.feature_version)
+    except RankerMismatchError as exc:
+        log.warning("ranker of version %s not served: %s", version, exc)
+        return RankingStage(parts.neighbours, None, "ranker_mismatch")
+    except Exception as exc:  # LightGBM's own error for a model text it cannot parse
+        log.warning("ranker of version %s unreadable: %r", version, exc)
+        return RankingStage(parts.neighbours, None, "ranker_unreadable")
+    ranker.score(np.zeros((1, len(FEATURES)), dtype=np.float32))  # LightGBM's first call is slow
+    return RankingStage(parts.neighbours, ranker, None)
+
+
+def _build_table(items: VersionItems, parts: RankingParts | None) -> ItemTable:
     return ItemTable(
         version=items.version,
         item_ids=items.item_ids,
@@ -73,6 +107,10 @@ def _build_table(items: VersionItems) -> ItemTable:
         unit_vectors=unit_rows(items.vectors),
         row_of_point={point_id(item): row for row, item in enumerate(items.item_ids)},
         row_of_item=items.row_of_item,
+        popularity=(
+            items.popularity if items.popularity is not None else np.zeros(len(items.item_ids))
+        ),
+        ranking=_ranking_stage(items.version, parts),
     )
 
 

@@ -38,6 +38,11 @@ BACKEND_FAILURES = Counter(
 MMR_SECONDS = Histogram(
     "recsys_api_mmr_duration_seconds", "Time of one MMR re-ranking.", buckets=_FAST_BUCKETS
 )
+STAGE_SECONDS = Histogram(
+    "recsys_api_stage_duration_seconds",
+    "Time of one stage of the two-stage path: candidates, filter, features, rank, mmr.",
+    ["stage"], buckets=_FAST_BUCKETS,
+)  # fmt: skip
 EVENTS_PUBLISHED = Counter(
     "recsys_api_events_published_total", "Events published to Kafka by POST /events."
 )
@@ -59,3 +64,4 @@ request_seconds_series = functools.cache(REQUEST_SECONDS.labels)
 backend_seconds_series = functools.cache(BACKEND_SECONDS.labels)
 recommendation_series = functools.cache(RECOMMENDATIONS.labels)
 fallback_series = functools.cache(FALLBACKS.labels)
+stage_series = functools.cache(STAGE_SECONDS.labels)

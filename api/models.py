@@ -7,7 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Source = Literal["personalized", "trending", "popular"]
+# What led an answer: the personalized path, a fallback, or the learned ranker over the
+# candidate sources (`api.pipeline`).
+Source = Literal["personalized", "trending", "popular", "ranked"]
+# What proposed one item: the answer's sources, or a candidate source of the ranking stage.
+ItemSource = Literal[
+    "personalized", "trending", "popular", "ann", "neighbours", "transitions", "ranked"
+]
+
+
+class FeatureContribution(BaseModel):
+    """One feature of the ranker and how much it raised the item's score (its SHAP value)."""
+
+    feature: str
+    contribution: float
 
 
 class Contribution(BaseModel):
@@ -23,11 +36,18 @@ class RecommendationItem(BaseModel):
     score: float = Field(description="Ranking score within its source (higher is better).")
     title: str | None = None
     genres: list[str] = Field(default_factory=list)
-    source: Source | None = Field(
-        None, description="Which recommender of the fallback chain chose it (in /recommend)."
+    source: ItemSource | None = Field(
+        None,
+        description="Which recommender of the fallback chain chose it (in /recommend), or, in "
+        "a ranked answer, the candidate source that proposed it first.",
     )
     explanation: list[Contribution] | None = Field(
         None, description="With explain=true: the user's recent items most like this one."
+    )
+    features: list[FeatureContribution] | None = Field(
+        None,
+        description="With explain=true, in a ranked answer: the features that raised the "
+        "item's score most, strongest first.",
     )
 
 

@@ -25,7 +25,15 @@ from api.breaker import Budget
 from api.catalog import Candidate
 from api.item_table import ItemTable, ItemTables
 from api.mmr import mmr, unit_rows
-from api.models import Contribution, RecommendationItem, RecommendationResponse, Source
+from api.models import (
+    Contribution,
+    FeatureContribution,
+    ItemSource,
+    RecommendationItem,
+    RecommendationResponse,
+    Source,
+)
+from api.pipeline import RankingPipeline, StageRequest
 from api.popular_cache import PopularCache
 from api.telemetry import child_span
 from core.clients import RedisClient
@@ -111,6 +119,7 @@ class RecommendationService:
         self.tracer = tracer
         self.item_tables = ItemTables(backends.redis)
         self.experiment = settings.running_experiment
+        self.pipeline = RankingPipeline(settings, backends, tracer)
 
     async def recommend(self, query: RecommendQuery) -> RecommendationResponse:
         """The answer, from the arm of the running experiment that serves this user (if one
@@ -154,12 +163,25 @@ class RecommendationService:
         picked: dict[str, Candidate] = {}
         reasons: list[str] = []
         fatigue = _Fatigue(settings, state, now)
+        led: Source | None = None
+        strongest: dict[str, list[tuple[str, float]]] = {}
         for source in chain or self.settings.api_fallback_chain:
             wanted = query.k - len(picked)
             if wanted <= 0:
                 break
             try:
-                found = await self._source(source, query, context, excluded, budget)
+                table = self._ranking_table(source, version)
+                if table is not None:
+                    staged = await self.pipeline.run(
+                        self._stage_request(query, excluded, fatigue), context, table, budget
+                    )
+                    reasons.extend(staged.reasons)
+                    if staged.candidates and not picked:
+                        led = "ranked" if staged.ranked else "personalized"
+                    strongest = staged.strongest
+                    found = staged.candidates
+                else:
+                    found = await self._source(source, query, context, excluded, budget)
             except NoCandidatesError as exc:
                 reasons.append(exc.reason)
                 continue
@@ -182,7 +204,30 @@ class RecommendationService:
             explanations = await self._explain(items, state, version, budget)
         else:
             explanations = {}
-        return self._response(query, items, version, reasons, explanations)
+        return self._response(query, items, version, reasons, explanations, led, strongest)
+
+    def _ranking_table(self, source: str, version: str | None) -> ItemTable | None:
+        """The version's item table when the personalized source is the two-stage path: the
+        version has ranking parts and its table is loaded (until then, the one-stage path)."""
+        if source != "personalized" or version is None:
+            return None
+        table = self.item_tables.get(version)
+        return table if table is not None and table.ranking is not None else None
+
+    @staticmethod
+    def _stage_request(
+        query: RecommendQuery, excluded: set[str], fatigue: _Fatigue
+    ) -> StageRequest:
+        return StageRequest(
+            user_id=query.user_id,
+            k=query.k,
+            diversity=query.diversity,
+            genres=query.genres,
+            exclude_genres=query.exclude_genres,
+            excluded=excluded,
+            tired=fatigue.tired,
+            explain=query.explain,
+        )
 
     async def _source(
         self,
@@ -194,7 +239,8 @@ class RecommendationService:
     ) -> list[Candidate]:
         version = context.version
         if source == "trending":
-            return await self._trending(query, version, excluded, budget)
+            now_s = self.pipeline.now_s(context.state)
+            return await self._trending(query, version, excluded, budget, now_s)
         if version is None:
             raise NoCandidatesError("no_active_model")
         if source == "personalized":
@@ -300,7 +346,12 @@ class RecommendationService:
         return [h.score for h in hits], unit_vectors, describe
 
     async def _trending(
-        self, query: RecommendQuery, version: str | None, excluded: set[str], budget: Budget
+        self,
+        query: RecommendQuery,
+        version: str | None,
+        excluded: set[str],
+        budget: Budget,
+        now_s: float,
     ) -> list[Candidate]:
         redis = self.backends.redis
         ranked = await self.backends.redis_guard.call(
@@ -311,6 +362,7 @@ class RecommendationService:
                 self.settings.stream_trending_half_life_s,
                 self.settings.api_fallback_candidates,
                 self.settings.redis_item_shards,
+                now_s,
             ),
         )
         ranked = [(i, s) for i, s in ranked if i not in excluded]
@@ -433,8 +485,11 @@ class RecommendationService:
         version: str | None,
         reasons: list[str],
         explanations: dict[str, list[Contribution]],
+        led: Source | None = None,
+        strongest: dict[str, list[tuple[str, float]]] | None = None,
     ) -> RecommendationResponse:
-        source = cast(Source, items[0].source if items else "popular")
+        source = led or cast(Source, items[0].source if items else "popular")
+        strongest = strongest or {}
         metrics.recommendation_series(source).inc()
         for reason in reasons:
             metrics.fallback_series(reason).inc()
@@ -446,8 +501,13 @@ class RecommendationService:
                     score=c.score,
                     title=c.title,
                     genres=list(c.genres),
-                    source=cast(Source, c.source),
+                    source=cast(ItemSource, c.source),
                     explanation=explanations.get(c.item_id) if query.explain else None,
+                    features=(
+                        [FeatureContribution(feature=f, contribution=v) for f, v in found]
+                        if query.explain and (found := strongest.get(c.item_id)) is not None
+                        else None
+                    ),
                 )
                 for c in items
             ],

@@ -84,12 +84,17 @@ async def open_services(
     await popular.refresh()
     refresher = asyncio.create_task(popular.refresh_every(settings.api_popular_refresh_s))
     impressions.start()
+    recommender = RecommendationService(settings, backends, popular, tracer)
+    if popular.version is not None:
+        # The active version's items (and ranker) before the first request, so that it is
+        # answered as every later one is; a load that fails is retried by requests.
+        await recommender.item_tables.wait_loaded(popular.version)
     try:
         yield Services(
             settings=settings,
             backends=backends,
             popular=popular,
-            recommender=RecommendationService(settings, backends, popular, tracer),
+            recommender=recommender,
             publisher=publisher,
             impressions=impressions,
             tracer=tracer,

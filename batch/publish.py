@@ -23,6 +23,7 @@ from redis.typing import EncodableT, FieldT
 from core import keys
 from core.clients import RedisClient
 from core.model_version import ModelMeta, activate, active_version, as_bytes, vector_to_bytes
+from core.ranking_store import RankingParts, write_ranking
 from core.rules import gram_matrix
 from core.settings import Settings
 from core.vectors import ItemPoint, VectorIndex, point_id
@@ -51,6 +52,7 @@ class ModelArtifacts:
     popularity: np.ndarray  # interaction count per item
     trained_until: int
     params: dict[str, Any] = field(default_factory=dict)
+    ranking: RankingParts | None = None  # the learned ranker and item neighbours, if trained
 
     @property
     def dim(self) -> int:
@@ -77,6 +79,19 @@ class ModelArtifacts:
             "items": self.item_payloads,
         }
         (directory / "manifest.json").write_text(json.dumps(manifest, default=str))
+        if self.ranking is not None:
+            if self.ranking.ranker_text is not None:
+                (directory / "ranker.txt").write_text(self.ranking.ranker_text)
+            (directory / "ranking.json").write_text(
+                json.dumps(
+                    {
+                        "feature_version": self.ranking.feature_version,
+                        "params": self.ranking.params,
+                        "neighbours": self.ranking.neighbours,
+                    },
+                    default=str,
+                )
+            )
 
 
 def new_version_id(model: str) -> str:
@@ -216,6 +231,8 @@ async def _write_redis(
         done += stop - start
         progress("redis", done, total)
     await _write_popularity(artifacts, redis, version, item_ids)
+    if artifacts.ranking is not None:
+        await write_ranking(redis, version, artifacts.ranking)
     gram = gram_matrix(artifacts.item_vectors)
     meta = ModelMeta(
         version=version,

@@ -118,6 +118,14 @@ def to_artifacts(trained: TrainedModel, dataset_name: str, model_name: str) -> M
     )
 
 
+def fitted_artifacts(
+    dataset: Dataset, rows: pd.DataFrame, model_name: str, params: dict[str, Any] | None = None
+) -> tuple[ModelArtifacts, TrainData]:
+    """`model_name` fit on `rows` of `dataset`, as publishable artifacts, with its training data."""
+    trained = train_on(dataset, rows, model_name, params)
+    return to_artifacts(trained, dataset.name, model_name), trained.data
+
+
 class TrainError(RuntimeError):
     """Training or publishing failed in a way the user can fix; the message says how."""
 
@@ -166,9 +174,11 @@ def train_and_publish(
     skip_malformed: bool = False,
     progress: StageProgress = _no_progress,
     archive: ArchiveWindow | None = None,
+    ranker: bool = False,
 ) -> dict[str, Any]:
     """Load `dataset` (or, given `archive`, that window of the event archive), fit `model` and
-    publish it as the active version; prints nothing.
+    publish it as the active version; prints nothing. With `ranker`, the version also carries
+    the learned ranking stage (`batch.ranking.train`), trained time-safely on the same rows.
 
     Returns the summary `recsys train --json` saves: the new version, the dataset's size, timings
     and peak memory. Raises `TrainError` with what to do when the data, the parameters or Redis
@@ -187,9 +197,12 @@ def train_and_publish(
             )
         load_seconds = time.perf_counter() - started
         trained = train(loaded, model, params, lambda done, total: progress("fit", done, total))
+        artifacts = to_artifacts(trained, loaded.name, model)
+        ranking_summary = (
+            _with_ranker(settings, loaded, model, params, artifacts, progress) if ranker else None
+        )
     except (DatasetError, ValueError, TypeError) as exc:
         raise TrainError(str(exc)) from exc
-    artifacts = to_artifacts(trained, loaded.name, model)
     publish_started = time.perf_counter()
     version = publish_artifacts(settings, artifacts, keep_versions, progress)
     publish_seconds = time.perf_counter() - publish_started
@@ -209,4 +222,34 @@ def train_and_publish(
         # ru_maxrss is in KiB on Linux.
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "params": artifacts.params,
+        "ranker": ranking_summary,
     }
+
+
+def _with_ranker(
+    settings: Settings,
+    loaded: Dataset,
+    model: str,
+    params: dict[str, Any] | None,
+    artifacts: ModelArtifacts,
+    progress: StageProgress,
+) -> dict[str, Any]:
+    """Train the ranking stage on `loaded`'s rows and attach it to `artifacts` (whose model it
+    fits again at the ranker's inner cut, and takes as the served one otherwise)."""
+    from batch.ranking.train import default_ema, with_ranker
+
+    def artifacts_of(rows: pd.DataFrame) -> tuple[ModelArtifacts, TrainData]:
+        if len(rows) == len(loaded.interactions):
+            return artifacts, build_train_data(rows, catalog_of(loaded), loaded.items, loaded.users)
+        return fitted_artifacts(loaded, rows, model, params)
+
+    served, summary = with_ranker(
+        loaded,
+        loaded.interactions,
+        artifacts_of,
+        settings,
+        default_ema(settings),
+        progress=lambda done, total: progress("ranker", done, total),
+    )
+    artifacts.ranking = served.ranking
+    return summary

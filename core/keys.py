@@ -9,6 +9,8 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:popular                 zset    item_id -> interaction count
   recsys:model:{v}:popular:genre:{genre}   zset    item_id -> interaction count, per genre
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
+  recsys:model:{v}:ranker                  hash    model (LightGBM text), feature_version, params
+  recsys:model:{v}:neighbours              hash    item_id -> JSON [[item ids], [scores]]
   recsys:retrain:decisions                 list    JSON of each `recsys retrain` gate decision,
                                                    newest first, capped (`RETRAIN_DECISIONS_KEPT`)
 In each users' hash tag (below), so that the API reads a user from that user's node alone:
@@ -110,6 +112,16 @@ def popular_by_genre(version: str, genre: str) -> str:
 
 def gram_matrix(version: str) -> str:
     return model_key(version, "gram")
+
+
+def ranker(version: str) -> str:
+    """The version's learned ranker (`core.ranking_store`): model text and feature version."""
+    return model_key(version, "ranker")
+
+
+def item_neighbours(version: str) -> str:
+    """The version's item-item neighbours: item id -> its nearest items and their scores."""
+    return model_key(version, "neighbours")
 
 
 def model_pattern(version: str) -> str:

@@ -146,6 +146,7 @@ class VersionItems:
     vectors: np.ndarray  # (items x dim) float32, as published
     titles: list[str | None]
     genres: list[tuple[str, ...]]
+    popularity: np.ndarray | None = None  # interactions per item in the training data
 
     @property
     def row_of_item(self) -> dict[str, int]:
@@ -179,6 +180,7 @@ def _decode_items(
         vectors=np.stack([vector_from_bytes(as_bytes(v)) for v in raw_vectors.values()]),
         titles=[p.get("title") for p in found],
         genres=[tuple(p.get("genres") or ()) for p in found],
+        popularity=np.array([float(p.get("popularity") or 0) for p in found]),
     )
 
 

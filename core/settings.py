@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.experiments import Experiment, experiment_from_json
+from core.ranking import SOURCES
 
 _XDG_STATE = Path.home() / ".local" / "state" / "recsys"
 _XDG_CACHE = Path.home() / ".cache" / "recsys"
@@ -106,11 +107,11 @@ class Settings(BaseSettings):
         3600, gt=0, description="Half-life of the decayed counts behind trending items."
     )
     stream_transitions_top_n: int = Field(
-        0,
+        50,
         ge=0,
-        description="Next items kept per item in the item-to-item transition table (0: no "
-        "table; it costs the worker about a sixth more CPU per event, and no answer reads it "
-        "yet).",
+        description="Next items kept per item in the item-to-item transition table, a candidate "
+        "source of the ranked answers (0: no table; it costs the worker about a sixth more CPU "
+        "per event).",
     )
     stream_transition_half_life_s: float = Field(
         7 * 86_400, gt=0, description="Half-life of the decayed counts of the transition table."
@@ -246,6 +247,21 @@ class Settings(BaseSettings):
     api_mmr_candidates: int = Field(
         100, ge=1, description="ANN candidates re-ranked by MMR for one recommendation list."
     )
+    api_ranker: Literal["on", "off"] = Field(
+        "on",
+        description="Rank the candidate sources with the active version's learned ranker, when "
+        "it has one (off: the sources' own order, as with a version without a ranker).",
+    )
+    api_rank_quotas: dict[str, int] = Field(
+        {"ann": 100, "neighbours": 50, "transitions": 50, "trending": 50, "popular": 50},
+        description="Candidates each source gives the ranker, by source (JSON object; sources: "
+        "ann, neighbours, transitions, trending, popular; 0 or absent: the source is off).",
+    )
+    api_clock: Literal["wall", "events"] = Field(
+        "wall",
+        description="The time at which the ranker reads the stream's decayed counts: now, or "
+        "the user's newest event (for replaying a dataset's old timestamps).",
+    )
     api_fallback_candidates: int = Field(
         200, ge=1, description="Trending/popular items read per source before filtering."
     )
@@ -288,6 +304,16 @@ class Settings(BaseSettings):
     def _experiment(cls, value: str | None) -> str | None:
         if value is not None:
             experiment_from_json(value)  # raises ExperimentError (a ValueError) naming the fault
+        return value
+
+    @field_validator("api_rank_quotas")
+    @classmethod
+    def _known_sources(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; the sources are {list(SOURCES)}")
+        if any(quota < 0 for quota in value.values()):
+            raise ValueError("a source's quota is a count of candidates: 0 or more")
         return value
 
     @property

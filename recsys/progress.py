@@ -50,6 +50,7 @@ def train_stage_labels(dataset: str, model: str) -> dict[str, str]:
     return {
         "load": f"Loading {dataset}",
         "fit": f"Training {model}",
+        "ranker": "Ranker: replaying the inner cut",
         "index": "Qdrant vectors",
         "seal": "Qdrant index",
         "redis": "Redis",

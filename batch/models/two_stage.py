@@ -4,9 +4,9 @@ Stage one gathers, for each user, the unseen items of three sources as of "now" 
 row): the ALS neighbours of the user's vector (`ann`), the items other users went on to from the
 user's latest items (`transition`: consecutive steps, recency-decayed, as the stream worker's
 transition table counts them), and the recently popular (`recent`: recency-decayed counts).
-Stage two scores each (user, candidate) from its features (`core.ranking.FEATURES`: each
+Stage two scores each (user, candidate) from its features (each
 source's score and rank, the item's popularity, the user's activity and idle time, the
-candidate's similarity to the user's last item) with a LightGBM LambdaRank model.
+candidate's similarity to the user's last item; `FEATURES` here) with a LightGBM LambdaRank model.
 
 Time-safe training: the ranker learns at an inner cut of the fit rows (the last
 `label_fraction` of them): sources and features from the rows before that cut only, labels from
@@ -27,9 +27,22 @@ import scipy.sparse as sp
 from batch.models.als import ALSRecommender
 from batch.models.base import Recommender, TrainData
 from batch.models.registry import SERVED_ALS_PARAMS
-from core.ranking import FEATURES
 
 SECONDS_PER_DAY = 86_400
+# This offline model's features (P1: one cut, no stream): the served ranker's are
+# `core.ranking.FEATURES`, read from the live state.
+FEATURES: tuple[str, ...] = (
+    "ann_score",
+    "ann_rank",
+    "transition_score",
+    "transition_rank",
+    "recent_score",
+    "recent_rank",
+    "item_popularity",
+    "user_events",
+    "user_idle_s",
+    "last_item_similarity",
+)
 # A candidate's score in `score` lies above this; every other item's below it.
 _CANDIDATE_FLOOR = 1e4
 

@@ -82,6 +82,15 @@ def train_command(
     source: SourceOption = Source.DATASET,
     since: SinceOption = None,
     until: UntilOption = None,
+    ranker: Annotated[
+        bool,
+        typer.Option(
+            "--ranker",
+            help="Also learn the ranking stage (LightGBM LambdaRank over the candidate sources "
+            "and the stream's features, trained at a cut of the same rows) and publish it with "
+            "the version: the API then ranks its answers with it.",
+        ),
+    ] = False,
 ) -> None:
     """Train a model on a dataset (or on the event archive) and publish it as the active model
     version.
@@ -103,7 +112,7 @@ def train_command(
         with stage_bars(console, train_stage_labels(label, model)) as report:
             summary = train_and_publish(
                 Settings(), dataset, model, data_dir, hyper, keep_versions, skip_malformed, report,
-                archive=window,
+                archive=window, ranker=ranker,
             )  # fmt: skip
     except TrainError as exc:
         console.print(f"[red]error:[/red] {exc}")

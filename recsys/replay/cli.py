@@ -15,7 +15,7 @@ from core.settings import Settings
 from recsys.progress import progress_bars
 
 console = Console()
-LIVE_CONFIGURATIONS = ("static", "ema", "fold-in", "ema-async")
+LIVE_CONFIGURATIONS = ("static", "ema", "fold-in", "ema-async", "ranked", "ranker-off")
 
 
 def replay_command(

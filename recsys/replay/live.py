@@ -52,6 +52,10 @@ class LiveConfig:
     name: str
     updates: OnlineUpdateParams | None  # None: stream updates off (no worker runs)
     rate: float | None = None  # events/s in asynchronous mode; None: synchronous
+    # The two-stage path: the version carries the learned ranking stage, the API reads the
+    # stream's counts at the user's event time; `ranker` off keeps the sources' order.
+    two_stage: bool = False
+    ranker: bool = True
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from recsys.replay.live import LiveConfig, LiveOutcome, replay_live
 from schemas.events import EventType
 
 HEADLINE_DIVERSITY = 1.0  # MMR off: the figures comparable with the offline protocols
+TRANSITIONS_TOP_N = 50
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ReplayOptions:
     async_rate: float = 100.0
     default_diversity: float = 0.8
     depth: int = 100  # items asked of the API per event (MRR is truncated there)
-    live: tuple[str, ...] = ("static", "ema", "fold-in", "ema-async")
+    live: tuple[str, ...] = ("static", "ema", "fold-in", "ema-async", "ranked", "ranker-off")
 
 
 StartProgress = Callable[[str, int], Callable[[int], None]]  # (label, total) -> advance
@@ -54,6 +55,34 @@ def _train(split: PrequentialSplit, dataset_name: str) -> tuple[ModelArtifacts, 
 
     trained = train(split.fit, "als")
     return to_artifacts(trained, dataset_name, "als"), trained.fit_seconds
+
+
+def _with_ranker(
+    split: PrequentialSplit, artifacts: ModelArtifacts, ema: OnlineUpdateParams
+) -> tuple[ModelArtifacts, dict[str, Any]]:
+    """The report model with the ranking stage learned at a cut of its own fit rows."""
+    from batch.models.base import build_train_data
+    from batch.ranking.train import with_ranker
+    from batch.train import catalog_of, fitted_artifacts
+
+    fit = split.fit
+    ranked = replace(artifacts)  # the report model as it is, plus the ranking parts
+
+    def artifacts_of(rows: Any) -> Any:
+        if len(rows) == len(fit.interactions):
+            return ranked, build_train_data(rows, catalog_of(fit), fit.items, fit.users)
+        return fitted_artifacts(fit, rows, "als")
+
+    return with_ranker(fit, fit.interactions, artifacts_of, _ranking_settings(), ema)
+
+
+def _ranking_settings() -> Settings:
+    """The settings the two-stage configurations run with (the worker keeps the transition
+    table whatever the environment says)."""
+    defaults = Settings()
+    if defaults.stream_transitions_top_n:
+        return defaults
+    return defaults.model_copy(update={"stream_transitions_top_n": TRANSITIONS_TOP_N})
 
 
 def _summary(scores: dict[float, PrequentialScores] | PrequentialScores) -> dict[str, Any]:
@@ -82,6 +111,8 @@ def _live_configs(
         "ema": LiveConfig("ema", ema),
         "fold-in": LiveConfig("fold-in", fold),
         "ema-async": LiveConfig("ema-async", ema, rate=options.async_rate),
+        "ranked": LiveConfig("ranked", ema, two_stage=True),
+        "ranker-off": LiveConfig("ranker-off", ema, two_stage=True, ranker=False),
     }
     unknown = set(options.live) - every.keys()
     if unknown:
@@ -89,6 +120,16 @@ def _live_configs(
             f"unknown live configurations {sorted(unknown)}; choose from {list(every)}"
         )
     return [every[name] for name in options.live]
+
+
+def _two_stage_env(config: LiveConfig) -> dict[str, str]:
+    if not config.two_stage:
+        return {}
+    return {
+        "RECSYS_STREAM_TRANSITIONS_TOP_N": str(_ranking_settings().stream_transitions_top_n),
+        "RECSYS_API_CLOCK": "events",
+        "RECSYS_API_RANKER": "on" if config.ranker else "off",
+    }
 
 
 @contextmanager
@@ -103,13 +144,16 @@ def _stack(config: LiveConfig, artifacts: ModelArtifacts) -> Iterator[tuple[Sett
         worker = None
         if config.updates is not None:
             extra = config.updates.settings_env() | {"RECSYS_STREAM_BATCH_WAIT_MS": "1"}
+            extra |= _two_stage_env(config)
             worker = WorkerProcess(settings, work_dir, f"replay-{config.name}", env=extra)
             worker.start()
         try:
             # The replay's requests probe the live path; nobody is shown them. Recorded as
             # impressions they would make the worker demote items asked about repeatedly
             # (feedback fatigue), and the live figures would no longer measure the model.
-            probing = service_env(settings, RECSYS_API_IMPRESSIONS_SAMPLE="0")
+            probing = service_env(
+                settings, RECSYS_API_IMPRESSIONS_SAMPLE="0", **_two_stage_env(config)
+            )
             with serving(probing, 1, work_dir) as server:
                 yield settings, server.base_url
         finally:
@@ -163,11 +207,23 @@ def run_replay(
         configurations[name] = _summary(scores)
     for params in (ema, fold):
         configurations[f"in-process-{params.mode}"] = _summary(simulate(split, artifacts, params))
+    configs = _live_configs(options, ema, fold)
+    ranked_artifacts, ranker_summary = artifacts, None
+    if any(config.two_stage for config in configs):
+        from batch.ranking.mirror import MirrorConfig, replay_scores
+
+        log("training the ranker at a cut of the fit rows")
+        ranked_artifacts, ranker_summary = _with_ranker(split, artifacts, ema)
+        mirrored = MirrorConfig.from_settings(_ranking_settings(), ema)
+        for name, on in (("ranked", True), ("ranker-off", False)):
+            scores = replay_scores(split, ranked_artifacts, mirrored, on, options.depth)
+            configurations[f"in-process-{name}"] = _summary(scores)
 
     diversities: Sequence[float] = (HEADLINE_DIVERSITY, options.default_diversity)
-    for config in _live_configs(options, ema, fold):
+    for config in configs:
         advance = start_progress(config.name, len(split.replay))
-        with _stack(config, artifacts) as (settings, api_url):
+        served = ranked_artifacts if config.two_stage else artifacts
+        with _stack(config, served) as (settings, api_url):
             outcome = asyncio.run(
                 replay_live(split, config, api_url, settings, diversities, options.depth, advance)
             )
@@ -189,6 +245,7 @@ def run_replay(
         "fit_rows": len(split.fit.interactions),
         "replayed_events": len(split.replay),
         "model": {"name": "als", "params": artifacts.params, "fit_seconds": round(fit_seconds, 2)},
+        "ranker": ranker_summary,
         "tuning": {
             mode: {"chosen": result.chosen.describe(), "grid": result.grid}
             for mode, result in tuned.items()

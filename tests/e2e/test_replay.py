@@ -22,17 +22,17 @@ def test_short_replay_scores_every_configuration_and_loses_nothing_live(tmp_path
         [
             sys.executable, "-m", "recsys", "replay", "--dataset", DATASET,
             "--data-dir", str(tmp_path / "data"), "--limit", "60",
-            "--live", "static", "--live", "ema",
+            "--live", "static", "--live", "ema", "--live", "ranked", "--live", "ranker-off",
             "--json", str(json_path), "--report", str(report),
         ],
-        capture_output=True, text=True, timeout=280, check=False,
+        capture_output=True, text=True, timeout=400, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     result = json.loads(json_path.read_text())
     configurations = result["configurations"]
     assert set(configurations) == {
         "popularity-global", "popularity-7d", "in-process-ema", "in-process-fold-in",
-        "static", "ema",
+        "in-process-ranked", "in-process-ranker-off", "static", "ema", "ranked", "ranker-off",
     }  # fmt: skip
     for name, entry in configurations.items():
         assert entry.keys() >= METRIC_KEYS, name
@@ -47,6 +47,15 @@ def test_short_replay_scores_every_configuration_and_loses_nothing_live(tmp_path
     assert live["hr@10"] == offline["hr@10"]
     assert live["ndcg@10"] == offline["ndcg@10"]
     assert "diversity_0.8" in live
+    # The two-stage path in source order (the ranker off) ranks exactly as its in-process
+    # replay (`batch.ranking.mirror`): the same pool, the same fill.
+    live, offline = configurations["ranker-off"], configurations["in-process-ranker-off"]
+    assert (live["hr@10"], live["ndcg@10"], live["mrr"]) == (
+        offline["hr@10"], offline["ndcg@10"], offline["mrr"],
+    )  # fmt: skip
+    ranked = configurations["ranked"]
+    assert ranked["sources"]["1"].get("ranked", 0) >= ranked["scored_events"] - 1
+    assert result["ranker"]["groups_with_target"] > 0
     assert sum(live["sources"]["1"].values()) == live["scored_events"]
     assert "HR@10" in report.read_text()
     assert report.with_suffix(".png").stat().st_size > 0

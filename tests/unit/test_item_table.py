@@ -20,6 +20,7 @@ def table(item_ids: list[str]) -> ItemTable:
         unit_vectors=np.eye(len(item_ids), 2, dtype=np.float32),
         row_of_point={point_id(item): row for row, item in enumerate(item_ids)},
         row_of_item={item: row for row, item in enumerate(item_ids)},
+        popularity=np.zeros(len(item_ids)),
     )
 
 

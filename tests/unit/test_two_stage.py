@@ -10,9 +10,8 @@ import pytest
 
 from batch.datasets import load_dataset
 from batch.models.base import TrainData, build_train_data
-from batch.models.two_stage import TwoStageRecommender, rows_before
+from batch.models.two_stage import FEATURES, TwoStageRecommender, rows_before
 from batch.train import catalog_of
-from core.ranking import FEATURES
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,195 @@
+"""`recsys train --ranker`: the learned ranking stage, trained time-safely and published with the
+model version.
+
+1. Inner cut: the last `label_fraction` of the fit rows (by time) are replayed, the rest fit an
+   inner model (ALS vectors, item-item neighbours, popularity) exactly as the served one is fit.
+2. The replay runs the stream and the API's candidate stage in process (`batch.ranking.mirror`):
+   before each event, the user's candidates and their features as of that moment (nothing read
+   after it); the event's item is the one positive of that group. Then the event is applied.
+3. LightGBM LambdaRank learns from those groups (`RANKER_PARAMS`).
+4. The served model is fit on every fit row; its version carries the ranker (LightGBM's own
+   model text), the feature list's version and the item-item neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batch.data import Dataset
+from batch.evaluation.online_updates import OnlineUpdateParams
+from batch.evaluation.prequential import PrequentialSplit, ReplayRun, replay_events
+from batch.models.base import TrainData
+from batch.models.itemknn import item_similarity
+from batch.publish import ModelArtifacts
+from batch.ranking.mirror import MirrorConfig, StreamMirror
+from core.ranking import FEATURE_VERSION, FEATURES
+from core.ranking_store import Neighbours, RankingParts
+from core.settings import Settings
+from schemas.events import EventType
+
+RANKER_PARAMS: dict[str, Any] = {
+    "label_fraction": 0.2,
+    "neighbours": 50,
+    "shrinkage": 10.0,
+    "n_estimators": 150,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 50,
+    "seed": 0,
+}
+
+Progress = Callable[[int, int], None]  # (events replayed, of)
+
+
+def default_ema(settings: Settings) -> OnlineUpdateParams:
+    weights: dict[EventType, float] = {
+        "view": settings.stream_ema_view,
+        "click": settings.stream_ema_click,
+        "purchase": settings.stream_ema_purchase,
+    }
+    return OnlineUpdateParams("ema", weights)
+
+
+def item_neighbours(data: TrainData, n: int, shrinkage: float) -> Neighbours:
+    """Each item's `n` nearest items by shrunk cosine over the training rows (`ItemKNN`'s)."""
+    similarity = item_similarity(data.matrix.astype(np.float32), n, shrinkage).tocsc()
+    ids = [str(i) for i in data.items.ids]
+    found: Neighbours = {}
+    for column, item in enumerate(ids):
+        start, stop = similarity.indptr[column], similarity.indptr[column + 1]
+        rows, values = similarity.indices[start:stop], similarity.data[start:stop]
+        keep = values > 0
+        pairs = sorted(
+            zip((ids[r] for r in rows[keep]), values[keep].tolist(), strict=True),
+            key=lambda pair: (pair[1], pair[0]),
+            reverse=True,
+        )
+        if pairs:
+            found[item] = ([p[0] for p in pairs], [round(p[1], 6) for p in pairs])
+    return found
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    features: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray  # rows per replayed event, in order
+    events: int  # scored events replayed
+    with_positive: int  # of which the target was a candidate
+
+
+def training_rows(
+    split: PrequentialSplit,
+    inner: ModelArtifacts,
+    config: MirrorConfig,
+    progress: Progress | None = None,
+) -> TrainingRows:
+    """Every scored event of `split.replay` as one group: its candidates' features as of just
+    before the event, labelled 1 for the event's item."""
+    mirror = StreamMirror(inner, config)
+    features, labels, groups = [], [], []
+    events = 0
+    total = len(split.replay)
+    for event in replay_events(split):
+        if event.scored:
+            events += 1
+            found = mirror.candidates(event.user_id, event.seen)
+            label = np.fromiter(
+                (item == event.item_id for item in found.pool.item_ids), dtype=np.int32
+            )
+            if label.any():
+                features.append(found.features)
+                labels.append(label)
+                groups.append(len(label))
+        mirror.apply(event)
+        if progress is not None and (event.position + 1) % 1000 == 0:
+            progress(event.position + 1, total)
+    if not groups:
+        raise ValueError(
+            "no replayed event of the inner cut had its item among the candidates: too little "
+            "data to learn a ranker from"
+        )
+    return TrainingRows(
+        np.concatenate(features), np.concatenate(labels), np.asarray(groups), events, len(groups)
+    )
+
+
+def fit_ranker(rows: TrainingRows, params: dict[str, Any]) -> str:
+    """LambdaRank over the groups; LightGBM's model text."""
+    import lightgbm
+
+    dataset = lightgbm.Dataset(
+        rows.features, label=rows.labels, group=rows.groups, feature_name=list(FEATURES)
+    )
+    booster = lightgbm.train(
+        {
+            "objective": "lambdarank",
+            "learning_rate": params["learning_rate"],
+            "num_leaves": params["num_leaves"],
+            "min_data_in_leaf": params["min_data_in_leaf"],
+            "lambdarank_truncation_level": 20,
+            "seed": params["seed"],
+            "num_threads": 1,
+            "deterministic": True,
+            "verbose": -1,
+        },
+        dataset,
+        num_boost_round=params["n_estimators"],
+    )
+    text: str = booster.model_to_string()
+    return text
+
+
+ArtifactsOf = Callable[[pd.DataFrame], tuple[ModelArtifacts, TrainData]]
+
+
+def with_ranker(
+    dataset: Dataset,
+    fit_rows: pd.DataFrame,
+    artifacts_of: ArtifactsOf,
+    settings: Settings,
+    ema: OnlineUpdateParams,
+    params: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> tuple[ModelArtifacts, dict[str, Any]]:
+    """The served artifacts of `fit_rows` with their ranking parts, and a summary of the
+    ranker's training. `artifacts_of(rows)` fits the served model on some rows."""
+    chosen = RANKER_PARAMS | (params or {})
+    rows = fit_rows.sort_values("ts", kind="stable").reset_index(drop=True)
+    cut = int(len(rows) * (1.0 - chosen["label_fraction"]))
+    if cut <= 0 or cut >= len(rows):
+        raise ValueError("too few rows to cut for the ranker's labels")
+    inner_split = PrequentialSplit(
+        run=ReplayRun.REPORT,
+        fit=replace(dataset, interactions=rows.iloc[:cut].reset_index(drop=True)),
+        replay=rows.iloc[cut:].reset_index(drop=True),
+    )
+    inner, inner_data = artifacts_of(inner_split.fit.interactions)
+    inner.ranking = RankingParts(
+        None,
+        FEATURE_VERSION,
+        item_neighbours(inner_data, chosen["neighbours"], chosen["shrinkage"]),
+    )
+    config = MirrorConfig.from_settings(settings, ema)
+    learned = training_rows(inner_split, inner, config, progress)
+    ranker_text = fit_ranker(learned, chosen)
+    served, served_data = artifacts_of(rows)
+    served.ranking = RankingParts(
+        ranker_text,
+        FEATURE_VERSION,
+        item_neighbours(served_data, chosen["neighbours"], chosen["shrinkage"]),
+        params=chosen,
+    )
+    summary = {
+        "params": chosen,
+        "inner_fit_rows": cut,
+        "label_events": learned.events,
+        "groups_with_target": learned.with_positive,
+        "candidate_rows": len(learned.labels),
+    }
+    return served, summary

@@ -1,0 +1,145 @@
+"""GET /recommend through the two-stage path (`api.pipeline`) of a version published with its
+ranking parts: ranked answers that keep the filters, explanations that name the source and the
+strongest features, and the source order with a reason when the ranker is off, missing, of
+another feature list, or failing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from api.main import create_app
+from batch.models.base import build_train_data
+from batch.publish import ModelArtifacts
+from batch.ranking.train import RANKER_PARAMS, TrainingRows, fit_ranker, item_neighbours
+from batch.train import catalog_of
+from core.ranking import FEATURE_VERSION, FEATURES, Ranker
+from core.ranking_store import RankingParts
+from tests.integration.conftest import ApiSettings, Published, Serve, publish_model, taste_dataset
+
+pytestmark = pytest.mark.integration
+
+
+def learned_ranker() -> str:
+    """A ranker that prefers what the user's vector is most like (user_similarity)."""
+    rng = np.random.default_rng(5)
+    features = rng.random((800, len(FEATURES))).astype(np.float32)
+    labels = np.zeros(800, dtype=np.int32)
+    similarity = features[:, FEATURES.index("user_similarity")]
+    for group in range(80):
+        labels[group * 10 + int(np.argmax(similarity[group * 10 : (group + 1) * 10]))] = 1
+    rows = TrainingRows(features, labels, np.full(80, 10), 80, 80)
+    return fit_ranker(rows, RANKER_PARAMS | {"n_estimators": 30, "min_data_in_leaf": 5})
+
+
+def with_ranking(artifacts: ModelArtifacts, ranker: str | None, version: int) -> ModelArtifacts:
+    dataset = taste_dataset()
+    data = build_train_data(dataset.interactions, catalog_of(dataset), dataset.items, None)
+    parts = RankingParts(ranker, version, item_neighbours(data, 10, 2.0))
+    return replace(artifacts, ranking=parts)
+
+
+async def publish_ranked(
+    redis: aioredis.Redis,
+    taste_model: ModelArtifacts,
+    root: Path,
+    ranker: str | None = "learned",
+    version: int = FEATURE_VERSION,
+) -> Published:
+    text = learned_ranker() if ranker == "learned" else ranker
+    return await publish_model(with_ranking(taste_model, text, version), redis, root)  # fmt: skip
+
+
+def ids(body: dict[str, Any]) -> list[str]:
+    return [item["item_id"] for item in body["items"]]
+
+
+async def test_a_ranked_answer_keeps_the_filters_and_explains_itself(
+    make_api_settings: ApiSettings, serve: Serve, redis: aioredis.Redis,
+    taste_model: ModelArtifacts, tmp_path: Path,
+) -> None:  # fmt: skip
+    await publish_ranked(redis, taste_model, tmp_path)
+    async with serve(create_app(make_api_settings())) as api:
+        body = (
+            await api.get("/recommend/u3", params={"k": 8, "explain": "true", "diversity": 1.0})
+        ).json()
+        assert body["source"] == "ranked"
+        assert "ranker" not in (body.get("reason") or "")
+        assert len(body["items"]) == 8
+        assert {item["source"] for item in body["items"]} <= {
+            "ann", "neighbours", "transitions", "trending", "popular",
+        }  # fmt: skip
+        scores = [item["score"] for item in body["items"]]
+        assert scores == sorted(scores, reverse=True)  # in the ranker's order
+        assert all(item["features"] for item in body["items"][:3])
+        assert {f["feature"] for item in body["items"] for f in item["features"] or []} <= set(
+            FEATURES
+        )
+        # u3 watched comedies: its history in the model is excluded like any seen item.
+        first = ids(body)
+        filtered = (
+            await api.get(
+                "/recommend/u3",
+                params={"k": 8, "exclude_ids": ",".join(first[:2]), "genres": "Drama"},
+            )
+        ).json()
+        assert not set(first[:2]) & set(ids(filtered))
+        assert all("Drama" in item["genres"] for item in filtered["items"])
+
+
+async def test_with_the_ranker_off_the_sources_keep_their_order_and_say_so(
+    make_api_settings: ApiSettings, serve: Serve, redis: aioredis.Redis,
+    taste_model: ModelArtifacts, tmp_path: Path,
+) -> None:  # fmt: skip
+    await publish_ranked(redis, taste_model, tmp_path)
+    async with serve(create_app(make_api_settings(api_ranker="off"))) as api:
+        body = (await api.get("/recommend/u3", params={"k": 6, "diversity": 1.0})).json()
+        assert body["source"] == "personalized"
+        assert "ranker_off" in body["reason"]
+        assert body["items"][0]["source"] == "ann"
+
+
+@pytest.mark.parametrize(
+    ("ranker", "version", "reason"),
+    [
+        (None, FEATURE_VERSION, "no_ranker"),
+        ("learned", FEATURE_VERSION - 1, "ranker_mismatch"),
+        ("not a model", FEATURE_VERSION, "ranker_unreadable"),
+    ],
+)
+async def test_a_missing_or_unusable_ranker_falls_back_to_source_order(
+    make_api_settings: ApiSettings, serve: Serve, redis: aioredis.Redis,
+    taste_model: ModelArtifacts, tmp_path: Path, ranker: str | None, version: int, reason: str,
+) -> None:  # fmt: skip
+    await publish_ranked(redis, taste_model, tmp_path, ranker, version)
+    async with serve(create_app(make_api_settings())) as api:
+        response = await api.get("/recommend/u40", params={"k": 5})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["source"] == "personalized"
+        assert reason in body["reason"]
+        assert len(body["items"]) == 5
+
+
+async def test_a_ranker_that_fails_to_score_leaves_the_source_order(
+    make_api_settings: ApiSettings, serve: Serve, redis: aioredis.Redis,
+    taste_model: ModelArtifacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    await publish_ranked(redis, taste_model, tmp_path)
+    async with serve(create_app(make_api_settings())) as api:
+        ranked = (await api.get("/recommend/u5", params={"k": 5})).json()
+        assert ranked["source"] == "ranked"
+
+        def broken(self: Ranker, features: np.ndarray) -> np.ndarray:
+            raise RuntimeError("model went away")
+
+        monkeypatch.setattr(Ranker, "score", broken)
+        body = (await api.get("/recommend/u5", params={"k": 5})).json()
+        assert body["source"] == "personalized"
+        assert "ranker_error" in body["reason"]
+        assert len(body["items"]) == 5

@@ -1,0 +1,155 @@
+"""The ranking stage's shared rules (`core.ranking`): the pool of candidate sources, the
+item-to-item scores, the features, the ranker's model text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from batch.ranking.train import RANKER_PARAMS, TrainingRows, fit_ranker
+from core.ranking import (
+    FEATURE_VERSION,
+    FEATURES,
+    SOURCES,
+    Ranker,
+    RankerMismatchError,
+    SourceList,
+    UserSignals,
+    ann_list,
+    best_first,
+    feature_matrix,
+    follow,
+    gather,
+    merge_epochs,
+    recent_items,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def column(feature: str) -> int:
+    return FEATURES.index(feature)
+
+
+def test_each_source_keeps_its_quota_of_allowed_items_and_no_item_comes_twice() -> None:
+    lists = [
+        SourceList("ann", ["a", "b", "c", "d"], [0.8, 0.4, 0.2, 0.1]),
+        SourceList("trending", ["c", "e", "f"], [10.0, 5.0, 1.0]),
+        SourceList("popular", ["b", "g"], [100.0, 50.0]),
+    ]
+    pool = gather(
+        lists, {"ann": 2, "trending": 2, "popular": 5}, allowed={"a", "c", "d", "e", "f", "g"}
+    )
+    # ann: "b" is filtered out before its quota counts, so a and c; trending: c again, then e.
+    assert pool.item_ids == ["a", "c", "e", "g"]
+    assert pool.first_source == ["ann", "ann", "trending", "popular"]
+    ann, trending, popular = (SOURCES.index(s) for s in ("ann", "trending", "popular"))
+    c = pool.item_ids.index("c")
+    assert (pool.ranks[c, ann], pool.ranks[c, trending]) == (2, 1)
+    assert pool.scores[c, ann] == pytest.approx(0.2 / 0.8)
+    assert pool.scores[c, trending] == 1.0
+    e = pool.item_ids.index("e")
+    assert pool.ranks[e, ann] == 3  # absent: quota + 1
+    assert pool.scores[e, ann] == 0.0
+    assert pool.ranks[pool.item_ids.index("g"), popular] == 1  # "b" was not allowed
+
+
+def test_a_source_off_or_empty_gives_nothing() -> None:
+    lists = [SourceList("ann", ["a"], [1.0]), SourceList("neighbours", [], [])]
+    pool = gather(lists, {"ann": 0, "neighbours": 5})
+    assert len(pool) == 0
+
+
+def test_ties_rank_as_redis_ranks_them_and_epochs_merge_with_the_old_one_faint() -> None:
+    assert best_first([("a", 1.0), ("c", 1.0), ("b", 2.0)], 3) == [
+        ("b", 2.0),
+        ("c", 1.0),
+        ("a", 1.0),
+    ]
+    merged = merge_epochs([("x", 1.0)], [("y", 2.0**16 * 3), ("x", 2.0**16)], 5)
+    assert merged == [("y", 3.0), ("x", 2.0)]
+
+
+def test_follow_weighs_the_newest_items_most() -> None:
+    newest = [("n1", 1.0), ("shared", 1.0)]
+    older = [("o1", 1.5), ("shared", 1.0)]
+    oldest = [("z", 3.0)]
+    scores = dict(follow([newest, older, oldest], 10))
+    assert scores == {"n1": 1.0, "shared": 1.5, "o1": 0.75, "z": 0.75}
+
+
+def test_recent_items_are_distinct_items_of_interest_newest_first() -> None:
+    history = [
+        ("a", "view"),
+        ("b", "dislike"),
+        ("a", "click"),
+        ("c", "purchase"),
+        ("d", "view"),
+        ("e", "view"),
+    ]
+    assert recent_items(history) == ["a", "c", "d"]
+
+
+def test_ann_scores_are_rounded_before_they_rank() -> None:
+    found = ann_list(["a", "b"], [0.1234561, 0.1234564])
+    assert found.item_ids == ["b", "a"]  # equal once rounded: ties by the higher id
+    assert found.scores == [0.12346, 0.12346]
+
+
+def test_features_of_a_hand_built_request() -> None:
+    pool = gather(
+        [SourceList("ann", ["a", "b"], [2.0, 1.0]), SourceList("neighbours", ["b"], [0.5])],
+        {"ann": 10, "neighbours": 10},
+    )
+    units = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    user = UserSignals(
+        unit_vector=np.array([0.6, 0.8], dtype=np.float32),
+        last_item_unit=np.array([0.0, 1.0], dtype=np.float32),
+        history_length=7,
+    )
+    features = feature_matrix(pool, units, np.array([9.0, 0.0]), user)
+    assert features.shape == (2, len(FEATURES))
+    a, b = features
+    assert (a[column("ann_score")], a[column("ann_rank")]) == (1.0, 1.0)
+    assert (b[column("ann_score")], b[column("ann_rank")]) == (0.5, 2.0)
+    assert (a[column("neighbours_score")], a[column("neighbours_rank")]) == (0.0, 11.0)
+    assert (b[column("neighbours_score")], b[column("neighbours_rank")]) == (1.0, 1.0)
+    assert a[column("user_similarity")] == pytest.approx(0.6)
+    assert b[column("last_item_similarity")] == pytest.approx(1.0)
+    assert a[column("item_popularity")] == pytest.approx(np.log(10.0))
+    assert b[column("item_popularity")] == 0.0
+    assert (a[column("user_history")], b[column("user_history")]) == (7.0, 7.0)
+    cold = feature_matrix(pool, units, np.zeros(2), UserSignals(None, None, 0))
+    assert not cold[:, column("user_similarity")].any()
+
+
+def small_ranker_text() -> str:
+    """A ranker that learns that a high ann_score is what users take."""
+    rng = np.random.default_rng(3)
+    features = rng.random((600, len(FEATURES))).astype(np.float32)
+    groups = np.full(60, 10)
+    labels = np.zeros(600, dtype=np.int32)
+    for group in range(60):
+        rows = features[group * 10 : (group + 1) * 10, column("ann_score")]
+        labels[group * 10 + int(np.argmax(rows))] = 1
+    rows_ = TrainingRows(features, labels, groups, 60, 60)
+    return fit_ranker(rows_, RANKER_PARAMS | {"n_estimators": 20, "min_data_in_leaf": 5})
+
+
+def test_a_ranker_scores_by_what_it_learned_and_names_its_strongest_features() -> None:
+    ranker = Ranker(small_ranker_text(), FEATURE_VERSION)
+    features = np.full((2, len(FEATURES)), 0.5, dtype=np.float32)
+    features[0, column("ann_score")] = 0.95
+    features[1, column("ann_score")] = 0.05
+    scores = ranker.score(features)
+    assert scores[0] > scores[1]
+    assert ranker.strongest(features[:1])[0][0][0] == "ann_score"
+
+
+def test_a_ranker_of_another_feature_list_is_refused() -> None:
+    text = small_ranker_text()
+    with pytest.raises(RankerMismatchError, match="retrain"):
+        Ranker(text, FEATURE_VERSION - 1)
+    renamed = text.replace("feature_names=ann_score", "feature_names=other_score")
+    with pytest.raises(RankerMismatchError):
+        Ranker(renamed, FEATURE_VERSION)
