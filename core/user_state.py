@@ -275,6 +275,12 @@ class Fatigue:
         return Fatigue(b"".join(_FATIGUE_RECORD.pack(*r) for r in records))
 
 
+def stored_vector(vector: np.ndarray) -> np.ndarray:
+    """A user vector as the state keeps it (float16) and gives it back (float32): what the next
+    update starts from, and what a replay of the worker's rules must start from too."""
+    return vector.astype(np.float16).astype(np.float32)
+
+
 @dataclass
 class UserState:
     vector: np.ndarray | None = None
@@ -342,7 +348,7 @@ class UserState:
         ]
         feedback, fatigue = (*body[11:], [], b"")[:2]
         return cls(
-            vector=np.frombuffer(vector, dtype=np.float16).astype(np.float32) if vector else None,
+            vector=stored_vector(np.frombuffer(vector, dtype=np.float16)) if vector else None,
             vector_version=tag,
             events=events,
             last_event_ms=last_ms,

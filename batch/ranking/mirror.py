@@ -55,6 +55,7 @@ from core.rules import (
     trending_increment,
 )
 from core.settings import Settings
+from core.user_state import stored_vector
 from schemas.events import stream_event_type
 
 Counts = dict[str, float]
@@ -162,7 +163,9 @@ class StreamMirror:
         if row is not None:
             start = user.vector if user.online or user.vector is None else normalize(user.vector)
             weight = config.ema.ema_weights[event_type]
-            user.vector, user.online = ema_update(start, self.item_vectors[row], weight), True
+            # Kept as the worker keeps it (float16 in the user's state): the next step starts there.
+            user.vector = stored_vector(ema_update(start, self.item_vectors[row], weight))
+            user.online = True
         user.history.insert(0, (event.item_id, event_type, ts_s))
         del user.history[config.history_length :]
 

@@ -47,12 +47,13 @@ def test_short_replay_scores_every_configuration_and_loses_nothing_live(tmp_path
     assert live["hr@10"] == offline["hr@10"]
     assert live["ndcg@10"] == offline["ndcg@10"]
     assert "diversity_0.8" in live
-    # The two-stage path in source order (the ranker off) ranks exactly as its in-process
-    # replay (`batch.ranking.mirror`): the same pool, the same fill.
-    live, offline = configurations["ranker-off"], configurations["in-process-ranker-off"]
-    assert (live["hr@10"], live["ndcg@10"], live["mrr"]) == (
-        offline["hr@10"], offline["ndcg@10"], offline["mrr"],
-    )  # fmt: skip
+    # The two-stage path, ranked and in source order, ranks exactly as its in-process replay
+    # (`batch.ranking.mirror`): the same pool, features, scores and fill.
+    for name in ("ranked", "ranker-off"):
+        live, offline = configurations[name], configurations[f"in-process-{name}"]
+        assert (live["hr@10"], live["ndcg@10"], live["mrr"]) == (
+            offline["hr@10"], offline["ndcg@10"], offline["mrr"],
+        ), name  # fmt: skip
     ranked = configurations["ranked"]
     assert ranked["sources"]["1"].get("ranked", 0) >= ranked["scored_events"] - 1
     assert result["ranker"]["groups_with_target"] > 0
