@@ -33,6 +33,7 @@ from api.item_table import ItemTable
 from api.mmr import mmr
 from api.telemetry import child_span
 from core.ranking import (
+    RECENT_WEIGHTS,
     Pool,
     SourceList,
     UserSignals,
@@ -40,10 +41,11 @@ from core.ranking import (
     feature_matrix,
     follow,
     gather,
+    neighbour_pairs,
     ranked_order,
     recent_items,
+    user_signals,
 )
-from core.rules import normalize
 from core.settings import Settings
 from core.user_state import UserState, item_tag
 from core.vectors import ItemFilter
@@ -186,8 +188,9 @@ class RankingPipeline:
             except BackendUnavailableError as exc:
                 reasons.append(exc.reason)
         neighbours = table.ranking.neighbours if table.ranking else {}
+        followed = recent[: len(RECENT_WEIGHTS)]
         if recent and quotas.get("neighbours", 0):
-            found = [list(zip(*neighbours.get(item, ([], [])), strict=True)) for item in recent]
+            found = [neighbour_pairs(neighbours.get(item)) for item in followed]
             lists.append(SourceList.of("neighbours", follow(found, len(table.item_ids))))
         redis = self.backends.redis
         limit = max(settings.api_fallback_candidates, quotas.get("trending", 0))
@@ -197,7 +200,7 @@ class RankingPipeline:
             lambda: ranking_reads(
                 redis,
                 version,
-                recent if quotas.get("transitions", 0) else [],
+                followed if quotas.get("transitions", 0) else [],
                 quotas.get("transitions", 0),
                 limit,
                 self.now_s(state),
@@ -210,12 +213,7 @@ class RankingPipeline:
             )
         lists.append(SourceList.of("trending", reads.trending))
         lists.append(SourceList.of("popular", reads.popular))
-        last_row = table.row_of_item.get(recent[0]) if recent else None
-        user = UserSignals(
-            unit_vector=None if vector is None else normalize(vector),
-            last_item_unit=None if last_row is None else table.unit_vectors[last_row],
-            history_length=len(history),
-        )
+        user = user_signals(vector, recent, table.row_of_item, table.unit_vectors, len(history))
         return lists, user
 
     async def _ann(

@@ -14,6 +14,9 @@ Per (user, candidate item), for each source of `SOURCES`:
 and for the pair:
   user_similarity        cosine of the user's vector and the item's (0 without a vector)
   last_item_similarity   cosine of the item's and the user's newest item of interest's vectors
+  recent_mean_similarity cosine of the item's vector and the mean direction of the user's
+                         `RECENT_ITEMS` newest items of interest (0 without any)
+  recent_max_similarity  the largest cosine of the item's vector with any one of those
   item_popularity        log(1 + the item's interactions in the model's training data)
   user_history           the user's events in the stream's recent history (bounded)
 """
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.rules import PREVIOUS_EPOCH_WEIGHT, counts_as_interest
+from core.rules import PREVIOUS_EPOCH_WEIGHT, counts_as_interest, normalize
 
 if TYPE_CHECKING:
     import lightgbm
@@ -40,12 +43,17 @@ FEATURES: tuple[str, ...] = (
     *(f"{source}_{part}" for source in SOURCES for part in ("score", "rank")),
     "user_similarity",
     "last_item_similarity",
+    "recent_mean_similarity",
+    "recent_max_similarity",
     "item_popularity",
     "user_history",
 )
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
+_COLUMN = {name: column for column, name in enumerate(FEATURES)}
 # The user's newest items of interest that item-to-item sources follow, and their weights.
 RECENT_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25)
+# The user's newest items of interest the similarity features compare candidates with.
+RECENT_ITEMS = 10
 
 
 @dataclass(frozen=True)
@@ -161,14 +169,15 @@ def follow(
     return best_first(total.items(), limit)
 
 
-def recent_items(history: Iterable[tuple[str, str]]) -> list[str]:
+def recent_items(history: Iterable[tuple[str, str]], limit: int = RECENT_ITEMS) -> list[str]:
     """The user's newest distinct items of interest, newest first, from their history's
-    (item id, event type) pairs newest first: what item-to-item sources follow."""
+    (item id, event type) pairs newest first: what item-to-item sources follow (the first
+    `len(RECENT_WEIGHTS)`) and the similarity features compare with."""
     found: list[str] = []
     for item, event_type in history:
         if counts_as_interest(event_type) and item not in found:
             found.append(item)
-            if len(found) == len(RECENT_WEIGHTS):
+            if len(found) == limit:
                 break
     return found
 
@@ -178,8 +187,34 @@ class UserSignals:
     """What the features know of the user beyond the candidates."""
 
     unit_vector: np.ndarray | None  # the user's vector at unit length, or None (cold)
-    last_item_unit: np.ndarray | None  # the newest item of interest's unit vector, if known
+    # Unit vectors of the user's newest items of interest the model knows (`recent_items`),
+    # newest first: (r x dim), r may be 0.
+    recent_units: np.ndarray
+    newest_is_known: bool  # whether the first row is the newest item of interest itself
     history_length: int
+
+
+def user_signals(
+    vector: np.ndarray | None,
+    recent: Sequence[str],
+    row_of_item: Mapping[str, int],
+    unit_items: np.ndarray,
+    history_length: int,
+) -> UserSignals:
+    """The user's side of the features from their vector, newest items of interest
+    (`recent_items`) and history length; `unit_items` holds the model's items at unit length."""
+    rows = [row_of_item[item] for item in recent if item in row_of_item]
+    return UserSignals(
+        unit_vector=None if vector is None else normalize(vector),
+        recent_units=unit_items[rows],
+        newest_is_known=bool(recent) and recent[0] in row_of_item,
+        history_length=history_length,
+    )
+
+
+def neighbour_pairs(listed: tuple[list[str], list[float]] | None) -> list[tuple[str, float]]:
+    """One item's published neighbours (`core.ranking_store.Neighbours` value) as pairs."""
+    return [] if listed is None else list(zip(*listed, strict=True))
 
 
 def feature_matrix(
@@ -187,18 +222,25 @@ def feature_matrix(
 ) -> np.ndarray:
     """(candidates x FEATURES) float32. `item_units` and `popularity` are the pool's items' unit
     vectors (zero rows for items the model lacks) and training-data counts, in pool order."""
-    n = len(pool)
-    out = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    out = np.zeros((len(pool), len(FEATURES)), dtype=np.float32)
     out[:, 0 : 2 * len(SOURCES) : 2] = pool.scores
     out[:, 1 : 2 * len(SOURCES) : 2] = pool.ranks
-    base = 2 * len(SOURCES)
-    if n:
-        if user.unit_vector is not None:
-            out[:, base] = item_units @ user.unit_vector
-        if user.last_item_unit is not None:
-            out[:, base + 1] = item_units @ user.last_item_unit
-    out[:, base + 2] = np.log1p(popularity)
-    out[:, base + 3] = user.history_length
+    out[:, _COLUMN["item_popularity"]] = np.log1p(popularity)
+    out[:, _COLUMN["user_history"]] = user.history_length
+    if not len(pool):
+        return out
+    if user.unit_vector is not None:
+        out[:, _COLUMN["user_similarity"]] = item_units @ user.unit_vector
+    recent = user.recent_units
+    if len(recent):
+        similarity = item_units @ recent.T  # (candidates x recent items)
+        if user.newest_is_known:
+            out[:, _COLUMN["last_item_similarity"]] = similarity[:, 0]
+        mean = recent.mean(axis=0)
+        norm = float(np.linalg.norm(mean))
+        if norm > 0:
+            out[:, _COLUMN["recent_mean_similarity"]] = item_units @ (mean / norm)
+        out[:, _COLUMN["recent_max_similarity"]] = similarity.max(axis=1)
     return out
 
 

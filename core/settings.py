@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     )
     stream_user_ttl_days: float = Field(30, gt=0, description="Idle users' state expires after.")
     stream_trending_half_life_s: float = Field(
-        3600, gt=0, description="Half-life of the decayed counts behind trending items."
+        86_400, gt=0, description="Half-life of the decayed counts behind trending items."
     )
     stream_transitions_top_n: int = Field(
         50,

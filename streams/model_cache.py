@@ -75,10 +75,14 @@ async def load_model(redis: RedisClient, version: str) -> ActiveModel | None:
     )
 
 
+# How often the worker checks which version is active (at most).
+REFRESH_S = 5.0
+
+
 class ModelCache:
     """Keeps the active version loaded; `get()` is cheap between refreshes."""
 
-    def __init__(self, redis: RedisClient, refresh_s: float = 5.0) -> None:
+    def __init__(self, redis: RedisClient, refresh_s: float = REFRESH_S) -> None:
         self.redis = redis
         self.refresh_s = refresh_s
         self._model: ActiveModel | None = None

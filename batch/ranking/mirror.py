@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from batch.evaluation.online_updates import OnlineUpdateParams
 from batch.evaluation.prequential import (
@@ -32,18 +33,20 @@ from batch.evaluation.prequential import (
 )
 from batch.publish import ModelArtifacts
 from core.ranking import (
+    RECENT_WEIGHTS,
     Pool,
     Ranker,
     SourceList,
-    UserSignals,
     ann_list,
     best_first,
     feature_matrix,
     follow,
     gather,
     merge_epochs,
+    neighbour_pairs,
     ranked_order,
     recent_items,
+    user_signals,
 )
 from core.rules import (
     EVENT_WEIGHTS,
@@ -56,7 +59,7 @@ from core.rules import (
 )
 from core.settings import Settings
 from core.user_state import stored_vector
-from schemas.events import stream_event_type
+from schemas.events import EventType, stream_event_type
 
 Counts = dict[str, float]
 
@@ -133,22 +136,42 @@ class StreamMirror:
             user = self.users[user_id] = _User(vector)
         return user
 
+    def warm_up(self, rows: pd.DataFrame) -> None:
+        """The stream as it ran before the model was published: `rows` (a split's fit rows)
+        applied in time order while no version is active, so users get their history and items
+        their counts, and no user a vector (`recsys replay` publishes them to Kafka first)."""
+        ordered = rows.sort_values("ts", kind="stable")
+        columns = ordered[["user_id", "item_id", "ts", "event_type"]].itertuples(index=False)
+        for user, item, ts, event_type in columns:
+            self._count(str(user), str(item), stream_event_type(str(event_type)), float(ts))
+
     def apply(self, event: ReplayEvent) -> None:
-        """What the worker does with one event (`streams.applier`)."""
-        config = self.config
-        user = self._user(event.user_id)
+        """What the worker does with one event (`streams.applier`) under the active version."""
         event_type = stream_event_type(event.event_type)
-        ts_s = float(event.ts)
+        user = self._user(event.user_id)
+        row = self.row_of_item.get(event.item_id)
+        if row is not None:
+            start = user.vector if user.online or user.vector is None else normalize(user.vector)
+            weight = self.config.ema.ema_weights[event_type]
+            # Kept as the worker keeps it (float16 in the user's state): the next step starts there.
+            user.vector = stored_vector(ema_update(start, self.item_vectors[row], weight))
+            user.online = True
+        self._count(event.user_id, event.item_id, event_type, float(event.ts))
+
+    def _count(self, user_id: str, item_id: str, event_type: EventType, ts_s: float) -> None:
+        """The event in trending, the transition table and the user's history."""
+        config = self.config
+        user = self._user(user_id)
         if counts_as_interest(event_type):
             epoch, increment = trending_increment(
                 ts_s, EVENT_WEIGHTS[event_type], config.trending_half_life_s
             )
-            self.trending[epoch][event.item_id] += increment
+            self.trending[epoch][item_id] += increment
         if config.transitions_top_n:
             previous = next(
                 (item for item, kind, _ in user.history if counts_as_interest(kind)), None
             )
-            for step in transitions(previous, [(event.item_id, event_type, ts_s)]):
+            for step in transitions(previous, [(item_id, event_type, ts_s)]):
                 epoch, increment = trending_increment(
                     step.ts_s, step.weight, config.transition_half_life_s
                 )
@@ -159,14 +182,7 @@ class StreamMirror:
                     self.transitions[epoch, step.source] = defaultdict(
                         float, best_first(counts.items(), keep)
                     )
-        row = self.row_of_item.get(event.item_id)
-        if row is not None:
-            start = user.vector if user.online or user.vector is None else normalize(user.vector)
-            weight = config.ema.ema_weights[event_type]
-            # Kept as the worker keeps it (float16 in the user's state): the next step starts there.
-            user.vector = stored_vector(ema_update(start, self.item_vectors[row], weight))
-            user.online = True
-        user.history.insert(0, (event.item_id, event_type, ts_s))
+        user.history.insert(0, (item_id, event_type, ts_s))
         del user.history[config.history_length :]
 
     # --- the API ---------------------------------------------------------------------------
@@ -182,10 +198,9 @@ class StreamMirror:
         lists = []
         if user.vector is not None and quotas.get("ann", 0):
             lists.append(self._ann(user.vector, seen, quotas["ann"]))
+        followed = recent[: len(RECENT_WEIGHTS)]
         if recent and quotas.get("neighbours", 0):
-            found = [
-                list(zip(*self.neighbours.get(item, ([], [])), strict=True)) for item in recent
-            ]
+            found = [neighbour_pairs(self.neighbours.get(item)) for item in followed]
             lists.append(SourceList.of("neighbours", follow(found, len(self.row_of_item))))
         if recent and now_s is not None and quotas.get("transitions", 0):
             limit = quotas["transitions"]
@@ -196,7 +211,7 @@ class StreamMirror:
                     best_first(self.transitions.get((epoch - 1, item), {}).items(), limit),
                     limit,
                 )
-                for item in recent
+                for item in followed
             ]
             lists.append(SourceList.of("transitions", follow(found, len(self.row_of_item))))
         trending = self._trending(now_s)
@@ -204,11 +219,8 @@ class StreamMirror:
         lists.append(SourceList.of("popular", self.popular))
         pool = gather(lists, quotas, allowed)
         rows = [self.row_of_item[item] for item in pool.item_ids]
-        last_row = self.row_of_item.get(recent[0]) if recent else None
-        signals = UserSignals(
-            unit_vector=None if user.vector is None else normalize(user.vector),
-            last_item_unit=None if last_row is None else self.unit_items[last_row],
-            history_length=len(user.history),
+        signals = user_signals(
+            user.vector, recent, self.row_of_item, self.unit_items, len(user.history)
         )
         features = feature_matrix(pool, self.unit_items[rows], self.popularity[rows], signals)
         return Candidates(pool, features, [trending, self.popular])
@@ -269,19 +281,17 @@ class _Allowed:
         return len(self.known)
 
 
-def _pairs(listed: tuple[list[str], list[float]] | None) -> list[tuple[str, float]]:
-    return [] if listed is None else list(zip(*listed, strict=True))
-
-
 def replay_scores(
     split: PrequentialSplit,
     artifacts: ModelArtifacts,
     config: MirrorConfig,
     ranked: bool,
     depth: int,
+    warm: bool = True,
 ) -> PrequentialScores:
     """P3 in process, as the live replay asks the API (MMR off, `depth` items): the version's
-    ranker when `ranked` (and it has one), else the sources' order."""
+    ranker when `ranked` (and it has one), else the sources' order. With `warm`, the stream ran
+    over the fit rows before the model was published (`StreamMirror.warm_up`)."""
     ranking = artifacts.ranking
     ranker = (
         Ranker(ranking.ranker_text, ranking.feature_version)
@@ -289,6 +299,8 @@ def replay_scores(
         else None
     )
     mirror = StreamMirror(artifacts, config)
+    if warm:
+        mirror.warm_up(split.fit.interactions)
     scores = PrequentialScores()
     for event in replay_events(split):
         if event.scored:

@@ -32,14 +32,19 @@ from core.ranking_store import Neighbours, RankingParts
 from core.settings import Settings
 from schemas.events import EventType
 
+# Chosen on a hold-out of the inner cut's events (ml-100k and ml-latest-small, P3's report run):
+# LambdaRank with 31 leaves learnt the groups by heart (in-sample HR@10 0.32, held out below the
+# ANN order alone); small trees, many rows per leaf, L2 and a fifth of the negatives generalise.
 RANKER_PARAMS: dict[str, Any] = {
     "label_fraction": 0.2,
     "neighbours": 50,
     "shrinkage": 10.0,
-    "n_estimators": 150,
+    "n_estimators": 200,
     "learning_rate": 0.05,
-    "num_leaves": 31,
-    "min_data_in_leaf": 50,
+    "num_leaves": 7,
+    "min_data_in_leaf": 500,
+    "lambda_l2": 10.0,
+    "negative_rate": 0.2,
     "seed": 0,
 }
 
@@ -88,10 +93,13 @@ def training_rows(
     inner: ModelArtifacts,
     config: MirrorConfig,
     progress: Progress | None = None,
+    warm: bool = True,
 ) -> TrainingRows:
     """Every scored event of `split.replay` as one group: its candidates' features as of just
     before the event, labelled 1 for the event's item."""
     mirror = StreamMirror(inner, config)
+    if warm:
+        mirror.warm_up(split.fit.interactions)
     features, labels, groups = [], [], []
     events = 0
     total = len(split.replay)
@@ -120,11 +128,16 @@ def training_rows(
 
 
 def fit_ranker(rows: TrainingRows, params: dict[str, Any]) -> str:
-    """LambdaRank over the groups; LightGBM's model text."""
+    """LambdaRank over the groups, every positive and a `negative_rate` share of the negatives
+    kept (drawn with `seed`); LightGBM's model text."""
     import lightgbm
 
+    rng = np.random.default_rng(params["seed"])
+    keep = (rows.labels > 0) | (rng.random(len(rows.labels)) < params["negative_rate"])
+    starts = np.r_[0, np.cumsum(rows.groups)[:-1]]
+    groups = np.add.reduceat(keep.astype(np.int64), starts)
     dataset = lightgbm.Dataset(
-        rows.features, label=rows.labels, group=rows.groups, feature_name=list(FEATURES)
+        rows.features[keep], label=rows.labels[keep], group=groups, feature_name=list(FEATURES)
     )
     booster = lightgbm.train(
         {
@@ -132,6 +145,7 @@ def fit_ranker(rows: TrainingRows, params: dict[str, Any]) -> str:
             "learning_rate": params["learning_rate"],
             "num_leaves": params["num_leaves"],
             "min_data_in_leaf": params["min_data_in_leaf"],
+            "lambda_l2": params["lambda_l2"],
             "lambdarank_truncation_level": 20,
             "seed": params["seed"],
             "num_threads": 1,

@@ -16,6 +16,12 @@ as the floor, GET /health/live:
 
 The load generators' own CPU time is measured (getrusage for the Python client, wait4 for wrk),
 and so is the server's and Redis's, since all of them share the machine's cores.
+
+With `ranker` (`recsys bench api --ranker`) the model is published with its learned ranking stage
+(`recsys train --ranker`), so /recommend answers from the two-stage path (`"source": "ranked"`);
+after the runs above, the same /recommend runs are repeated on a fresh server started with
+RECSYS_API_RANKER=off (the sources' own order) and kept under `ranker_off`. The impressions
+comparison is then skipped (`"impressions": null`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -81,6 +87,9 @@ class ApiBenchConfig:
     # Impressions on against off: alternating fixed-rate rounds on two servers (0: skipped).
     impression_rounds: int = 6
     impression_seconds: float = 15.0
+    # Publish the model with its learned ranker, measure /recommend again on a server with it off
+    # (RECSYS_API_RANKER=off), and skip the impressions comparison.
+    ranker: bool = False
 
 
 # --- Pure parts (unit-tested) ---------------------------------------------------------------
@@ -100,11 +109,14 @@ def recommend_paths(
     return paths[:count]
 
 
-# Counts the top-level `source` (it follows the items array) and `reason` of each answer.
+# Counts the top-level `source` and `reason` of each answer. The top-level `source` follows the
+# items array, whose last item closes it with `}]`; each item has a `source` of its own too (in a
+# ranked answer, the candidate source), which follows the item's `genres` array (`"]` or `[]`).
 _WRK_RESPONSE_HOOK = """
 response = function(status, headers, body)
   if status == 200 then
-    local source = string.match(body, '%],"source":"(%a+)"') or "unreadable"
+    local source = string.match(body, '%}%],"source":"(%a+)"')
+      or string.match(body, '"items":%[%],"source":"(%a+)"') or "unreadable"
     sources[source] = (sources[source] or 0) + 1
     local reason = string.match(body, '"reason":"([^"]*)"')
     if reason then reasons[reason] = (reasons[reason] or 0) + 1 end
@@ -456,6 +468,59 @@ def _impressions_side_by_side(
     }
 
 
+class _Route(NamedTuple):
+    """One route under test: its fixed-rate requests, the ones wrk cycles through, and whether
+    the answers' bodies are read (for their `source`)."""
+
+    paths: list[str]
+    saturation_paths: list[str]
+    read_bodies: bool
+
+
+def _measure(
+    server: ServerProcess,
+    routes: dict[str, _Route],
+    warm: list[str],
+    config: ApiBenchConfig,
+    redis_urls: list[str],
+    work_dir: Path,
+) -> dict[str, Any]:
+    """On one running server: a warm-up at the fixed rate, then for each route a fixed-rate run
+    (open loop) and a saturation run (wrk), each with the CPU the server and Redis spent."""
+    host, port = "127.0.0.1", server.port
+    run_open_loop(host, port, warm, config.rate, False, config.max_connections)
+    results: dict[str, Any] = {}
+    for name, route in routes.items():
+        with _cpu_meter(server, redis_urls) as cpu:
+            fixed = run_open_loop(
+                host, port, route.paths, config.rate, route.read_bodies, config.max_connections
+            )
+        fixed["resources"] = cpu
+        # How the kernel spread wrk's connections over the workers, halfway through: a worker
+        # holding most of them caps the rate at about one core's worth.
+        split: list[list[int]] = []
+        sampler = threading.Timer(
+            config.saturation_seconds / 2,
+            lambda found=split: found.append(server.connections_per_worker()),
+        )
+        sampler.start()
+        with _cpu_meter(server, redis_urls) as cpu:
+            saturated = run_wrk(
+                server.base_url,
+                route.saturation_paths,
+                config.saturation_seconds,
+                config.connections,
+                config.wrk_threads,
+                work_dir,
+                count_sources=route.read_bodies,
+            )
+        sampler.join()
+        saturated["resources"] = cpu
+        saturated["connections_per_worker"] = split[0] if split else None
+        results[name] = {"fixed_rate": fixed, "saturation": saturated}
+    return results
+
+
 def _metrics_text(server: ServerProcess) -> str:
     with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=5) as response:
         text: str = response.read().decode()
@@ -471,69 +536,51 @@ def run(
 
     require_wrk()  # fail before minutes of set-up, not after
     load_before = os.getloadavg()
-    published = train_and_publish(settings, "ml-100k", data_dir=data_dir)
+    published = train_and_publish(settings, "ml-100k", data_dir=data_dir, ranker=config.ranker)
     redis_urls = redis_node_urls(settings)
     history_items = seed_histories(
         settings,
         load_dataset("ml-100k", data_dir).interactions,
         settings.stream_history_length,
     )
-    env = service_env(settings)
+    env = service_env(settings, RECSYS_API_RANKER="on")
     users = [str(u) for u in range(1, ML100K_USERS + 1)]
     count = int(config.rate * config.seconds)
     recommend = recommend_paths(users, count, config.k, config.diversity, config.seed)
     live = ["/health/live"] * count
-    results: dict[str, Any] = {}
+    routes = {
+        "recommend": _Route(recommend, recommend[: len(users)], read_bodies=True),
+        "live": _Route(live, live[:1], read_bodies=False),
+    }
+    # Warm-up at the fixed rate, not at saturation: every worker opens the shard and fills its
+    # caches, and no overload-driven timeout leaves a breaker open for the timed runs.
+    warm = recommend_paths(
+        users, int(config.rate * config.warmup_seconds), config.k, config.diversity, config.seed + 1
+    )
     idle_wake = {"before": idle_wake_cost()}
     with serving(env, config.workers, work_dir) as server:
-        host, port = "127.0.0.1", server.port
-        # Warm-up at the fixed rate, not at saturation: every worker opens the shard and fills
-        # its caches, and no overload-driven timeout leaves a breaker open for the timed runs.
-        warm = recommend_paths(
-            users,
-            int(config.rate * config.warmup_seconds),
-            config.k,
-            config.diversity,
-            config.seed + 1,
-        )
-        run_open_loop(host, port, warm, config.rate, False, config.max_connections)
-        for name, paths, read_source in (("recommend", recommend, True), ("live", live, False)):
-            with _cpu_meter(server, redis_urls) as cpu:
-                fixed = run_open_loop(
-                    host, port, paths, config.rate, read_source, config.max_connections
-                )
-            fixed["resources"] = cpu
-            saturation_paths = paths if name == "live" else recommend[: len(users)]
-            # How the kernel spread wrk's connections over the workers, halfway through: a
-            # worker holding most of them caps the rate at about one core's worth.
-            split: list[list[int]] = []
-            sampler = threading.Timer(
-                config.saturation_seconds / 2,
-                lambda found=split: found.append(server.connections_per_worker()),
-            )
-            sampler.start()
-            with _cpu_meter(server, redis_urls) as cpu:
-                saturated = run_wrk(
-                    server.base_url,
-                    saturation_paths[:1] if name == "live" else saturation_paths,
-                    config.saturation_seconds,
-                    config.connections,
-                    config.wrk_threads,
-                    work_dir,
-                    count_sources=name == "recommend",
-                )
-            sampler.join()
-            saturated["resources"] = cpu
-            saturated["connections_per_worker"] = split[0] if split else None
-            results[name] = {"fixed_rate": fixed, "saturation": saturated}
-    if config.impression_rounds:
+        results: dict[str, Any] = _measure(server, routes, warm, config, redis_urls, work_dir)
+    if config.ranker:
+        # The same /recommend requests on a fresh server that keeps the sources' order.
+        off_dir = work_dir / "ranker-off"
+        off_dir.mkdir(exist_ok=True)
+        off_env = env | {"RECSYS_API_RANKER": "off"}
+        with serving(off_env, config.workers, off_dir) as server:
+            only_recommend = {"recommend": routes["recommend"]}
+            off = _measure(server, only_recommend, warm, config, redis_urls, off_dir)
+        results["ranker_off"] = off["recommend"]
+        results["impressions"] = None  # skipped: the comparison is of the ranker, not of Kafka
+    elif config.impression_rounds:
         results["impressions"] = _impressions_side_by_side(env, config, work_dir, users)
     idle_wake["after"] = idle_wake_cost()
+    model_keys = ["version", "fit_seconds", "publish_seconds"] + (
+        ["ranker"] if config.ranker else []
+    )
     return {
         "benchmark": "api",
         "redis": redis_topology(settings),
         "config": asdict(config),
-        "model": {k: published.get(k) for k in ("version", "fit_seconds", "publish_seconds")},
+        "model": {k: published.get(k) for k in model_keys},
         "users": len(users),
         "history_items_per_user": history_items,
         "mmr_candidates": settings.api_mmr_candidates,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 TARGETS = {"p50": 3.0, "p99": 15.0, "saturation_rps": 1000.0}
+# The two-stage path with the learned ranker on (`recsys bench api --ranker`): its latency
+# targets hold at this rate, and its saturation target counts only ranked answers.
+RANKER_TARGETS = {"rate": 200, "p50": 3.0, "p99": 10.0, "saturation_rps": 1000.0}
 
 
-def _met(ok: bool) -> str:
+def _met(ok: bool | None) -> str:
+    if ok is None:
+        return f"not judged (the target is at {RANKER_TARGETS['rate']} requests/s)"
     return "met" if ok else "**not met**"
 
 
@@ -28,11 +34,42 @@ def verdicts(result: dict[str, Any]) -> dict[str, bool]:
     }
 
 
+def ranked_share(run: dict[str, Any]) -> float:
+    """The share of one run's answers whose source is "ranked": of every request sent at the
+    fixed rate, of every answer wrk counted at saturation. A fallback answer (the sources' order,
+    popular, ...) or an error is not ranked."""
+    total = run["requests"]
+    return run.get("sources", {}).get("ranked", 0) / total if total else float("nan")
+
+
+def ranker_verdicts(result: dict[str, Any]) -> dict[str, bool | None]:
+    """The targets of the two-stage path with the ranker on: p50 and p99 at the fixed rate
+    (None when it was not run at the targets' rate), every answer ranked at that rate, and the
+    saturation rate with every answer ranked."""
+    fixed, saturated = result["recommend"]["fixed_rate"], result["recommend"]["saturation"]
+    latency = fixed["latency_ms"]
+    at_rate = result["config"]["rate"] == RANKER_TARGETS["rate"]
+    return {
+        "p50": latency["p50"] < RANKER_TARGETS["p50"] if at_rate else None,
+        "p99": latency["p99"] < RANKER_TARGETS["p99"] if at_rate else None,
+        "fixed_rate_all_ranked": ranked_share(fixed) == 1.0,
+        "saturation_rps": saturated["requests_per_s"] >= RANKER_TARGETS["saturation_rps"]
+        and ranked_share(saturated) == 1.0,
+    }
+
+
 def plot(result: dict[str, Any], samples: dict[str, list[float]], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     rate = result["config"]["rate"]
-    for name, label in (("recommend", "GET /recommend"), ("live", "GET /health/live")):
-        values = np.asarray(samples[name])
+    ranker = bool(result["config"].get("ranker"))
+    targets = RANKER_TARGETS if ranker else TARGETS
+    curves = (
+        ("recommend", "GET /recommend, ranker on" if ranker else "GET /recommend"),
+        ("ranker_off", "GET /recommend, ranker off"),
+        ("live", "GET /health/live"),
+    )
+    for name, label in curves:
+        values = np.asarray(samples.get(name, []))
         if values.size == 0:
             continue
         top = float(np.percentile(values, 99.5))
@@ -43,7 +80,7 @@ def plot(result: dict[str, Any], samples: dict[str, list[float]], path: Path) ->
         slower = 1.0 - np.arange(len(ordered)) / len(ordered)
         right.plot(ordered, slower, label=label)
     for key, style in (("p50", ":"), ("p99", "--")):
-        left.axvline(TARGETS[key], color="red", linestyle=style, label=f"target {key}")
+        left.axvline(targets[key], color="red", linestyle=style, label=f"target {key}")
     left.set_title(f"Latency at {rate} requests/s, open loop (to the 99.5th pct)")
     left.set_xlabel("ms from the scheduled send time")
     left.set_ylabel("requests")
@@ -86,7 +123,10 @@ def figures_table(result: dict[str, Any]) -> str:
     """The headline table (also used by BENCHMARKS.md)."""
     config = result["config"]
     rec, live = result["recommend"], result["live"]
-    ok = verdicts(result)
+    # With the ranker on, the two-stage path's targets; otherwise those of the MMR path.
+    ranker = bool(config.get("ranker"))
+    ok: dict[str, bool | None] = {**(ranker_verdicts(result) if ranker else verdicts(result))}
+    targets, expected = (RANKER_TARGETS, "ranked") if ranker else (TARGETS, "personalized")
     rf, rs = rec["fixed_rate"], rec["saturation"]
     lf, ls = live["fixed_rate"], live["saturation"]
     rows = [
@@ -94,30 +134,30 @@ def figures_table(result: dict[str, Any]) -> str:
             f"GET /recommend p50 at {config['rate']} requests/s (open loop, "
             f"{rf['requests']:,} requests)",
             f"**{rf['latency_ms']['p50']:.2f} ms**",
-            f"< 3 ms: {_met(ok['p50'])}",
+            f"< {targets['p50']:g} ms: {_met(ok['p50'])}",
         ),
         (
             "GET /recommend p95 / p99 / p99.9 / max at the same rate",
             f"{rf['latency_ms']['p95']:.2f} / **{rf['latency_ms']['p99']:.2f}** / "
             f"{rf['latency_ms']['p99.9']:.2f} / {rf['latency_ms']['max']:.2f} ms",
-            f"p99 < 15 ms: {_met(ok['p99'])}",
+            f"p99 < {targets['p99']:g} ms: {_met(ok['p99'])}",
         ),
         (
             f"GET /recommend at saturation ({config['workers']} workers, wrk "
             f"{rs['connections']} connections, {rs['seconds']:.0f} s)",
             f"**{rs['requests_per_s']:,.0f} requests/s**{_split(rs)}",
-            f">= 1,000: {_met(ok['saturation_rps'])}",
+            f">= 1,000{', every answer ranked' if ranker else ''}: {_met(ok['saturation_rps'])}",
         ),
         ("its wrk latency p50 / p95 / p99 / max (closed loop)", _ms(rs["latency_ms"]), ""),
         (
             "GET /recommend answers at the fixed rate: status / source",
             f"{rf['statuses']}; {_sources(rf['sources'])}",
-            "all personalized",
+            f"all {expected}",
         ),
         (
             "GET /recommend answers at saturation: source (reasons of the others)",
             f"{_sources(rs.get('sources', {}))} ({rs.get('reasons') or 'none'})",
-            "all personalized",
+            f"all {expected}",
         ),
         (
             "GET /recommend errors: fixed rate / saturation",
@@ -133,6 +173,8 @@ def figures_table(result: dict[str, Any]) -> str:
     ]
     if impressions := result.get("impressions"):  # absent from runs before impressions
         rows += _impression_rows(impressions, config)
+    elif ranker:
+        rows.append(("impressions recorded / none", "not compared in a --ranker run", ""))
     if wake := result.get("idle_wake_cost"):
         rows.append(
             (
@@ -157,6 +199,15 @@ def _split(saturation: dict[str, Any]) -> str:
     return f" (connections per worker: {' / '.join(str(n) for n in split)})"
 
 
+def _ranker_line(result: dict[str, Any]) -> str:
+    if not result["config"].get("ranker"):
+        return ""
+    return (
+        " with its learned ranker (`recsys train --ranker`): /recommend gathers candidates from"
+        ' several sources and scores them with the LightGBM ranker (`"source": "ranked"`)'
+    )
+
+
 def _history_line(result: dict[str, Any]) -> str:
     """Runs before histories were seeded asked for users with no online state."""
     mean = result.get("history_items_per_user")
@@ -168,6 +219,93 @@ def _history_line(result: dict[str, Any]) -> str:
     )
 
 
+def _ranked(run: dict[str, Any]) -> str:
+    ranked, total = run.get("sources", {}).get("ranked", 0), run["requests"]
+    return f"{ranked:,} of {total:,} ({ranked_share(run):.2%})"
+
+
+def ranker_table(result: dict[str, Any]) -> str:
+    """GET /recommend with the ranker on and off (RECSYS_API_RANKER=off, a fresh server, the
+    same requests), side by side, with the two-stage path's verdicts for the ranker on."""
+    config = result["config"]
+    on, off = result["recommend"], result["ranker_off"]
+    ok = ranker_verdicts(result)
+    pair = ((on["fixed_rate"], on["saturation"]), (off["fixed_rate"], off["saturation"]))
+
+    def cells(figure: Callable[[dict[str, Any], dict[str, Any]], str]) -> tuple[str, str]:
+        on_cell, off_cell = (figure(fixed, saturated) for fixed, saturated in pair)
+        return on_cell, off_cell
+
+    def server_cpu(run: dict[str, Any]) -> str:
+        return f"{run['resources']['server_cpu_s'] / run['requests'] * 1e6:,.0f} µs"
+
+    rows = [
+        (
+            f"p50 / p95 / p99 at {config['rate']} requests/s (open loop, "
+            f"{on['fixed_rate']['requests']:,} requests)",
+            *cells(lambda f, s: _ms(f["latency_ms"], ("p50", "p95", "p99"))),
+            f"p50 < {RANKER_TARGETS['p50']:g} ms: {_met(ok['p50'])}; "
+            f"p99 < {RANKER_TARGETS['p99']:g} ms: {_met(ok['p99'])}",
+        ),
+        (
+            "achieved rate",
+            *cells(lambda f, s: f"{f['achieved_rate']:,.1f} requests/s"),
+            "",
+        ),
+        (
+            "answers ranked at the fixed rate",
+            *cells(lambda f, s: _ranked(f)),
+            f"all ranked: {_met(ok['fixed_rate_all_ranked'])}",
+        ),
+        ("sources at the fixed rate", *cells(lambda f, s: _sources(f["sources"])), ""),
+        (
+            f"at saturation ({config['workers']} workers, wrk {on['saturation']['connections']} "
+            f"connections, {on['saturation']['seconds']:.0f} s)",
+            *cells(lambda f, s: f"**{s['requests_per_s']:,.0f} requests/s**"),
+            f">= {RANKER_TARGETS['saturation_rps']:,.0f} requests/s, every answer ranked: "
+            f"{_met(ok['saturation_rps'])}",
+        ),
+        (
+            "answers ranked at saturation (reasons of the others)",
+            *cells(lambda f, s: f"{_ranked(s)} ({s.get('reasons') or 'none'})"),
+            "",
+        ),
+        (
+            "wrk latency p50 / p95 / p99 at saturation (closed loop)",
+            *cells(lambda f, s: _ms(s["latency_ms"], ("p50", "p95", "p99"))),
+            "",
+        ),
+        (
+            "server CPU per request: fixed rate / saturation",
+            *cells(lambda f, s: f"{server_cpu(f)} / {server_cpu(s)}"),
+            "",
+        ),
+        (
+            "errors: fixed rate / saturation",
+            *cells(lambda f, s: f"{f['errors'] or 'none'} / {s['errors']}"),
+            "none",
+        ),
+    ]
+    lines = [
+        "| GET /recommend | ranker on | ranker off | target (ranker on) |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
+
+
+def _ranker_section(result: dict[str, Any]) -> str:
+    if "ranker_off" not in result:
+        return ""
+    return f"""
+**Ranker on against off.** After the runs above, the same GET /recommend requests (warm-up,
+fixed rate, wrk) on a fresh server started with RECSYS_API_RANKER=off, which keeps the
+candidate sources' own order (`"source": "personalized"`, reason `ranker_off`). The two servers
+ran one after the other, not side by side. The impressions comparison was skipped.
+
+{ranker_table(result)}
+"""
+
+
 def markdown(result: dict[str, Any], plot_name: str) -> str:
     config = result["config"]
     rf, rs = result["recommend"]["fixed_rate"], result["recommend"]["saturation"]
@@ -175,43 +313,25 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
     table = figures_table(result)
     redis = result.get("redis", "one Redis server")
     gen_rows = [
-        (
-            "fixed rate, /recommend",
-            f"{rf['client_cpu_us_per_request']:,.0f} µs CPU per request",
-            _ms(rf["client_lag_ms"], ("p50", "p99", "max")),
-            _ms(rf["service_time_ms"], ("p50", "p99")),
-            _cpu_line(rf, rf["requests"], rf["client_cpu_s"]),
-        ),
-        (
-            "fixed rate, /health/live",
-            f"{lf['client_cpu_us_per_request']:,.0f} µs CPU per request",
-            _ms(lf["client_lag_ms"], ("p50", "p99", "max")),
-            _ms(lf["service_time_ms"], ("p50", "p99")),
-            _cpu_line(lf, lf["requests"], lf["client_cpu_s"]),
-        ),
-        (
-            "wrk, /recommend",
-            f"{rs['wrk_cpu_us_per_request']:,.1f} µs CPU per request",
-            "",
-            "",
-            _cpu_line(rs, rs["requests"], rs["wrk_cpu_s"]),
-        ),
-        (
-            "wrk, /health/live",
-            f"{ls['wrk_cpu_us_per_request']:,.1f} µs CPU per request",
-            "",
-            "",
-            _cpu_line(ls, ls["requests"], ls["wrk_cpu_s"]),
-        ),
+        _fixed_row("fixed rate, /recommend", rf),
+        _fixed_row("fixed rate, /health/live", lf),
+        _wrk_row("wrk, /recommend", rs),
+        _wrk_row("wrk, /health/live", ls),
     ]
+    if off := result.get("ranker_off"):
+        gen_rows += [
+            _fixed_row("fixed rate, /recommend, ranker off", off["fixed_rate"]),
+            _wrk_row("wrk, /recommend, ranker off", off["saturation"]),
+        ]
     gen_table = "\n".join(f"| {' | '.join(row)} |" for row in gen_rows)
     return f"""# API benchmark
 
 {{header}}`recsys serve --workers {config["workers"]}` on 127.0.0.1 with the embedded Qdrant
 engine, {redis} (and Kafka, idle here) on the same machine, and an ALS model
-trained on ml-100k and published (`{result["model"]["version"]}`). Requests ask for k={config["k"]},
-diversity={config["diversity"]} (MMR over {result["mmr_candidates"]} candidates) for the
-{result["users"]} ml-100k users in shuffled rounds.{_history_line(result)}
+trained on ml-100k and published (`{result["model"]["version"]}`){_ranker_line(result)}.
+Requests ask for k={config["k"]}, diversity={config["diversity"]} (MMR over
+{result["mmr_candidates"]} candidates) for the {result["users"]} ml-100k users in shuffled
+rounds.{_history_line(result)}
 
 - **Fixed rate**: an open-loop HTTP/1.1 client (`recsys/bench/open_loop.py`: keep-alive, up to
   {config["max_connections"]} connections, a pacing thread that writes each request, a reader
@@ -222,7 +342,7 @@ diversity={config["diversity"]} (MMR over {result["mmr_candidates"]} candidates)
   connections, closed loop) for {config["saturation_seconds"]:.0f} s per route.
 
 {table}
-
+{_ranker_section(result)}
 **Load generators and what the machine spent** (server / Redis / generator CPU, in cores
 busy over the run):
 
@@ -233,6 +353,26 @@ busy over the run):
 
 ![latency distribution]({plot_name})
 """
+
+
+def _fixed_row(label: str, run: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        label,
+        f"{run['client_cpu_us_per_request']:,.0f} µs CPU per request",
+        _ms(run["client_lag_ms"], ("p50", "p99", "max")),
+        _ms(run["service_time_ms"], ("p50", "p99")),
+        _cpu_line(run, run["requests"], run["client_cpu_s"]),
+    )
+
+
+def _wrk_row(label: str, run: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        label,
+        f"{run['wrk_cpu_us_per_request']:,.1f} µs CPU per request",
+        "",
+        "",
+        _cpu_line(run, run["requests"], run["wrk_cpu_s"]),
+    )
 
 
 def _impression_rows(

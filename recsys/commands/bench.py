@@ -174,6 +174,15 @@ def api(
     impression_seconds: Annotated[
         float, typer.Option(min=1, help="Length of each impressions round.")
     ] = 15.0,
+    ranker: Annotated[
+        bool,
+        typer.Option(
+            "--ranker",
+            help="Publish the model with its learned ranker (as `recsys train --ranker`), then "
+            "run the /recommend measurements again on a server with RECSYS_API_RANKER=off, side "
+            "by side; skips the impressions comparison.",
+        ),
+    ] = False,
     use_running: Annotated[
         bool,
         typer.Option(
@@ -184,7 +193,8 @@ def api(
     redis_cluster: RedisClusterOption = None,
 ) -> None:
     """Latency of GET /recommend at a fixed rate (open loop) and requests/s at saturation (wrk),
-    with GET /health/live as the floor; needs `wrk` on PATH."""
+    with GET /health/live as the floor; needs `wrk` on PATH. With --ranker, the two-stage path
+    (candidates scored by the learned ranker) against the same path with the ranker off."""
     from recsys.bench.api import ApiBenchConfig, BenchError, require_wrk, run_with_local_services
     from recsys.bench.api_report import markdown, plot
     from recsys.bench.common import save_with_plot
@@ -203,6 +213,7 @@ def api(
         workers=workers,
         impression_rounds=impression_rounds,
         impression_seconds=impression_seconds,
+        ranker=ranker,
     )
     # No spinner: training prints its own progress and rich allows one live display at a time.
     console.print("Running the API benchmark (services, ml-100k model, fixed rate, wrk)…")
@@ -211,7 +222,11 @@ def api(
     except BenchError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    samples = {name: result[name]["fixed_rate"].pop("samples_ms") for name in ("recommend", "live")}
+    samples: dict[str, list[float]] = {
+        name: result[name]["fixed_rate"].pop("samples_ms")
+        for name in ("recommend", "live", "ranker_off")
+        if name in result
+    }
     plot_path = save_with_plot(
         result, partial(plot, result, samples), partial(markdown, result), json_path, report
     )
@@ -224,6 +239,14 @@ def api(
         "live_rps_saturation": round(result["live"]["saturation"]["requests_per_s"]),
         "sources": rec["fixed_rate"]["sources"],
     }
+    if off := result.get("ranker_off"):
+        summary["ranker_off"] = {
+            "recommend_ms_at_rate": {
+                k: round(v, 2) for k, v in off["fixed_rate"]["latency_ms"].items()
+            },
+            "recommend_rps_saturation": round(off["saturation"]["requests_per_s"]),
+            "sources": off["fixed_rate"]["sources"],
+        }
     console.print_json(json.dumps(summary))
     console.print(f"saved {json_path}, {report} and {plot_path}")
 

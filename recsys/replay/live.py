@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pandas as pd
 from aiokafka import AIOKafkaProducer
 
 from api.routes.filters import MAX_EXCLUDED_IDS
@@ -314,3 +315,43 @@ async def _drain(sent: dict[_Sent, float], timeout_s: float) -> None:
         await asyncio.sleep(0.01)
     if sent:
         raise ReplayError(f"{len(sent)} events were still not applied after {timeout_s:.0f} s")
+
+
+async def warm_up(rows: pd.DataFrame, settings: Settings, timeout_s: float = 600.0) -> int:
+    """Publish `rows` (a split's fit rows) to Kafka in time order and wait until the worker has
+    applied every one of them: the stream as it ran before the model was published (no version
+    is active yet, so users get history and items counts, and nobody a vector). The in-process
+    twin is `batch.ranking.mirror.StreamMirror.warm_up`. Returns the events applied."""
+    ordered = rows.sort_values("ts", kind="stable")
+    producer = kafka_producer(settings, linger_ms=5)
+    redis = redis_client_for(settings)
+    await producer.start()
+    try:
+        deliveries = []
+        columns = ordered[["user_id", "item_id", "ts", "event_type"]].itertuples(index=False)
+        for n, (user, item, ts, event_type) in enumerate(columns):
+            event = ReplayEvent(
+                n, str(user), str(item), int(ts), str(event_type), False, True, set()
+            )
+            topic, value, key = _as_kafka_event(event)
+            deliveries.append((event.user_id, await producer.send(topic, value, key=key)))
+        last: dict[str, _Sent] = {}
+        for user, delivery in deliveries:
+            last[user] = _Sent.of(user, await delivery)
+    finally:
+        await producer.stop()
+    try:
+        watermark = _Watermark(redis)
+        pending = set(last.values())
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise ReplayError(
+                    f"the worker did not apply the warm-up within {timeout_s:.0f} s "
+                    f"({len(pending)} users pending); see its log"
+                )
+            pending -= await watermark.applied(pending)
+            await asyncio.sleep(0.2)
+    finally:
+        await redis.aclose()
+    return len(deliveries)

@@ -7,16 +7,25 @@
    rows and published; then every live configuration replays the events through fresh Kafka and
    Redis, the worker and the API (`recsys.replay.live`). The popularity baselines and the
    in-process replays of the chosen parameters are scored on the same events for comparison.
+3. The two-stage configurations (`ranked`, `ranker-off`) serve the report model with the ranking
+   stage learned at a cut of its own fit rows (`batch.ranking.train`); their stream first runs
+   over the fit rows before the model is published (history, trending and the transition table
+   as a running system would have them; nobody gets a vector from them), live through Kafka and
+   in process alike. With several event types the live warm-up's order across topics is the
+   worker's, not the file's, so the two agree exactly only for one-type data (ratings).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from batch.data import Dataset
 from batch.evaluation.online_updates import OnlineUpdateParams, simulate, tune
@@ -29,11 +38,10 @@ from batch.evaluation.prequential import (
 )
 from batch.publish import ModelArtifacts, publish_configured
 from core.settings import Settings
-from recsys.replay.live import LiveConfig, LiveOutcome, replay_live
+from recsys.replay.live import LiveConfig, LiveOutcome, replay_live, warm_up
 from schemas.events import EventType
 
 HEADLINE_DIVERSITY = 1.0  # MMR off: the figures comparable with the offline protocols
-TRANSITIONS_TOP_N = 50
 
 
 @dataclass(frozen=True)
@@ -73,16 +81,7 @@ def _with_ranker(
             return ranked, build_train_data(rows, catalog_of(fit), fit.items, fit.users)
         return fitted_artifacts(fit, rows, "als")
 
-    return with_ranker(fit, fit.interactions, artifacts_of, _ranking_settings(), ema)
-
-
-def _ranking_settings() -> Settings:
-    """The settings the two-stage configurations run with (the worker keeps the transition
-    table whatever the environment says)."""
-    defaults = Settings()
-    if defaults.stream_transitions_top_n:
-        return defaults
-    return defaults.model_copy(update={"stream_transitions_top_n": TRANSITIONS_TOP_N})
+    return with_ranker(fit, fit.interactions, artifacts_of, Settings(), ema)
 
 
 def _summary(scores: dict[float, PrequentialScores] | PrequentialScores) -> dict[str, Any]:
@@ -126,27 +125,38 @@ def _two_stage_env(config: LiveConfig) -> dict[str, str]:
     if not config.two_stage:
         return {}
     return {
-        "RECSYS_STREAM_TRANSITIONS_TOP_N": str(_ranking_settings().stream_transitions_top_n),
         "RECSYS_API_CLOCK": "events",
         "RECSYS_API_RANKER": "on" if config.ranker else "off",
     }
 
 
 @contextmanager
-def _stack(config: LiveConfig, artifacts: ModelArtifacts) -> Iterator[tuple[Settings, str]]:
-    """Fresh Kafka and Redis, the model published, the API and (with updates) one worker."""
+def _stack(
+    config: LiveConfig, artifacts: ModelArtifacts, fit_rows: pd.DataFrame
+) -> Iterator[tuple[Settings, str]]:
+    """Fresh Kafka and Redis, the model published, the API and (with updates) one worker. For
+    the two-stage configurations the worker first applies the fit rows, before the model is
+    published (`recsys.replay.live.warm_up`), as the in-process replay does."""
     from recsys.bench.api import serving
     from recsys.bench.common import bench_services, service_env
     from recsys.processes import WorkerProcess
+    from streams.model_cache import REFRESH_S
 
     with bench_services(False, f"recsys-replay-{config.name}-") as (settings, work_dir):
-        asyncio.run(publish_configured(artifacts, settings))
         worker = None
         if config.updates is not None:
             extra = config.updates.settings_env() | {"RECSYS_STREAM_BATCH_WAIT_MS": "1"}
             extra |= _two_stage_env(config)
             worker = WorkerProcess(settings, work_dir, f"replay-{config.name}", env=extra)
-            worker.start()
+            if config.two_stage:
+                worker.start()
+                asyncio.run(warm_up(fit_rows, settings))
+        asyncio.run(publish_configured(artifacts, settings))
+        if worker is not None:
+            if config.two_stage:
+                time.sleep(REFRESH_S + 1)  # until the worker has seen the version switch
+            else:
+                worker.start()
         try:
             # The replay's requests probe the live path; nobody is shown them. Recorded as
             # impressions they would make the worker demote items asked about repeatedly
@@ -214,7 +224,7 @@ def run_replay(
 
         log("training the ranker at a cut of the fit rows")
         ranked_artifacts, ranker_summary = _with_ranker(split, artifacts, ema)
-        mirrored = MirrorConfig.from_settings(_ranking_settings(), ema)
+        mirrored = MirrorConfig.from_settings(Settings(), ema)
         for name, on in (("ranked", True), ("ranker-off", False)):
             scores = replay_scores(split, ranked_artifacts, mirrored, on, options.depth)
             configurations[f"in-process-{name}"] = _summary(scores)
@@ -223,7 +233,7 @@ def run_replay(
     for config in configs:
         advance = start_progress(config.name, len(split.replay))
         served = ranked_artifacts if config.two_stage else artifacts
-        with _stack(config, served) as (settings, api_url):
+        with _stack(config, served, split.fit.interactions) as (settings, api_url):
             outcome = asyncio.run(
                 replay_live(split, config, api_url, settings, diversities, options.depth, advance)
             )

@@ -34,7 +34,9 @@ def learned_ranker() -> str:
     for group in range(80):
         labels[group * 10 + int(np.argmax(similarity[group * 10 : (group + 1) * 10]))] = 1
     rows = TrainingRows(features, labels, np.full(80, 10), 80, 80)
-    return fit_ranker(rows, RANKER_PARAMS | {"n_estimators": 30, "min_data_in_leaf": 5})
+    return fit_ranker(
+        rows, RANKER_PARAMS | {"n_estimators": 30, "min_data_in_leaf": 5, "negative_rate": 1.0}
+    )
 
 
 def with_ranking(artifacts: ModelArtifacts, ranker: str | None, version: int) -> ModelArtifacts:

@@ -14,7 +14,6 @@ from core.ranking import (
     Ranker,
     RankerMismatchError,
     SourceList,
-    UserSignals,
     ann_list,
     best_first,
     feature_matrix,
@@ -22,6 +21,7 @@ from core.ranking import (
     gather,
     merge_epochs,
     recent_items,
+    user_signals,
 )
 
 pytestmark = pytest.mark.unit
@@ -87,7 +87,8 @@ def test_recent_items_are_distinct_items_of_interest_newest_first() -> None:
         ("d", "view"),
         ("e", "view"),
     ]
-    assert recent_items(history) == ["a", "c", "d"]
+    assert recent_items(history, 3) == ["a", "c", "d"]
+    assert recent_items(history) == ["a", "c", "d", "e"]
 
 
 def test_ann_scores_are_rounded_before_they_rank() -> None:
@@ -101,13 +102,11 @@ def test_features_of_a_hand_built_request() -> None:
         [SourceList("ann", ["a", "b"], [2.0, 1.0]), SourceList("neighbours", ["b"], [0.5])],
         {"ann": 10, "neighbours": 10},
     )
-    units = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    user = UserSignals(
-        unit_vector=np.array([0.6, 0.8], dtype=np.float32),
-        last_item_unit=np.array([0.0, 1.0], dtype=np.float32),
-        history_length=7,
-    )
-    features = feature_matrix(pool, units, np.array([9.0, 0.0]), user)
+    # The model's items at unit length: a, b, and the user's recent items r1 (newest), r2.
+    units = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    rows = {"a": 0, "b": 1, "r1": 2, "r2": 3}
+    user = user_signals(np.array([3.0, 4.0]), ["r1", "gone", "r2"], rows, units, 7)
+    features = feature_matrix(pool, units[:2], np.array([9.0, 0.0]), user)
     assert features.shape == (2, len(FEATURES))
     a, b = features
     assert (a[column("ann_score")], a[column("ann_rank")]) == (1.0, 1.0)
@@ -115,12 +114,19 @@ def test_features_of_a_hand_built_request() -> None:
     assert (a[column("neighbours_score")], a[column("neighbours_rank")]) == (0.0, 11.0)
     assert (b[column("neighbours_score")], b[column("neighbours_rank")]) == (1.0, 1.0)
     assert a[column("user_similarity")] == pytest.approx(0.6)
-    assert b[column("last_item_similarity")] == pytest.approx(1.0)
+    assert (a[column("last_item_similarity")], b[column("last_item_similarity")]) == (0.0, 1.0)
+    # mean of r1 and r2: (0.3, 0.9) -> unit (0.316, 0.949); "gone" is not in the model
+    assert a[column("recent_mean_similarity")] == pytest.approx(0.3 / np.hypot(0.3, 0.9))
+    assert b[column("recent_max_similarity")] == pytest.approx(1.0)
+    assert a[column("recent_max_similarity")] == pytest.approx(0.6)
     assert a[column("item_popularity")] == pytest.approx(np.log(10.0))
     assert b[column("item_popularity")] == 0.0
     assert (a[column("user_history")], b[column("user_history")]) == (7.0, 7.0)
-    cold = feature_matrix(pool, units, np.zeros(2), UserSignals(None, None, 0))
+    unknown_newest = user_signals(None, ["gone", "r1"], rows, units, 2)
+    cold = feature_matrix(pool, units[:2], np.zeros(2), unknown_newest)
     assert not cold[:, column("user_similarity")].any()
+    assert not cold[:, column("last_item_similarity")].any()  # the newest is not in the model
+    assert cold[1, column("recent_max_similarity")] == pytest.approx(1.0)
 
 
 def small_ranker_text() -> str:
@@ -133,7 +139,9 @@ def small_ranker_text() -> str:
         rows = features[group * 10 : (group + 1) * 10, column("ann_score")]
         labels[group * 10 + int(np.argmax(rows))] = 1
     rows_ = TrainingRows(features, labels, groups, 60, 60)
-    return fit_ranker(rows_, RANKER_PARAMS | {"n_estimators": 20, "min_data_in_leaf": 5})
+    return fit_ranker(
+        rows_, RANKER_PARAMS | {"n_estimators": 20, "min_data_in_leaf": 5, "negative_rate": 1.0}
+    )
 
 
 def test_a_ranker_scores_by_what_it_learned_and_names_its_strongest_features() -> None:
