@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,20 +138,30 @@ class PrequentialScores:
         self.rrs.append(1.0 / rank if rank is not None else 0.0)
         self.warm.append(warm)
 
-    def _summary(self, keep: np.ndarray) -> dict[str, float | int]:
+    def _summary(self, keep: np.ndarray) -> dict[str, Any]:
         n = int(keep.sum())
 
         def mean(values: list[float]) -> float:
             return round(float(np.asarray(values)[keep].mean()), 4) if n else 0.0
 
+        def interval(values: list[float]) -> list[float]:
+            """Normal 95% interval of the mean (n is in the thousands)."""
+            if n < 2:
+                return [0.0, 0.0]
+            kept = np.asarray(values)[keep]
+            half = 1.96 * float(kept.std(ddof=1)) / math.sqrt(n)
+            return [round(float(kept.mean()) - half, 4), round(float(kept.mean()) + half, 4)]
+
         return {
             "hr@10": mean(self.hits),
+            "hr@10_ci95": interval(self.hits),
             "ndcg@10": mean(self.ndcgs),
+            "ndcg@10_ci95": interval(self.ndcgs),
             "mrr": mean(self.rrs),
             "scored_events": n,
         }
 
-    def summary(self) -> dict[str, dict[str, float | int]]:
+    def summary(self) -> dict[str, dict[str, Any]]:
         warm = np.asarray(self.warm, dtype=bool)
         everyone = np.ones(len(warm), dtype=bool)
         return {

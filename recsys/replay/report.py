@@ -19,6 +19,10 @@ DESCRIPTIONS = {
     "popularity-7d": "online popularity, sliding 7-day window of event time (in the harness)",
     "in-process-ema": "the worker's EMA rule replayed in process, no services",
     "in-process-fold-in": "the worker's fold-in rule replayed in process, no services",
+    "ranked": "two-stage: candidate sources ranked by the version's learned ranker (live)",
+    "ranker-off": "two-stage with the ranker off: the candidate sources' own order (live)",
+    "in-process-ranked": "the two-stage answer replayed in process (`batch.ranking.mirror`)",
+    "in-process-ranker-off": "the two-stage answer in source order, replayed in process",
 }
 
 
@@ -52,9 +56,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def _row(name: str, entry: dict[str, Any]) -> str:
     cells = [f"`{name}`"]
     for part in (entry, entry["warm"], entry["cold"]):
-        cells.append(f"{part['hr@10']:.4f}")
-    cells += [f"{entry['ndcg@10']:.4f}", f"{entry['mrr']:.4f}", f"{entry['scored_events']:,}"]
+        cells.append(f"{part['hr@10']:.4f}" + _interval(part, "hr@10"))
+    cells += [
+        f"{entry['ndcg@10']:.4f}" + _interval(entry, "ndcg@10"),
+        f"{entry['mrr']:.4f}",
+        f"{entry['scored_events']:,}",
+    ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _interval(part: dict[str, Any], metric: str) -> str:
+    found = part.get(f"{metric}_ci95")
+    return f" [{found[0]:.4f}, {found[1]:.4f}]" if found else ""
 
 
 TABLE_HEAD = [
@@ -103,7 +116,34 @@ def figures_table(result: dict[str, Any]) -> str:
             f"{_met(ema > best_popularity)} |",
             "",
         ]
+    lines += _ranked_targets(result)
     return "\n".join(lines + _other_diversities(configurations)).rstrip()
+
+
+# Issue 18's targets for the ranked configuration (live, synchronous, diversity 1.0).
+RANKED_TARGETS = {"ml-100k": {"hr@10": 0.23, "ndcg@10": 0.12}, "ml-latest-small": {"hr@10": 0.11}}
+
+
+def _ranked_targets(result: dict[str, Any]) -> list[str]:
+    configurations = result["configurations"]
+    targets = RANKED_TARGETS.get(result["dataset"])
+    if "ranked" not in configurations or targets is None:
+        return []
+    ranked = configurations["ranked"]
+    lines = ["| target (two-stage, `ranked`) | measured | verdict |", "|---|---|---|"]
+    for metric, floor in targets.items():
+        lines.append(
+            f"| {metric.upper()} >= {floor} | {ranked[metric]:.4f}"
+            f"{_interval(ranked, metric)} | {_met(ranked[metric] >= floor)} |"
+        )
+    twin = configurations.get("in-process-ranked")
+    if twin is not None:
+        same = all(ranked[m] == twin[m] for m in ("hr@10", "ndcg@10", "mrr"))
+        lines.append(
+            f"| live equals its in-process replay | HR@10 {twin['hr@10']:.4f} in process | "
+            f"{_met(same)} |"
+        )
+    return [*lines, ""]
 
 
 def markdown(result: dict[str, Any], plot_name: str) -> str:
