@@ -43,7 +43,7 @@ _GRIDS: dict[str, dict[str, list[Any]]] = {
     "two-tower": {"recency_decay": [0.8, 1.0], "temperature": [0.05, 0.1]},
     # The ranker's labels come from the newest share of the fit rows; small trees, since a few
     # hundred users have labels on ml-100k.
-    "two-stage": {"label_fraction": [0.1, 0.2], "num_leaves": [7, 31], "n_estimators": [100]},
+    "two-stage": {"label_fraction": [0.1, 0.2], "num_leaves": [7, 15]},
 }
 # Models whose constructor takes a seed, and under which name.
 _SEED_PARAMETER = {

@@ -35,7 +35,8 @@ def replay_command(
         list[str] | None,
         typer.Option(
             help="Live configurations to run (repeat the option): static, ema, fold-in, "
-            "ema-async. Default: all four."
+            "ema-async, ranked (the two-stage answer with a ranker learnt at a cut of the fit "
+            "rows), ranker-off (the same in source order). Default: all six."
         ),
     ] = None,
     limit: Annotated[

@@ -14,4 +14,4 @@ def test_an_unknown_live_configuration_is_refused_up_front() -> None:
     result = CliRunner().invoke(app, ["replay", "--live", "ema", "--live", "bogus"])
     assert result.exit_code == 2
     assert "unknown configurations ['bogus']" in result.output
-    assert "static, ema, fold-in, ema-async" in result.output
+    assert "static, ema, fold-in, ema-async, ranked, ranker-off" in result.output
