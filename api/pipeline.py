@@ -151,7 +151,6 @@ class RankingPipeline:
             try:
                 scores: np.ndarray = ranker.score(features)
             except Exception:  # a model that cannot score: the source order still answers
-                metrics.fallback_series("ranker_error").inc()
                 return None, "ranker_error"
         return scores, None
 
