@@ -190,8 +190,12 @@ def render_section(section: str, steps: list[Step], out: Path, root: Path) -> st
         parts += [_evaluate_table(r) + "\n" for r in results]
     elif section == "train":
         parts.append(_train_table(results))
-    else:
-        parts.append(_figures(section, results[-1]))
+    elif len(results) == 1:
+        parts.append(_figures(section, results[0]))
+    else:  # one section, several runs (two datasets, the ranker on and off): each with its own
+        for step, result in zip(mine, results, strict=True):
+            measured = f" (measured {result['measured_at']})" if "measured_at" in result else ""
+            parts += [f"`{step.command}`{measured}:", "", _figures(section, result), ""]
     for step in mine:
         for png in sorted(out.glob(f"{step.json_path.stem}*.png")):
             if _plot_owner(png, steps) is step:

@@ -83,7 +83,7 @@ class StreamBenchConfig:
     sweep_seconds: float = 8.0
     memory_sample: int = 2_000
     seed: int = 0
-    transitions_top_n: int = 0  # the worker's RECSYS_STREAM_TRANSITIONS_TOP_N
+    transitions_top_n: int = 50  # the worker's RECSYS_STREAM_TRANSITIONS_TOP_N (its default)
 
 
 async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_dir: Path) -> str:

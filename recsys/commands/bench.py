@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from core.settings import Settings
+
 app = typer.Typer(
     help="Benchmarks. Each prints its figures and saves them as JSON and a Markdown report.",
     no_args_is_help=True,
@@ -40,9 +42,11 @@ def stream(
     transitions: Annotated[
         int,
         typer.Option(
-            min=0, help="The worker's item-to-item transition table: next items kept (0: off)."
+            min=0,
+            help="The worker's item-to-item transition table: next items kept (0: off; the "
+            "default is the product's, RECSYS_STREAM_TRANSITIONS_TOP_N's).",
         ),
-    ] = 0,
+    ] = Settings.model_fields["stream_transitions_top_n"].default,
     use_running: Annotated[
         bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
     ] = False,

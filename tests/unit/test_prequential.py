@@ -107,12 +107,16 @@ def test_scores_follow_the_protocol_formulas() -> None:
     assert summary["overall"]["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4)) / 4, abs=1e-4)
     assert summary["overall"]["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 12) / 4, abs=1e-4)
     assert summary["warm"]["scored_events"] == 1
-    assert summary["cold"] == {
+    cold = summary["cold"]
+    assert {k: cold[k] for k in ("hr@10", "ndcg@10", "mrr", "scored_events")} == {
         "hr@10": 0.3333,
         "ndcg@10": 0.1667,
         "mrr": 0.1389,
         "scored_events": 3,
     }
+    # hits 0, 1, 0: mean 1/3, sample sd 0.5774, half-width 1.96 * 0.5774 / sqrt(3)
+    low, high = cold["hr@10_ci95"]
+    assert (low, high) == pytest.approx((1 / 3 - 0.6533, 1 / 3 + 0.6533), abs=1e-3)
 
 
 def test_seven_day_popularity_forgets_what_left_the_window() -> None:

@@ -161,3 +161,16 @@ def test_a_ranker_of_another_feature_list_is_refused() -> None:
     renamed = text.replace("feature_names=ann_score", "feature_names=other_score")
     with pytest.raises(RankerMismatchError):
         Ranker(renamed, FEATURE_VERSION)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_each_source_alone_gives_its_allowed_items_in_its_order(source: str) -> None:
+    found = SourceList(source, ["x", "seen", "y", "z"], [4.0, 3.0, 2.0, 1.0])
+    pool = gather([found], {source: 2}, allowed={"x", "y", "z"})
+    assert pool.item_ids == ["x", "y"]
+    assert pool.first_source == [source, source]
+    column = SOURCES.index(source)
+    assert pool.ranks[:, column].tolist() == [1.0, 2.0]
+    assert pool.scores[:, column].tolist() == [1.0, 0.5]
+    others = [c for c in range(len(SOURCES)) if c != column]
+    assert not pool.scores[:, others].any()
