@@ -17,7 +17,7 @@ process.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +47,7 @@ from core.ranking import (
     user_signals,
 )
 from core.settings import Settings
-from core.user_state import UserState, item_tag
+from core.user_state import HistoryEntry, UserState, item_tag
 from core.vectors import ItemFilter
 
 # The ranker is skipped (source order kept) when less than this share of the budget is left.
@@ -90,10 +90,13 @@ class RankingPipeline:
         self.backends = backends
         self.tracer = tracer
 
-    def now_s(self, state: UserState) -> float:
-        """The time decayed counts are read at (`RECSYS_API_CLOCK`)."""
-        if self.settings.api_clock == "events" and state.history:
-            return state.history[0].ts_ms / 1000
+    def now_s(self, state: UserState, history: Sequence[HistoryEntry] | None = None) -> float:
+        """The time decayed counts are read at (`RECSYS_API_CLOCK`); `history` is the state's,
+        when the caller has decoded it already."""
+        if self.settings.api_clock == "events":
+            history = state.history if history is None else history
+            if history:
+                return history[0].ts_ms / 1000
         return time.time()
 
     async def run(
@@ -202,7 +205,7 @@ class RankingPipeline:
                 followed if quotas.get("transitions", 0) else [],
                 quotas.get("transitions", 0),
                 limit,
-                self.now_s(state),
+                self.now_s(state, history),
                 settings,
             ),
         )
@@ -251,9 +254,3 @@ class _Allowed:
         if self.genres and not self.genres.intersection(genres):
             return False
         return not self.exclude_genres.intersection(genres)
-
-    def __iter__(self) -> Iterator[str]:
-        return (item for item in self.table.item_ids if item in self)
-
-    def __len__(self) -> int:
-        return len(self.table.item_ids)

@@ -23,7 +23,8 @@ and for the pair:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,7 @@ class Pool:
 
 
 def gather(
-    lists: Sequence[SourceList], quotas: Mapping[str, int], allowed: Collection[str] | None = None
+    lists: Sequence[SourceList], quotas: Mapping[str, int], allowed: Container[str] | None = None
 ) -> Pool:
     """Merge the sources' lists: each keeps its first `quotas[name]` items that are `allowed`
     (filters are applied before ranking, so ranks count only what could be shown)."""
@@ -140,8 +141,9 @@ def ann_list(item_ids: Sequence[str], scores: Sequence[float]) -> SourceList:
 
 def best_first(pairs: Iterable[tuple[str, float]], limit: int) -> list[tuple[str, float]]:
     """The `limit` highest-scored items, ties by the higher id: Redis's ZREVRANGE order, so a
-    list read from a sorted set and one counted in process agree to the last place."""
-    return sorted(pairs, key=lambda pair: (pair[1], pair[0]), reverse=True)[:limit]
+    list read from a sorted set and one counted in process agree to the last place. A heap, not
+    a sort, when the limit is short of the list (ids are unique, so the order is the same)."""
+    return heapq.nlargest(limit, pairs, key=lambda pair: (pair[1], pair[0]))
 
 
 def merge_epochs(

@@ -17,7 +17,6 @@ the epoch of the user's newest event.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,12 +272,6 @@ class _Allowed:
 
     def __contains__(self, item: object) -> bool:
         return item in self.known and item not in self.seen
-
-    def __iter__(self) -> Iterator[str]:
-        return (item for item in self.known if item not in self.seen)
-
-    def __len__(self) -> int:
-        return len(self.known)
 
 
 def replay_scores(
