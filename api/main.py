@@ -13,8 +13,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from api.backends import BackendUnavailableError
+from api.drift import drift_monitoring
 from api.openapi import install_openapi
-from api.routes import events, health, items, recommend, users
+from api.routes import events, experiments, health, items, monitoring, recommend, users
 from api.services import VectorIndexFactory, open_services
 from api.telemetry import BodyLimitMiddleware, ObservabilityMiddleware, api_tracer
 from core.heap import freeze_long_lived, tune_for_long_running_process
@@ -38,8 +39,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, tracer, vector_index_factory) as services:
+        async with (
+            open_services(settings, tracer, vector_index_factory) as services,
+            drift_monitoring(services.redis, settings) as app.state.drift,
+        ):
             app.state.services = services
+            # The document declares the running experiment's arms: built again when it changes.
+            app.openapi_schema = None
+            services.experiments.on_change = lambda: setattr(app, "openapi_schema", None)
             freeze_long_lived()
             yield
 
@@ -54,7 +61,7 @@ def create_app(
         # request without `traceparent`, plus spans around dependency resolution.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for module in (recommend, items, users, events, health):
+    for module in (recommend, items, users, events, experiments, health, monitoring):
         app.include_router(module.router)
     app.add_exception_handler(BackendUnavailableError, _backend_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -70,11 +77,15 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     # Added last, so outermost: its span and timing cover the other middleware too.
     app.add_middleware(ObservabilityMiddleware, tracer=tracer)
-    experiment = settings.running_experiment
+
+    def experiment_arms() -> list[str]:
+        # Before the lifespan (a document built offline): the configured experiment's arms.
+        services = getattr(app.state, "services", None)
+        running = services.experiments.current if services else settings.running_experiment
+        return [arm.name for arm in running.arms] if running else []
+
     install_openapi(
-        app,
-        api_key_required=settings.api_key is not None,
-        experiment_arms=[arm.name for arm in experiment.arms] if experiment else None,
+        app, api_key_required=settings.api_key is not None, experiment_arms=experiment_arms
     )
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # Set for `recsys serve --workers N`: each worker writes its metrics to files in this directory
 # (prometheus_client reads the variable when it is imported) and /metrics sums them.
@@ -54,6 +54,12 @@ IMPRESSIONS_DROPPED = Counter(
     "Impressions not recorded, by reason: queue_full (Kafka slower than the answers), "
     "kafka_unavailable, error, shutdown.",
     ["reason"],
+)
+EXPERIMENT_SRM_P_VALUE = Gauge(
+    "recsys_experiment_srm_p_value",
+    "The running experiment's sample-ratio-mismatch p-value (users per arm against the "
+    "configured shares); below 0.001 the split is broken.",
+    ["experiment"],
 )
 
 # The per-request series, each looked up once per label set: `labels()` takes a lock and

@@ -9,10 +9,10 @@ from pydantic import BaseModel, Field
 
 # What led an answer: the personalized path, a fallback, or the learned ranker over the
 # candidate sources (`api.pipeline`).
-Source = Literal["personalized", "trending", "popular", "ranked"]
+Source = Literal["personalized", "trending", "popular", "ranked", "random"]
 # What proposed one item: the answer's sources, or a candidate source of the ranking stage.
 ItemSource = Literal[
-    "personalized", "trending", "popular", "ann", "neighbours", "transitions", "ranked"
+    "personalized", "trending", "popular", "ann", "neighbours", "transitions", "ranked", "random"
 ]
 
 
@@ -174,3 +174,62 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
 class HealthStatus(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class Comparison(BaseModel):
+    difference: float | None
+    low: float | None = Field(description="95% interval of the difference, low end.")
+    high: float | None = Field(description="95% interval of the difference, high end.")
+    p_value: float | None = Field(description="Two-sided two-proportion z-test.")
+
+
+class RateReport(BaseModel):
+    value: float | None = Field(description="null until the arm has impressions.")
+    low: float | None = Field(description="95% interval (Wilson), low end.")
+    high: float | None = Field(description="95% interval (Wilson), high end.")
+    vs_control: Comparison | None = Field(
+        None, description="This arm's rate minus the control's; none for the control."
+    )
+
+
+class ArmReport(BaseModel):
+    name: str
+    share: float
+    params: dict[str, Any]
+    counts: dict[str, int] = Field(
+        description="users, impressions, clicked_impressions, clicks, purchases, "
+        "converted_impressions: what the stream credited to the arm (last touch)."
+    )
+    rates: dict[str, RateReport] = Field(
+        description="ctr (clicked impressions / impressions) and conversion (converted "
+        "impressions / impressions)."
+    )
+
+
+class BucketCounts(BaseModel):
+    start_s: int = Field(description="The time bucket's start (epoch seconds).")
+    arms: dict[str, dict[str, int]]
+
+
+class ExperimentReport(BaseModel):
+    id: str
+    running: bool
+    created_s: float
+    stopped_s: float | None
+    control: str = Field(description="The arm the others are compared with: the first one.")
+    arms: list[ArmReport]
+    srm_p_value: float | None = Field(
+        description="Chi-square p-value of users per arm against the shares (null: no users)."
+    )
+    sample_ratio_mismatch: bool = Field(
+        description="Whether the split is broken (p < 0.001): then the comparison is not sound."
+    )
+    buckets: list[BucketCounts] = Field(description="The counts per time bucket, oldest first.")
+
+
+class ExperimentSummary(BaseModel):
+    id: str
+    running: bool
+    created_s: float
+    stopped_s: float | None
+    arms: list[dict[str, Any]] = Field(description="Name, share and params of each arm.")

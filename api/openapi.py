@@ -18,6 +18,7 @@ included: the routes declare their 422 themselves, so FastAPI adds none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -76,9 +77,12 @@ def _fix_parameters(operation: dict[str, Any]) -> None:
     for parameter in operation.get("parameters", ()):
         schema = parameter["schema"]
         if parameter["in"] == "path":
-            # Every path parameter of this API is an id (`api.routes.filters.IdPath`).
-            assert schema.get("maxLength") == MAX_ID_LENGTH, parameter
-            parameter["schema"] = {"$ref": _ID_REF}
+            # A path parameter is a user or item id (`api.routes.filters.IdPath`), or a name
+            # with a pattern of its own (an experiment's id).
+            if schema.get("maxLength") == MAX_ID_LENGTH:
+                parameter["schema"] = {"$ref": _ID_REF}
+            else:
+                assert "pattern" in schema, parameter
         elif parameter["in"] == "query" and not parameter.get("required"):
             branches = schema.get("anyOf", ())
             kept = [branch for branch in branches if branch.get("type") != "null"]
@@ -106,10 +110,14 @@ def _declare_variants(operation: dict[str, Any], arms: list[str]) -> None:
 
 
 def install_openapi(
-    app: FastAPI, *, api_key_required: bool, experiment_arms: list[str] | None = None
+    app: FastAPI, *, api_key_required: bool, experiment_arms: Callable[[], list[str]]
 ) -> None:
+    """The app's document, built on first use; `experiment_arms` gives the running experiment's
+    arms when it is built (the app drops the document when the experiment changes)."""
+
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
+            arms = experiment_arms()
             document = get_openapi(
                 title=app.title,
                 version=app.version,
@@ -130,7 +138,7 @@ def install_openapi(
             for path in document["paths"].values():
                 for operation in path.values():
                     _fix_parameters(operation)
-                    _declare_variants(operation, experiment_arms or [])
+                    _declare_variants(operation, arms)
                     if not api_key_required:
                         _drop_api_key(operation)
             if not api_key_required:

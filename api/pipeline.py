@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 from opentelemetry.trace import Tracer
 
-from api import metrics
+from api import drift, metrics
 from api.backends import BackendUnavailableError
 from api.breaker import Budget
 from api.catalog import Candidate, UserContext, ranking_reads
 from api.item_table import ItemTable
 from api.mmr import mmr
 from api.telemetry import child_span
+from core.attribution import item_tag
 from core.ranking import (
     RECENT_WEIGHTS,
     Pool,
@@ -47,7 +48,7 @@ from core.ranking import (
     user_signals,
 )
 from core.settings import Settings
-from core.user_state import HistoryEntry, UserState, item_tag
+from core.user_state import HistoryEntry, UserState
 from core.vectors import ItemFilter
 
 # The ranker is skipped (source order kept) when less than this share of the budget is left.
@@ -131,6 +132,7 @@ class RankingPipeline:
                 )
                 order = top[chosen]
         order = order[: request.k]
+        drift.LIVE.observe_features(features[order])
         strongest: dict[str, list[tuple[str, float]]] = {}
         if request.explain and scores is not None and stage.ranker is not None:
             for position, found in zip(order, stage.ranker.strongest(features[order]), strict=True):

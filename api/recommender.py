@@ -23,6 +23,7 @@ from api import catalog, metrics
 from api.backends import BackendUnavailableError, GuardedBackend
 from api.breaker import Budget
 from api.catalog import Candidate
+from api.experiments import ExperimentWatch
 from api.item_table import ItemTable, ItemTables
 from api.mmr import mmr, unit_rows
 from api.models import (
@@ -36,10 +37,11 @@ from api.models import (
 from api.pipeline import RankingPipeline, StageRequest
 from api.popular_cache import PopularCache
 from api.telemetry import child_span
+from core.attribution import item_tag
 from core.clients import RedisClient
-from core.experiments import assign
+from core.experiments import Experiment, assign
 from core.settings import Settings
-from core.user_state import UserState, item_tag
+from core.user_state import UserState
 from core.vectors import ItemFilter, VectorIndex
 
 # Explanations compare each recommended item with this many of the user's newest items.
@@ -111,32 +113,86 @@ class RecommendationService:
     interface, `batch.models.base.Recommender`."""
 
     def __init__(
-        self, settings: Settings, backends: Backends, popular: PopularCache, tracer: Tracer
+        self,
+        settings: Settings,
+        backends: Backends,
+        popular: PopularCache,
+        tracer: Tracer,
+        experiments: ExperimentWatch,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.popular_cache = popular
         self.tracer = tracer
         self.item_tables = ItemTables(backends.redis)
-        self.experiment = settings.running_experiment
+        self.experiments = experiments
         self.pipeline = RankingPipeline(settings, backends, tracer)
+        self._random = np.random.default_rng()
+
+    @property
+    def experiment(self) -> Experiment | None:
+        """The experiment answers run now (`api.experiments`)."""
+        return self.experiments.current
 
     async def recommend(self, query: RecommendQuery) -> RecommendationResponse:
         """The answer, from the arm of the running experiment that serves this user (if one
-        runs): its parameters change the query, a holdout arm gets the popular list."""
-        if self.experiment is None:
+        runs): its parameters change the query, a holdout arm gets the popular list and a
+        random arm random items."""
+        experiment = self.experiment
+        if experiment is None:
             return await self._answer(query, self.settings.api_fallback_chain)
         arm = (
-            self.experiment.arm(query.variant)
+            experiment.arm(query.variant)
             if query.variant is not None
-            else assign(self.experiment, query.user_id)
+            else assign(experiment, query.user_id)
         )
         if "diversity" in arm.params:
             query = replace(query, diversity=arm.params["diversity"])
-        holdout = arm.params.get("holdout", False)
-        answer = await self._answer(query, ("popular",) if holdout else None)
-        answer.experiment, answer.variant = self.experiment.id, arm.name
+        if arm.params.get("random"):
+            answer = await self._random_answer(query)
+        else:
+            holdout = arm.params.get("holdout", False)
+            answer = await self._answer(query, ("popular",) if holdout else None)
+        answer.experiment, answer.variant = experiment.id, arm.name
         return answer
+
+    async def _random_answer(self, query: RecommendQuery) -> RecommendationResponse:
+        """Items drawn uniformly from the active version's catalog (what the user saw and any
+        excluded ids left out, filters applied): the floor an experiment's arms should clear.
+        Until the version's item table is in, the usual answer."""
+        version = self.popular_cache.version
+        table = self.item_tables.get(version) if version is not None else None
+        if table is None:
+            return await self._answer(query, None)
+        budget = Budget(self.settings.api_request_budget_ms / 1000)
+        try:
+            context = await self.backends.redis_guard.call(
+                "user_state",
+                budget,
+                lambda: catalog.user_context(
+                    self.backends.redis, query.user_id, self.backends.versions
+                ),
+            )
+            excluded = set(query.exclude_ids) | context.state.history_item_ids
+        except BackendUnavailableError:
+            excluded = set(query.exclude_ids)
+        picked: list[Candidate] = []
+        for row in self._random.permutation(len(table.item_ids)):
+            candidate = Candidate(
+                item_id=table.item_ids[row],
+                score=0.0,
+                source="random",
+                title=table.titles[row],
+                genres=table.genres[row],
+            )
+            if candidate.item_id in excluded or not catalog.passes(
+                candidate, query.genres, query.exclude_genres
+            ):
+                continue
+            picked.append(candidate)
+            if len(picked) == query.k:
+                break
+        return self._response(query, picked, table.version, [], {}, "random")
 
     async def _answer(
         self, query: RecommendQuery, chain: Sequence[str] | None

@@ -12,6 +12,7 @@ from opentelemetry.trace import Tracer
 
 from api.backends import GuardedBackend
 from api.breaker import CircuitBreaker
+from api.experiments import ExperimentWatch
 from api.impressions import ImpressionRecorder
 from api.popular_cache import PopularCache
 from api.publisher import EventPublisher
@@ -33,6 +34,7 @@ class Services:
     publisher: EventPublisher
     impressions: ImpressionRecorder
     tracer: Tracer
+    experiments: ExperimentWatch
 
     @property
     def redis(self) -> RedisClient:
@@ -83,8 +85,11 @@ async def open_services(
     impressions = ImpressionRecorder(settings, publisher)
     await popular.refresh()
     refresher = asyncio.create_task(popular.refresh_every(settings.api_popular_refresh_s))
+    experiments = ExperimentWatch(redis, settings.running_experiment, timeout_s=redis_timeout_s)
+    await experiments.start()
+    watcher = asyncio.create_task(experiments.refresh_every(settings.api_experiment_refresh_s))
     impressions.start()
-    recommender = RecommendationService(settings, backends, popular, tracer)
+    recommender = RecommendationService(settings, backends, popular, tracer, experiments)
     if popular.version is not None:
         # The active version's items (and ranker) before the first request, so that it is
         # answered as every later one is; a load that fails is retried by requests.
@@ -98,10 +103,12 @@ async def open_services(
             publisher=publisher,
             impressions=impressions,
             tracer=tracer,
+            experiments=experiments,
         )
     finally:
         refresher.cancel()
-        await close_within("popular refresher", asyncio.wait({refresher}))
+        watcher.cancel()
+        await close_within("popular refresher", asyncio.wait({refresher, watcher}))
         await close_within("impressions", impressions.close())
         await close_within("kafka producer", publisher.close())
         await close_within("vector index", index.close())

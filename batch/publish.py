@@ -22,6 +22,7 @@ from redis.typing import EncodableT, FieldT
 
 from core import keys
 from core.clients import RedisClient
+from core.drift import Baseline
 from core.model_version import ModelMeta, activate, active_version, as_bytes, vector_to_bytes
 from core.ranking_store import RankingParts, write_ranking
 from core.rules import gram_matrix
@@ -53,6 +54,7 @@ class ModelArtifacts:
     trained_until: int
     params: dict[str, Any] = field(default_factory=dict)
     ranking: RankingParts | None = None  # the learned ranker and item neighbours, if trained
+    drift_baseline: Baseline | None = None  # what it was trained on (`batch.drift_baseline`)
 
     @property
     def dim(self) -> int:
@@ -248,6 +250,8 @@ async def _write_redis(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(keys.gram_matrix(version), vector_to_bytes(gram.astype(np.float32)))
         pipe.hset(keys.model_meta(version), mapping=meta.to_hash())
+        if artifacts.drift_baseline is not None:
+            pipe.set(keys.drift_baseline(version), artifacts.drift_baseline.to_json())
         await pipe.execute()
 
 

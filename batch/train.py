@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from batch.data import Dataset, DatasetError
+from batch.drift_baseline import training_baseline
 from batch.models.base import EmbeddingRecommender, FitProgress, TrainData, build_train_data
 from batch.models.registry import SERVED_ALS_PARAMS
 from batch.publish import ModelArtifacts
@@ -104,17 +105,22 @@ def to_artifacts(trained: TrainedModel, dataset_name: str, model_name: str) -> M
     data = trained.data
     popularity = np.bincount(data.interactions["item_idx"].to_numpy(), minlength=data.n_items)
     payloads = [_payload(row) for row in data.item_features.itertuples(index=False)]
+    user_vectors = np.ascontiguousarray(trained.model.user_vectors(), dtype=np.float32)
+    item_vectors = np.ascontiguousarray(trained.model.item_vectors(), dtype=np.float32)
     return ModelArtifacts(
         model=model_name,
         dataset=dataset_name,
         user_ids=np.asarray(data.users.ids, dtype=str),
         item_ids=np.asarray(data.items.ids, dtype=str),
-        user_vectors=np.ascontiguousarray(trained.model.user_vectors(), dtype=np.float32),
-        item_vectors=np.ascontiguousarray(trained.model.item_vectors(), dtype=np.float32),
+        user_vectors=user_vectors,
+        item_vectors=item_vectors,
         item_payloads=payloads,
         popularity=popularity.astype(np.int64),
         trained_until=data.now,
         params=trained.model.params(),
+        drift_baseline=training_baseline(
+            data.interactions, popularity, user_vectors, item_vectors, data.matrix
+        ),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,12 @@ SHARE_TOLERANCE = 1e-6
 Z_95 = 1.959963984540054
 
 
-# What an arm may change in its answers: MMR's lambda, or none at all (a holdout: the popular
-# list, the baseline every arm is measured against).
-ARM_PARAMS = {"diversity": float, "holdout": bool}
+# What an arm may change in its answers: MMR's lambda; or none at all (a holdout: the popular
+# list, the baseline every arm is measured against); or serve uniformly random items of the
+# catalog (a floor: what an arm that knows nothing about the user achieves).
+ARM_PARAMS = {"diversity": float, "holdout": bool, "random": bool}
+# Experiment ids and arm names: they are parts of Redis keys, metric labels and file names.
+NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class ExperimentError(ValueError):
@@ -47,6 +51,12 @@ class Experiment:
     salt: str = ""
 
     def __post_init__(self) -> None:
+        for name in (self.id, *(arm.name for arm in self.arms)):
+            if not NAME.fullmatch(name):
+                raise ExperimentError(
+                    f"{name!r} is not a valid experiment id or arm name: 1 to 64 letters, "
+                    "digits, '_', '.' or '-'"
+                )
         if not self.arms:
             raise ExperimentError(f"experiment {self.id!r} has no arms")
         names = [arm.name for arm in self.arms]
@@ -69,6 +79,8 @@ class Experiment:
                 accepted = (int, float) if kind is float else (kind,)
                 if not isinstance(value, accepted) or isinstance(value, bool) is not (kind is bool):
                     raise ExperimentError(f"arm {arm.name!r}: {name} must be a {kind.__name__}")
+            if arm.params.get("holdout") and arm.params.get("random"):
+                raise ExperimentError(f"arm {arm.name!r}: holdout and random exclude each other")
             diversity = arm.params.get("diversity", 0.0)
             if not 0.0 <= diversity <= 1.0:
                 raise ExperimentError(f"arm {arm.name!r}: diversity must be within [0, 1]")
@@ -102,6 +114,20 @@ def experiment_from_json(text: str) -> Experiment:
             '"share": 0.5}, {"name": "diverse", "share": 0.5, "params": {"diversity": 0.5}}]}'
             f"; this one is not ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def experiment_to_json(experiment: Experiment) -> str:
+    """`experiment_from_json` reversed."""
+    return json.dumps(
+        {
+            "id": experiment.id,
+            "salt": experiment.salt,
+            "arms": [
+                {"name": arm.name, "share": arm.share, "params": arm.params}
+                for arm in experiment.arms
+            ],
+        }
+    )
 
 
 def position(experiment: Experiment, user_id: str) -> float:

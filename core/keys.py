@@ -11,6 +11,12 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:gram                    string  float32 bytes of Y^T Y (dim x dim), ALS fold-in
   recsys:model:{v}:ranker                  hash    model (LightGBM text), feature_version, params
   recsys:model:{v}:neighbours              hash    item_id -> JSON [[item ids], [scores]]
+  recsys:model:{v}:drift                   string  JSON drift baseline (`core.drift.Baseline`)
+  recsys:{experiments}:registry            hash    experiment id -> JSON of its definition, when
+                                                   it was created and stopped
+  recsys:{experiments}:running             string  the id of the experiment answers run (one at a
+                                                   time; both keys in one slot, so that starting
+                                                   one is a single script)
   recsys:retrain:decisions                 list    JSON of each `recsys retrain` gate decision,
                                                    newest first, capped (`RETRAIN_DECISIONS_KEPT`)
 In each users' hash tag (below), so that the API reads a user from that user's node alone:
@@ -48,6 +54,10 @@ Items, spread over RECSYS_REDIS_ITEM_SHARDS shards by a hash of the item id (str
                                                    core.rules.trending_increment)
   recsys:{i:<s>}:applied                   hash    "<topic code>:<partition>" -> the last offset
                                                    counted in this shard (redeliveries)
+  recsys:{i:<s>}:exp:{experiment}:{start} hash    "{variant}:{outcome}" -> count of the arm's
+                                                   credited outcomes in the time bucket from
+                                                   start (`core.attribution`; TTL the
+                                                   experiments' retention)
   recsys:{i:<s>}:next:{epoch}:{item_id}    zset    next item_id -> decayed weighted count of
                                                    users' steps from item_id to it (shard of
                                                    item_id; the top RECSYS_STREAM_TRANSITIONS_TOP_N
@@ -190,6 +200,21 @@ def item_transitions(shard: int, epoch: int, item_id: str) -> str:
     return f"{PREFIX}:{{i:{shard}}}:next:{epoch}:{item_id}"
 
 
+def experiment_counts(shard: int, experiment: str, bucket_start: int) -> str:
+    """An experiment's credited outcomes counted in one item shard in one time bucket."""
+    return f"{PREFIX}:{{i:{shard}}}:exp:{experiment}:{bucket_start}"
+
+
+def experiment_counts_pattern(experiment: str) -> str:
+    """Glob over every shard's and bucket's counters of `experiment` (ids are [A-Za-z0-9_.-],
+    which globs read literally)."""
+    return f"{PREFIX}:{{i:*}}:exp:{experiment}:*"
+
+
+EXPERIMENT_REGISTRY = f"{PREFIX}:{{experiments}}:registry"
+RUNNING_EXPERIMENT = f"{PREFIX}:{{experiments}}:running"
+
+
 def shard_applied(shard: int) -> str:
     return f"{PREFIX}:{{i:{shard}}}:applied"
 
@@ -209,3 +234,14 @@ def slot_topic(slot: str) -> str:
     """The topic of an offset record's name (`offset_slot` reversed)."""
     code = slot.rsplit(":", 1)[0]
     return TOPIC_NAMES.get(code, code)
+
+
+def drift_baseline(version: str) -> str:
+    """The version's drift baseline (`core.drift.Baseline`), written with it by `batch.publish`;
+    absent for a version published before drift monitoring."""
+    return model_key(version, "drift")
+
+
+# The live drift windows (`core.drift.LiveEntry`): one field per worker or API process, written
+# every RECSYS_DRIFT_PUBLISH_INTERVAL_S; one key (one slot of a cluster), read with one HGETALL.
+DRIFT_LIVE = f"{PREFIX}:drift:live"

@@ -257,6 +257,30 @@ class Settings(BaseSettings):
         description="Candidates each source gives the ranker, by source (JSON object; sources: "
         "ann, neighbours, transitions, trending, popular; 0 or absent: the source is off).",
     )
+    drift_window_s: float = Field(
+        3600,
+        gt=0,
+        description="Sliding window of the live drift histograms (worker and API) compared with "
+        "the active version's training baseline.",
+    )
+    drift_buckets: int = Field(
+        12, ge=1, le=1440, description="Time buckets the drift window is kept in (a ring)."
+    )
+    drift_psi_threshold: float = Field(
+        0.2,
+        gt=0,
+        description="Population stability index above which a distribution counts as drifted "
+        "(GET /monitoring/drift; the alert rule uses the same value).",
+    )
+    drift_min_observations: int = Field(
+        500, ge=1, description="Live observations a distribution needs before its PSI is given."
+    )
+    drift_publish_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often each worker and API process writes its live drift window to "
+        "Redis (and the API updates the recsys_drift_psi gauges).",
+    )
     api_clock: Literal["wall", "events"] = Field(
         "wall",
         description="The time at which the ranker reads the stream's decayed counts: now, or "
@@ -279,9 +303,38 @@ class Settings(BaseSettings):
     )
     experiment: str | None = Field(
         None,
-        description="The A/B experiment answers run, as JSON: "
+        description="An A/B experiment to run, as JSON: "
         '{"id": ..., "arms": [{"name": ..., "share": ..., "params": {...}}]} '
-        "(arm params: diversity, holdout); unset: none. One runs at a time.",
+        "(arm params: diversity, holdout, random); the API registers it at start unless an "
+        "experiment of that id exists (`recsys experiments` creates, lists and stops them). "
+        "One runs at a time; unset: none.",
+    )
+    experiment_attribution_window_s: int = Field(
+        3600,
+        ge=1,
+        description="A click or purchase is credited to an experiment's arm if it comes within "
+        "this long after an answer of that arm showed the item (or named in its "
+        "recommendation_id).",
+    )
+    experiment_bucket_s: int = Field(
+        3600,
+        ge=1,
+        description="Experiments' counters are kept per time bucket of this length (reports "
+        "plot rates over them).",
+    )
+    experiment_retention_days: float = Field(
+        90, gt=0, description="How long experiments' counters are kept."
+    )
+    experiment_max_touches: int = Field(
+        16,
+        ge=1,
+        le=255,
+        description="Recent experiment answers a user's state keeps for attribution.",
+    )
+    api_experiment_refresh_s: float = Field(
+        5,
+        gt=0,
+        description="How often the API reads which experiment runs (`recsys experiments`).",
     )
     api_impressions_sample: float = Field(
         1.0,

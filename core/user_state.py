@@ -18,8 +18,9 @@ Format 2, packed (`UserState.encode`):
              [start, {type code: count}]],
              {"<topic code>:<partition>": last offset applied}, vector (float16 bytes or nil),
              recent event ids (`RecentIds`), history times and items (`History`),
-             negative feedback (`Feedback`), impressions without a positive event (`Fatigue`)]
-The last two were appended later: a value without them (written before) reads as empty.
+             negative feedback (`Feedback`), impressions without a positive event (`Fatigue`),
+             recent impressions of experiment answers and the arms counted (`Touches`, or nil)]
+The last three were appended later: a value without them (written before) reads as empty.
 Why packed instead of a hash of fields: a hash with any value over 64 bytes (the vector) is a
 hashtable, which costs an allocation and an entry per field; one value with a float16 vector
 (the online vector moves by EMA steps far larger than float16's 1e-3 relative error) and binary
@@ -44,6 +45,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from core import keys
+from core.attribution import Touches, item_tag
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import WINDOW_SLOTS, WindowCounts
@@ -68,6 +70,8 @@ _HISTORY_RECORD = struct.Struct(">HIB")
 # Format 1's hash fields, in the order `UserState.from_legacy` takes them: change counter,
 # metadata (JSON), history (text), recent event ids, vector (float32), applied offsets (JSON).
 LEGACY_FIELDS = (b"c", b"s", b"h", b"e", b"v", b"o")
+# What the fields appended to format 2 after its first release read as where a value lacks them.
+APPENDED_DEFAULTS: tuple[Any, ...] = ([], b"", None)
 
 
 def version_tag(version: str) -> int:
@@ -220,12 +224,6 @@ class Feedback:
         return cls(tuple(FeedbackEntry(i, ts, EVENT_TYPES[code]) for i, ts, code in raw))
 
 
-def item_tag(item_id: str) -> int:
-    """An item id as fatigue records name it (CRC-32: 4 bytes instead of the id; two items of a
-    user's few dozen records share one with odds of about 1 in 10 million)."""
-    return zlib.crc32(item_id.encode())
-
-
 # A fatigue record: the item's tag, when it was first shown in the current window (seconds), and
 # how often it was shown since (capped at 255).
 _FATIGUE_RECORD = struct.Struct(">IIB")
@@ -300,6 +298,7 @@ class UserState:
     offsets: dict[str, int] = field(default_factory=dict)
     feedback: Feedback = field(default_factory=Feedback)
     fatigue: Fatigue = field(default_factory=Fatigue)
+    touches: Touches = field(default_factory=Touches)
     # The change counter as read (None: a new user) and the token the write script compares
     # with what it finds: the counter's 4 bytes, or a format-1 hash's `c` field.
     change: int | None = None
@@ -342,11 +341,12 @@ class UserState:
         change, version = _HEADER.unpack_from(raw)
         if version != FORMAT:
             raise ValueError(f"user state format {version} is unknown to this code ({FORMAT})")
-        body = msgpack.unpackb(raw[_HEADER.size :], raw=False, strict_map_key=False)
+        body: list[Any] = msgpack.unpackb(raw[_HEADER.size :], raw=False, strict_map_key=False)
         (tag, events, last_ms, written, genres, windows, offsets, vector, ids, times, items) = body[
             :11
         ]
-        feedback, fatigue = (*body[11:], [], b"")[:2]
+        # Fields appended later, absent from values written before them.
+        feedback, fatigue, touches = (*body[11:], *APPENDED_DEFAULTS[len(body) - 11 :])
         return cls(
             vector=stored_vector(np.frombuffer(vector, dtype=np.float16)) if vector else None,
             vector_version=tag,
@@ -364,6 +364,7 @@ class UserState:
             offsets=offsets,
             feedback=Feedback.unpacked(feedback),
             fatigue=Fatigue(fatigue),
+            touches=Touches.unpacked(touches),
             change=change,
             change_token=raw[:CHANGE_BYTES],
         )
@@ -393,6 +394,7 @@ class UserState:
             self.recent.items,
             self.feedback.packed(),
             self.fatigue.raw,
+            self.touches.packed() if self.touches else None,
         ]
         header = _HEADER.pack(((self.change or 0) + 1) & 0xFFFFFFFF, FORMAT)
         packed: bytes = msgpack.packb(body, use_bin_type=True)

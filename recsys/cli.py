@@ -14,6 +14,7 @@ from recsys.commands.archive import app as archive_app
 from recsys.commands.bench import app as bench_app
 from recsys.commands.data import app as data_app
 from recsys.commands.evaluate import evaluate as evaluate_command
+from recsys.commands.experiments import app as experiments_app
 from recsys.commands.migrate import migrate_state_command
 from recsys.commands.models import app as models_app
 from recsys.commands.retrain import retrain_command
@@ -37,6 +38,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
 app.add_typer(archive_app, name="archive")
+app.add_typer(experiments_app, name="experiments")
 app.command("train")(train_command)
 app.command("retrain")(retrain_command)
 app.command("evaluate")(evaluate_command)

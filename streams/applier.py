@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from core import keys
+from core.attribution import Acted, AttributionConfig, Credit, Shown, attribute
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import (
@@ -118,6 +119,9 @@ class UpdateConfig:
     fatigue_max_items: int = 40
     transitions_top_n: int = 0
     transition_half_life_s: float = 7 * 86_400
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    experiment_bucket_s: int = 3600
+    experiment_ttl_s: int = 90 * 86_400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpdateConfig:
@@ -143,6 +147,11 @@ class UpdateConfig:
             fatigue_max_items=settings.fatigue_max_items if settings.fatigue_action != "off" else 0,
             transitions_top_n=settings.stream_transitions_top_n,
             transition_half_life_s=settings.stream_transition_half_life_s,
+            attribution=AttributionConfig(
+                settings.experiment_attribution_window_s, settings.experiment_max_touches
+            ),
+            experiment_bucket_s=settings.experiment_bucket_s,
+            experiment_ttl_s=int(settings.experiment_retention_days * 86_400),
         )
 
 
@@ -155,6 +164,8 @@ class BatchOutcome:
     unknown_items: int = 0
     conflicts: int = 0
     freshness_s: list[float] = field(default_factory=list)
+    # (experiment, variant, outcome) -> count, as counted in the shards (`core.attribution`).
+    credited: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,10 @@ class BatchApplier:
         for sourced in batch:
             if (event := sourced.interaction) is not None:
                 by_shard[keys.item_shard(event.item_id, self.config.item_shards)].append(sourced)
+            elif _of_experiment(sourced):
+                # An experiment's impression is counted in its user's shard of the items' ones.
+                shard = keys.item_shard(sourced.event.user_id, self.config.item_shards)
+                by_shard[shard].append(sourced)
         outcome = BatchOutcome()
         # Transitions are counted in their source item's shard, which only the users' history
         # names: with the table on, every shard's applied offsets are read with the users.
@@ -197,7 +212,8 @@ class BatchApplier:
         work, shard_offsets = await self._read(list(by_user), list(shards), model)
         self._select_fresh(by_user, work, outcome)
         moves = self._transitions(work) if self.config.transitions_top_n else {}
-        await self._write_shards(by_shard, moves, work, shard_offsets)
+        credits = self._credits(work)
+        await self._write_shards(by_shard, moves, credits, work, shard_offsets, outcome)
         pending = {user: item for user, item in work.items() if item.fresh}
         while pending:
             conflicted = await self._write_users(pending, model, by_user, outcome)
@@ -285,12 +301,31 @@ class BatchApplier:
                 moves[keys.item_shard(step.source, shards)].append(_Move(fresh[step.index], step))
         return moves
 
+    def _credits(self, work: dict[str, _UserWork]) -> dict[int, list[Credit]]:
+        """The experiment arms each fresh event or impression is credited to (by `id` of its
+        `SourcedEvent`), for the users shown an experiment's answers."""
+        credits: dict[int, list[Credit]] = {}
+        for item in work.values():
+            if _attributes(item.state, item.fresh):
+                ordered = _by_time(item.fresh)
+                _, found = attribute(item.state.touches, map(_attributed, ordered), self._window)
+                for sourced, credited in zip(ordered, found, strict=True):
+                    if credited:
+                        credits[id(sourced)] = credited
+        return credits
+
+    @property
+    def _window(self) -> AttributionConfig:
+        return self.config.attribution
+
     async def _write_shards(
         self,
         by_shard: dict[int, list[SourcedEvent]],
         moves: dict[int, list[_Move]],
+        credits: dict[int, list[Credit]],
         work: dict[str, _UserWork],
         applied: dict[int, dict[str, bytes]],
+        outcome: BatchOutcome,
     ) -> None:
         """Count the batch's fresh events in their item shards, and their transitions in the
         shards of the items left, each shard skipping what it has already counted (`applied`,
@@ -299,9 +334,16 @@ class BatchApplier:
         fresh = {id(s) for item in work.values() for s in item.fresh}
         pending = list(by_shard.keys() | moves.keys())
         while pending:
+            tallies: dict[int, Counter[tuple[str, str, str]]] = defaultdict(Counter)
             plans = {
                 shard: self._plan_shard(
-                    shard, by_shard.get(shard, []), moves.get(shard, []), fresh, applied[shard]
+                    shard,
+                    by_shard.get(shard, []),
+                    moves.get(shard, []),
+                    fresh,
+                    applied[shard],
+                    credits,
+                    tallies[shard],
                 )
                 for shard in pending
             }
@@ -309,6 +351,9 @@ class BatchApplier:
                 "shard", [(plan.keys, [plan.blob()]) for plan in plans.values()]
             )
             pending = [shard for shard, done in zip(plans, results, strict=True) if done != 1]
+            for shard, done in zip(plans, results, strict=True):
+                if done == 1:
+                    outcome.credited.update(tallies[shard])
             if pending:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for shard in pending:
@@ -323,22 +368,28 @@ class BatchApplier:
         moves: list[_Move],
         fresh: set[int],
         applied: dict[str, bytes],
+        credits: dict[int, list[Credit]],
+        tally: Counter[tuple[str, str, str]],
     ) -> ShardPlan:
         config = self.config
         plan = ShardPlan(keys.shard_applied(shard))
         # Keyed by (window, start): the Redis key is formatted once per window, not per event.
         item_windows: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        experiments: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
         latest: dict[str, int] = {}
         for sourced in events:
             slot = sourced.slot
             latest[slot] = max(latest.get(slot, -1), sourced.offset)
+            if id(sourced) not in fresh or sourced.offset <= int(applied.get(slot, b"-1")):
+                continue
+            for credit in credits.get(id(sourced), ()):
+                arm = credit.arm
+                bucket = window_start(credit.ts_s, config.experiment_bucket_s)
+                experiments[arm.experiment, bucket][f"{arm.variant}:{credit.outcome}"] += 1
+                tally[arm.experiment, arm.variant, credit.outcome] += 1
             event = sourced.interaction
-            if (
-                event is None
-                or id(sourced) not in fresh
-                or sourced.offset <= int(applied.get(slot, b"-1"))
-            ):
+            if event is None:
                 continue
             for name, length in WINDOWS.items():
                 start = window_start(sourced.ts_s, length)
@@ -351,6 +402,9 @@ class BatchApplier:
         for (name, start), counts in item_windows.items():
             key = keys.item_window(shard, name, start)
             plan.add("hincrby", key, 2 * WINDOWS[name], list(counts.items()))
+        for (experiment, bucket), counts in experiments.items():
+            key = keys.experiment_counts(shard, experiment, bucket)
+            plan.add("hincrby", key, config.experiment_ttl_s, list(counts.items()))
         ttl = trending_ttl_s(config.trending_half_life_s)
         for epoch, increments in trending.items():
             plan.add("zincrby", keys.trending(shard, epoch), ttl, list(increments.items()))
@@ -548,6 +602,45 @@ class BatchApplier:
                 config.fatigue_window_s,
                 config.fatigue_max_items,
             )
+        if _attributes(state, [*fresh, *shown]):
+            happened = map(_attributed, _by_time([*fresh, *shown]))
+            state.touches, _ = attribute(state.touches, happened, config.attribution)
+
+
+def _of_experiment(sourced: SourcedEvent) -> bool:
+    """Whether this is an impression of an experiment's answer."""
+    event = sourced.event
+    return isinstance(event, ImpressionEvent) and event.variant is not None
+
+
+def _attributes(state: UserState, fresh: Sequence[SourcedEvent]) -> bool:
+    """Whether attribution has anything to do for this user: touches or waiting clicks to
+    match, an experiment's impression, or a click naming its recommendation."""
+    return bool(state.touches) or any(
+        _of_experiment(s) or getattr(s.event, "recommendation_id", None) is not None for s in fresh
+    )
+
+
+def _by_time(fresh: Sequence[SourcedEvent]) -> list[SourcedEvent]:
+    """A user's events and impressions in time order (they come from several topics, so a
+    batch may hold a click before the impression it came from)."""
+    return sorted(fresh, key=lambda s: s.ts_s)
+
+
+def _attributed(sourced: SourcedEvent) -> Shown | Acted:
+    """An event or impression as attribution reads it."""
+    event = sourced.event
+    if isinstance(event, ImpressionEvent):
+        return Shown(
+            event.recommendation_id,
+            sourced.ts_s,
+            event.experiment,
+            event.variant,
+            event.item_ids,
+        )
+    return Acted(
+        event.event_type, sourced.ts_s, event.item_id, getattr(event, "recommendation_id", None)
+    )
 
 
 def _interactions(batch: Sequence[SourcedEvent]) -> list[AnyEvent]:

@@ -44,6 +44,12 @@ FRESHNESS_SECONDS = Histogram(
     "From the event's timestamp to its effect being written to Redis.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+EXPERIMENT_OUTCOMES = Counter(
+    "recsys_experiment_outcomes_total",
+    "Experiment arms' credited outcomes (core.attribution): users, impressions, "
+    "clicked_impressions, clicks, purchases, converted_impressions.",
+    ["experiment", "variant", "outcome"],
+)
 
 
 class PrometheusRecorder:
@@ -85,6 +91,10 @@ class PrometheusRecorder:
         for seconds in freshness_s:
             FRESHNESS_SECONDS.observe(seconds)
 
+    def credited(self, counts: list[tuple[str, str, str, int]]) -> None:
+        for experiment, variant, outcome, count in counts:
+            EXPERIMENT_OUTCOMES.labels(experiment, variant, outcome).inc(count)
+
 
 class JournalRecorder:
     """Keeps the calls instead of recording them: the apply process (`streams.apply_child`)
@@ -119,13 +129,18 @@ class JournalRecorder:
             ("outcome", [applied, duplicates, redelivered, unknown_items, conflicts, freshness_s])
         )
 
+    def credited(self, counts: list[tuple[str, str, str, int]]) -> None:
+        self.entries.append(("credited", [counts]))
+
     def take(self) -> list[tuple[str, list[Any]]]:
         """The calls so far, forgotten here."""
         entries, self.entries = self.entries, []
         return entries
 
 
-REPLAYABLE = frozenset({"batch", "dead_letter", "redis_apply", "redis_error", "outcome"})
+REPLAYABLE = frozenset(
+    {"batch", "dead_letter", "redis_apply", "redis_error", "outcome", "credited"}
+)
 
 
 def replay(entries: list[Any], recorder: PrometheusRecorder) -> None:

@@ -19,12 +19,14 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from core.clients import RedisClient, redis_unavailable
+from core.settings import Settings
 from core.tracing import context_from_headers
 from schemas import EventDecodeError
 from schemas.dead_letter import DeadLetter
 from schemas.records import decode_record, encode_record
 from streams import metrics
 from streams.applier import BatchApplier, BatchOutcome, SourcedEvent, UpdateConfig
+from streams.drift import WorkerDrift
 from streams.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -75,11 +77,14 @@ class EventProcessor:
         *,
         model_refresh_s: float = 5.0,
         recorder: metrics.PrometheusRecorder | metrics.JournalRecorder | None = None,
+        drift: WorkerDrift | None = None,
     ) -> None:
         self.applier = BatchApplier(redis, config)
         self.models = ModelCache(redis, refresh_s=model_refresh_s)
         self.send_dead_letter = send_dead_letter
         self.recorder = recorder or metrics.PrometheusRecorder()
+        # Live drift histograms (`streams.drift`), with the RECSYS_DRIFT_* settings.
+        self.drift = drift or WorkerDrift(redis, Settings())
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Deal with a whole batch: decode, dead-letter the invalid, apply the valid."""
@@ -113,6 +118,7 @@ class EventProcessor:
         spans = [span for span in decoded.spans if span is not None]
         outcome = await self._apply_until_done(decoded.events, spans)
         self._record(outcome)
+        await self.drift.observe(decoded.events, self.models)
         for span in spans:
             span.end()
         return outcome
@@ -149,6 +155,7 @@ class EventProcessor:
             total.redelivered += outcome.redelivered
             total.unknown_items += outcome.unknown_items
             total.freshness_s += outcome.freshness_s
+            total.credited.update(outcome.credited)
         return total
 
     async def _dead_letter_event(self, sourced: SourcedEvent, exc: Exception) -> None:
@@ -196,6 +203,8 @@ class EventProcessor:
             dict(outcome.applied), outcome.duplicates, outcome.redelivered,
             outcome.unknown_items, outcome.conflicts, outcome.freshness_s,
         )  # fmt: skip
+        if outcome.credited:
+            self.recorder.credited([(*arm, n) for arm, n in outcome.credited.items()])
 
 
 def header_pairs(headers: Any) -> list[tuple[str, bytes]]:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
+from api import drift
 from api.deps import ImpressionsDep, RecommenderDep
 from api.models import RecommendationResponse, error_responses
 from api.recommender import RecommendQuery
@@ -73,6 +74,7 @@ async def recommend(
         _check_variant(recommender.experiment, variant)
     answer = await recommender.recommend(query)
     impressions.record(query, answer)
+    drift.LIVE.observe_answer(answer)
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from batch.data import Dataset
+from batch.drift_baseline import with_ranker_features
 from batch.evaluation.online_updates import OnlineUpdateParams
 from batch.evaluation.prequential import PrequentialSplit, ReplayRun, replay_events
 from batch.models.base import TrainData
@@ -199,6 +200,8 @@ def with_ranker(
         item_neighbours(served_data, chosen["neighbours"], chosen["shrinkage"]),
         params=chosen,
     )
+    if served.drift_baseline is not None:  # the ranker's features join the version's baseline
+        served.drift_baseline = with_ranker_features(served.drift_baseline, learned.features)
     summary = {
         "params": chosen,
         "inner_fit_rows": cut,

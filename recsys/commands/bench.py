@@ -356,6 +356,54 @@ def freshness(
     console.print(f"saved {json_path}, {report} and {plot_path}")
 
 
+@app.command("experiment")
+def experiment(
+    json_path: JsonPath = Path("reports/bench-experiment.json"),
+    report: ReportPath = Path("reports/bench-experiment.md"),
+    requests: Annotated[
+        int, typer.Option(min=100, help="Answers the simulated users request, at most.")
+    ] = 6000,
+    rate: Annotated[float, typer.Option(min=1, help="Requests per second of the run.")] = 40.0,
+    max_seconds: Annotated[
+        float, typer.Option(min=10, help="Stop the simulated run after this many seconds.")
+    ] = 600.0,
+    users: Annotated[int, typer.Option(min=10, help="Simulated users.")] = 1500,
+    latency_rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds with and without an experiment for the p50.")
+    ] = 4,
+    use_running: Annotated[
+        bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
+    ] = False,
+) -> None:
+    """A bounded simulated A/B run through Kafka, the worker, Redis and the API: three arms
+    (the model, the model with more diversity, random items) served to simulated users who click
+    by a hidden taste; per-arm CTR with intervals, p-values against the control, the impressions
+    it took to separate them; and the /recommend p50 an experiment adds."""
+    from recsys.bench.common import save_with_plot
+    from recsys.bench.experiment import ExperimentBenchConfig, run_with_local_services
+    from recsys.bench.experiment_report import markdown, plot
+
+    config = ExperimentBenchConfig(
+        requests=requests, rate=rate, max_seconds=max_seconds, users=users,
+        latency_rounds=latency_rounds,
+    )  # fmt: skip
+    with console.status("Running the experiment benchmark (train, simulate, report, latency)…"):
+        result = run_with_local_services(config, use_running)
+    plot_path = save_with_plot(
+        result, partial(plot, result), partial(markdown, result), json_path, report
+    )
+    summary = {
+        arm["name"]: {
+            "impressions": arm["counts"]["impressions"],
+            "ctr": arm["rates"]["ctr"]["value"],
+            "p_value": (arm["rates"]["ctr"]["vs_control"] or {}).get("p_value"),
+        }
+        for arm in result["report"]["arms"]
+    } | {"p50_added_ms": result["latency"]["p50_added_ms"]}
+    console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
 @app.command("all")
 def all_benchmarks(
     data_dir: Annotated[

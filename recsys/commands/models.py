@@ -48,7 +48,7 @@ def list_command() -> None:
         finally:
             await redis.aclose()
 
-    versions, active = _run(run())
+    versions, active = run_redis(run())
     if not versions:
         output.print("no version is published: run `recsys train`")
         return
@@ -75,7 +75,7 @@ def activate_command(
             await redis.aclose()
 
     try:
-        _run(run())
+        run_redis(run())
     except UnknownVersionError:
         console.print(
             f"[red]error:[/red] version {version!r} is not published or no longer kept; "
@@ -122,7 +122,7 @@ def show_command(
         finally:
             await redis.aclose()
 
-    name, shown, decision = _run(run())
+    name, shown, decision = run_redis(run())
     if name is None:
         console.print("[red]error:[/red] no version is active: run `recsys train`")
         raise typer.Exit(1)
@@ -160,7 +160,7 @@ def rollback_command() -> None:
             await redis.aclose()
 
     try:
-        current, previous = _run(run())
+        current, previous = run_redis(run())
     except (NoPreviousVersionError, UnknownVersionError):
         console.print(
             "[red]error:[/red] no kept version was published before the active one; "
@@ -184,7 +184,7 @@ def decisions_command(
         finally:
             await redis.aclose()
 
-    decisions = _run(run())
+    decisions = run_redis(run())
     if as_json:
         output.print_json(json.dumps(decisions))
         return
@@ -220,7 +220,7 @@ def _utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
-def _run(work: Coroutine[Any, Any, T]) -> T:
+def run_redis(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except REDIS_ERRORS as exc:

@@ -152,11 +152,55 @@ def simulate_command(
         typer.Option(help="With --replay: dataset directory (default: RECSYS_DATA_DIR)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same simulated users and events.")] = 0,
+    respond: Annotated[
+        bool,
+        typer.Option(
+            "--respond",
+            help="Users who request recommendations through the API and click or buy from "
+            "what they are shown (see docs/simulator.md); --rate is then requests per second.",
+        ),
+    ] = False,
+    api_url: Annotated[
+        str, typer.Option(help="With --respond: the API's base URL.")
+    ] = "http://127.0.0.1:8000",
+    requests: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --respond: stop after this many requests (default: rate x duration)."
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option(min=1, max=100, help="With --respond: items per request.")] = 10,
+    shift_at: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="With --respond: replace every user's preferred genres at this fraction of the "
+            "run (e.g. 0.5), for drift checks.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="With --respond: requests in flight at most.")
+    ] = 32,
 ) -> None:
     """Publish realistic events to Kafka (keyed by user): synthetic users whose views, clicks and
     purchases follow their favourite genres of the published catalog, or a dataset replayed in
     time order. Bounded by --duration and --max-events; prints the rate achieved and any errors.
+
+    With --respond, simulated users instead ask the API (--api-url) for --k recommendations,
+    click and buy from what they are shown according to hidden, drifting genre tastes and a
+    position bias, and browse on their own; every event goes through POST /events (with
+    RECSYS_API_KEY as X-API-Key when set). Bounded by --requests and --duration; prints what
+    each experiment arm served and how often it was clicked. Exits 1 when no request was
+    answered or the API refused the simulator's calls (4xx).
     """
+    if respond and replay:
+        raise typer.BadParameter(
+            "--respond simulates users; it cannot replay", param_hint="--replay"
+        )
+    if respond:
+        _simulate_respond(rate, duration, users, seed, api_url, requests, k, shift_at, concurrency)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from core.clients import kafka_producer, redis_client
@@ -212,4 +256,87 @@ def simulate_command(
         f"{stats.errors:,} errors" + (f"; first: {stats.first_error}" if stats.first_error else "")
     )
     if stats.errors:
+        raise typer.Exit(1)
+
+
+def _simulate_respond(
+    rate: float,
+    duration: float,
+    users: int,
+    seed: int,
+    api_url: str,
+    requests: int | None,
+    k: int,
+    shift_at: float | None,
+    concurrency: int,
+) -> None:
+    """`recsys simulate --respond`: the run is `recsys.respond.run_respond`."""
+    from rich.progress import TextColumn
+    from rich.table import Table
+
+    from core.clients import redis_client
+    from recsys.progress import progress_bars
+    from recsys.respond import (
+        BehaviourConfig,
+        BehaviourModel,
+        RespondResult,
+        RunOptions,
+        api_client,
+        run_respond,
+    )
+    from recsys.simulator import SimulationError, load_catalog
+
+    settings = Settings()
+    options = RunOptions(
+        max_requests=requests or max(1, int(rate * duration)),
+        max_seconds=duration,
+        rate=rate,
+        k=k,
+        concurrency=concurrency,
+    )
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+
+    async def run() -> RespondResult:
+        redis = redis_client(settings)
+        try:
+            catalog = await load_catalog(redis)
+        finally:
+            await redis.aclose()
+        model = BehaviourModel(catalog, BehaviourConfig(users=users, seed=seed, shift_at=shift_at))
+        with progress_bars(output, TextColumn("{task.fields[errors]} errors")) as bars:
+            task = bars.add_task("requests", total=options.max_requests, errors=0)
+
+            def report(result: RespondResult) -> None:
+                bars.update(task, completed=result.finished, errors=sum(result.errors.values()))
+
+            async with api_client(api_url, api_key, options.timeout_s) as client:
+                return await run_respond(client, model, options, on_progress=report)
+
+    failures: tuple[type[BaseException], ...] = (SimulationError, *REDIS_ERRORS)
+    try:
+        result = asyncio.run(run())
+    except failures as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"responses to {api_url} ({result.seconds:.1f} s)")
+    for column in ("variant", "answers", "items shown", "clicks", "CTR", "clicked answers",
+                   "purchases", "sources"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("variant", "sources") else "right")
+    for variant, tally in sorted(result.tallies.items(), key=lambda kv: str(kv[0])):
+        table.add_row(
+            variant or "(no experiment)", f"{tally.requests:,}", f"{tally.impressions:,}",
+            f"{tally.clicks:,}", f"{tally.ctr:.2%}", f"{tally.clicked_requests:,}",
+            f"{tally.purchases:,}", ", ".join(f"{s} {n}" for s, n in tally.sources.most_common()),
+        )  # fmt: skip
+    output.print(table)
+    errors = sum(result.errors.values())
+    output.print(
+        f"{result.answered:,} of {result.requests:,} requests answered (stopped by "
+        f"{result.stopped_by}); {result.events_sent:,} events sent "
+        f"({result.browse_events:,} browsing), {result.events_failed:,} failed; {errors:,} errors"
+        + (f"; first: {result.first_error}" if result.first_error else "")
+    )
+    if result.errors:
+        output.print(", ".join(f"{what}: {n}" for what, n in result.errors.most_common()))
+    if result.answered == 0 or result.rejected:
         raise typer.Exit(1)

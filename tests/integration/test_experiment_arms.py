@@ -5,11 +5,14 @@ hand, and an unknown one is a 422 naming the field."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from api.main import create_app
+from core import experiment_store
 from core.experiments import assign, experiment_from_json
 from tests.integration.conftest import ApiSettings, Serve
 
@@ -80,7 +83,7 @@ async def test_without_an_experiment_answers_name_none_and_a_variant_is_refused(
 
 
 async def test_the_contract_lists_the_running_arms_or_no_variant(
-    make_api_settings: ApiSettings, serve: Serve, model_version: str
+    make_api_settings: ApiSettings, serve: Serve, model_version: str, redis: aioredis.Redis
 ) -> None:
     def variant_schema(document: dict[str, Any]) -> Any:
         parameters = document["paths"]["/recommend/{user_id}"]["get"]["parameters"]
@@ -89,6 +92,8 @@ async def test_the_contract_lists_the_running_arms_or_no_variant(
 
     async with serve(create_app(make_api_settings(experiment=EXPERIMENT))) as api:
         running = (await api.get("/openapi.json")).json()
+    # The configured experiment was registered, and runs until it is stopped.
+    await experiment_store.stop(redis, "homepage", time.time())
     async with serve(create_app(make_api_settings())) as api:
         idle = (await api.get("/openapi.json")).json()
     assert variant_schema(running) == {"type": "string", "enum": ["control", "diverse", "holdout"]}

@@ -16,6 +16,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
+import api.drift
 import api.metrics
 import batch.retrain.metrics
 import streams.archive.metrics
@@ -51,7 +52,10 @@ def exported_series() -> dict[str, str]:
 def family_labels() -> dict[str, set[str]]:
     """Family name -> its label names, from the metric objects the two modules define."""
     labels: dict[str, set[str]] = {}
-    for module in (streams.metrics, api.metrics, streams.archive.metrics, batch.retrain.metrics):
+    modules = (
+        streams.metrics, api.metrics, api.drift, streams.archive.metrics, batch.retrain.metrics,
+    )  # fmt: skip
+    for module in modules:
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 name = value._name.removesuffix("_total")
@@ -163,6 +167,16 @@ def test_the_archive_and_the_retraining_loop_are_covered() -> None:
         "recsys_retrain_candidate_ndcg",
         "recsys_retrain_active_ndcg",
         "recsys_retrain_runs_total",
+    } <= queried
+
+
+def test_experiments_and_drift_are_covered() -> None:
+    """Issue 19: per-arm CTR and counts, the sample-ratio check and input drift."""
+    queried = {name for _, expr in expressions() for name in parse(expr)[0]}
+    assert {
+        "recsys_experiment_outcomes_total",
+        "recsys_experiment_srm_p_value",
+        "recsys_drift_psi",
     } <= queried
 
 

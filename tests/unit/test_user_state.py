@@ -8,6 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from core.attribution import item_tag
 from core.rules import WindowCounts
 from core.user_state import (
     LEGACY_FIELDS,
@@ -18,7 +19,6 @@ from core.user_state import (
     HistoryEntry,
     RecentIds,
     UserState,
-    item_tag,
     version_tag,
 )
 from tests.format1 import format1_fields
