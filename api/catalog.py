@@ -77,10 +77,23 @@ class UserContext:
     batch_vector: np.ndarray | None
 
 
-async def user_context(redis: RedisClient, user_id: str, hint: VersionHint) -> UserContext:
+async def user_context(
+    redis: RedisClient, user_id: str, hint: VersionHint, pinned: str | None = None
+) -> UserContext:
     """What a request needs to know about a user: the active version, the user's online state
     and batch vector, in one round trip to the user's node (all three keys are in the user's
-    hash tag: `core.keys`)."""
+    hash tag: `core.keys`). With `pinned` (an experiment's arm), that version instead of the
+    active one, and its batch vector."""
+    if pinned is not None:
+        raw_state, raw_batch = await _round_trip(
+            redis,
+            [("GET", keys.user_state(user_id)),
+             ("HGET", keys.user_vectors(pinned, user_id), user_id)],
+        )  # fmt: skip
+        for reply in (raw_state, raw_batch):
+            if isinstance(reply, Exception) and not is_wrong_type(reply):
+                raise reply
+        return await _context_of(redis, user_id, pinned, raw_state, raw_batch)
     known = hint.version
     commands: list[tuple[str | bytes, ...]] = [
         ("GET", keys.active_model_near(user_id)),
@@ -105,6 +118,12 @@ async def user_context(redis: RedisClient, user_id: str, hint: VersionHint) -> U
         raw_batch = (
             await redis.hget(keys.user_vectors(version, user_id), user_id) if version else None
         )
+    return await _context_of(redis, user_id, version, raw_state, raw_batch)
+
+
+async def _context_of(
+    redis: RedisClient, user_id: str, version: str | None, raw_state: Any, raw_batch: Any
+) -> UserContext:
     if is_wrong_type(raw_state):  # format 1, until the worker next writes this user
         raw_state = await redis.hmget(keys.user_state(user_id), LEGACY_FIELDS)
     return UserContext(

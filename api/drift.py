@@ -282,7 +282,8 @@ class DriftMonitor:
 
     def _export(self, values: dict[str, float]) -> None:
         if self._exported is None:  # this process's first: the gauge starts from this monitor
-            DRIFT_PSI.clear()
+            if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # (no clearing across processes)
+                DRIFT_PSI.clear()
             self._exported = set()
         for gone in self._exported - values.keys():
             with contextlib.suppress(KeyError):

@@ -60,6 +60,7 @@ EXPERIMENT_SRM_P_VALUE = Gauge(
     "The running experiment's sample-ratio-mismatch p-value (users per arm against the "
     "configured shares); below 0.001 the split is broken.",
     ["experiment"],
+    multiprocess_mode="min",  # every worker process computes it; the lowest is the alarm
 )
 
 # The per-request series, each looked up once per label set: `labels()` takes a lock and

@@ -17,7 +17,7 @@ process.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +75,8 @@ class StageRequest:
     excluded: set[str]
     tired: set[int]  # item tags of feedback fatigue (left out here; the fill may add them)
     explain: bool
+    ranker: bool  # the learned ranker on (`RECSYS_API_RANKER`, or an experiment's arm)
+    quotas: Mapping[str, int]  # candidates per source (`RECSYS_API_RANK_QUOTAS`, or an arm's)
 
 
 @contextmanager
@@ -110,13 +112,13 @@ class RankingPipeline:
             lists, user = await self._sources(request, context, table, budget, reasons)
         with _stage(self.tracer, "filter"):
             allowed = _Allowed(table, request)
-            pool = gather(lists, self.settings.api_rank_quotas, allowed)
+            pool = gather(lists, request.quotas, allowed)
         if not len(pool):
             return Staged([], False, [*reasons, "candidates_empty"])
         rows = np.fromiter((table.row_of_item[i] for i in pool.item_ids), np.int64, len(pool))
         with _stage(self.tracer, "features", **{"recsys.rank.candidates": len(pool)}):
             features = feature_matrix(pool, table.unit_vectors[rows], table.popularity[rows], user)
-        scores, why_not = self._rank(stage.ranker, stage.problem, features, budget)
+        scores, why_not = self._rank(request.ranker, stage, features, budget)
         if why_not is not None:
             reasons.append(why_not)
         order = ranked_order(scores) if scores is not None else np.arange(len(pool))
@@ -143,12 +145,13 @@ class RankingPipeline:
         return Staged(candidates, scores is not None, reasons, strongest)
 
     def _rank(
-        self, ranker: Any, problem: str | None, features: np.ndarray, budget: Budget
+        self, wanted: bool, stage: Any, features: np.ndarray, budget: Budget
     ) -> tuple[np.ndarray | None, str | None]:
-        if self.settings.api_ranker == "off":
+        if not wanted:
             return None, "ranker_off"
+        ranker = stage.ranker
         if ranker is None:
-            return None, problem or "no_ranker"
+            return None, stage.problem or "no_ranker"
         total = self.settings.api_request_budget_ms / 1000
         if budget.remaining() < RANKER_BUDGET_SHARE * total:
             return None, "ranker_budget"
@@ -180,7 +183,7 @@ class RankingPipeline:
         budget: Budget,
         reasons: list[str],
     ) -> tuple[list[SourceList], UserSignals]:
-        settings, quotas = self.settings, self.settings.api_rank_quotas
+        settings, quotas = self.settings, request.quotas
         state, version = context.state, table.version
         history = state.history
         recent = recent_items((entry.item_id, entry.event_type) for entry in history)

@@ -12,7 +12,7 @@ Every list says where it came from (`source`) and, when it is not purely persona
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -63,6 +63,10 @@ class RecommendQuery:
     exclude_ids: frozenset[str] = frozenset()
     explain: bool = False
     variant: str | None = None  # an arm of the running experiment, forced (checks by hand)
+    # What an experiment's arm changes (`core.experiments.ARM_PARAMS`); None: the settings'.
+    version: str | None = None
+    ranker: bool | None = None
+    quotas: Mapping[str, int] | None = None
 
 
 class _Fatigue:
@@ -146,9 +150,15 @@ class RecommendationService:
             if query.variant is not None
             else assign(experiment, query.user_id)
         )
-        if "diversity" in arm.params:
-            query = replace(query, diversity=arm.params["diversity"])
-        if arm.params.get("random"):
+        params = arm.params
+        query = replace(
+            query,
+            diversity=params.get("diversity", query.diversity),
+            version=params.get("version"),
+            ranker=params.get("ranker"),
+            quotas=params.get("sources"),
+        )
+        if params.get("random"):
             answer = await self._random_answer(query)
         else:
             holdout = arm.params.get("holdout", False)
@@ -204,7 +214,7 @@ class RecommendationService:
                 "user_state",
                 budget,
                 lambda: catalog.user_context(
-                    self.backends.redis, query.user_id, self.backends.versions
+                    self.backends.redis, query.user_id, self.backends.versions, query.version
                 ),
             )
         except BackendUnavailableError as exc:
@@ -270,10 +280,10 @@ class RecommendationService:
         table = self.item_tables.get(version)
         return table if table is not None and table.ranking is not None else None
 
-    @staticmethod
     def _stage_request(
-        query: RecommendQuery, excluded: set[str], fatigue: _Fatigue
+        self, query: RecommendQuery, excluded: set[str], fatigue: _Fatigue
     ) -> StageRequest:
+        settings = self.settings
         return StageRequest(
             user_id=query.user_id,
             k=query.k,
@@ -283,6 +293,8 @@ class RecommendationService:
             excluded=excluded,
             tired=fatigue.tired,
             explain=query.explain,
+            ranker=settings.api_ranker == "on" if query.ranker is None else query.ranker,
+            quotas=settings.api_rank_quotas if query.quotas is None else query.quotas,
         )
 
     async def _source(

@@ -85,7 +85,8 @@ async def open_services(
     impressions = ImpressionRecorder(settings, publisher)
     await popular.refresh()
     refresher = asyncio.create_task(popular.refresh_every(settings.api_popular_refresh_s))
-    experiments = ExperimentWatch(redis, settings.running_experiment, timeout_s=redis_timeout_s)
+    # A background read, off the request path: a generous timeout (a busy API still reads it).
+    experiments = ExperimentWatch(redis, settings.running_experiment)
     await experiments.start()
     watcher = asyncio.create_task(experiments.refresh_every(settings.api_experiment_refresh_s))
     impressions.start()

@@ -9,6 +9,7 @@ the same thing live, is in `core.drift` and docs/operations.md ("Drift").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -37,11 +38,13 @@ def training_baseline(
     user_vectors: np.ndarray,
     item_vectors: np.ndarray,
     seen: object | None = None,
+    item_genres: Sequence[Sequence[str]] = (),
 ) -> drift.Baseline:
     """The baseline of a version fit on `interactions` (with `user_idx`, `item_idx`, `ts`,
     `event_type`): event-type mix, item popularity, user activity and served scores.
     `popularity` is the training events per item; `seen` the (users x items) interaction
-    matrix, whose entries are left out of the scored lists."""
+    matrix, whose entries are left out of the scored lists; `item_genres` each item's genres
+    (by item index), for the genre mix of the events."""
     distributions: dict[str, drift.Distribution] = {}
     types = interactions["event_type"].astype(str)
     present = [t for t in TRAINING_EVENT_TYPES if (types == t).any()]
@@ -53,38 +56,85 @@ def training_baseline(
     if len(item_idx):
         per_event = np.asarray(popularity, dtype=np.float64)[item_idx]
         distributions[drift.ITEM_POPULARITY] = _numeric(per_event)
+        if any(item_genres):
+            names = sorted({g for genres in item_genres for g in genres})
+            acted = [g for i in item_idx for g in item_genres[i]]
+            distributions[drift.ITEM_GENRES] = drift.Distribution.of_values(
+                drift.Bins.categorical(names), np.asarray(acted, dtype=object)
+            )
         period = (interactions["ts"].to_numpy(dtype=np.int64) // int(ACTIVITY_PERIOD_S)).astype(
             np.int64
         )
         keyed = pd.DataFrame({"u": interactions["user_idx"].to_numpy(), "p": period})
         distributions[drift.USER_ACTIVITY] = _numeric(keyed.groupby(["u", "p"]).size().to_numpy())
-    scores = served_scores(user_vectors, item_vectors, seen)
+    scores = served_scores(user_vectors, item_vectors, seen, interactions)
     if len(scores):
         distributions[drift.SERVED_SCORES] = _numeric(scores)
     return drift.Baseline(distributions, tuple(present or TRAINING_EVENT_TYPES), ACTIVITY_PERIOD_S)
 
 
 def served_scores(
-    user_vectors: np.ndarray, item_vectors: np.ndarray, seen: object | None = None
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    seen: object | None = None,
+    interactions: pd.DataFrame | None = None,
 ) -> np.ndarray:
     """Top-`SCORED_K` dot products of a seeded sample of users against every item: the scores a
-    personalized answer shows (the vector index scores by dot product)."""
+    personalized answer shows (the vector index scores by dot product). A user the stream knows
+    is served by their online vector, so each sampled user's vector is the one the worker would
+    hold after their training events (`interactions`, by `user_idx`, in time order): the EMA of
+    `core.rules.ema_steps` from the unit-length batch vector, with the default weights.
+    Without `interactions`, the unit-length batch vector."""
     n_users, n_items = len(user_vectors), len(item_vectors)
     if not n_users or not n_items:
         return np.empty(0)
     rng = np.random.default_rng(0)
     users = np.sort(rng.choice(n_users, size=min(SCORED_USERS, n_users), replace=False))
+    online = _online_vectors(users, user_vectors, item_vectors, interactions)
     k = min(SCORED_K, n_items)
     found = []
     for start in range(0, len(users), 100):
         chunk = users[start : start + 100]
-        scores = user_vectors[chunk].astype(np.float32) @ item_vectors.T.astype(np.float32)
+        scores = online[start : start + 100] @ item_vectors.T.astype(np.float32)
         if seen is not None:
             rows = seen[chunk]  # type: ignore[index]
             scores[rows.nonzero()] = -np.inf
         top = np.partition(scores, n_items - k, axis=1)[:, n_items - k :]
         found.append(top[np.isfinite(top)])
     return np.concatenate(found).astype(np.float64)
+
+
+def _online_vectors(
+    users: np.ndarray,
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    interactions: pd.DataFrame | None,
+) -> np.ndarray:
+    """The sampled users' vectors as the stream worker would hold them (see `served_scores`)."""
+    from core.rules import ema_steps
+    from core.settings import Settings
+    from schemas.events import stream_event_type
+
+    starts: np.ndarray = user_vectors[users].astype(np.float32)
+    starts /= np.maximum(np.linalg.norm(starts, axis=1, keepdims=True), 1e-12)
+    if interactions is None or not len(interactions):
+        return starts
+    settings = Settings()
+    weights = {
+        "view": settings.stream_ema_view,
+        "click": settings.stream_ema_click,
+        "purchase": settings.stream_ema_purchase,
+    }
+    sampled = interactions[interactions["user_idx"].isin(users)].sort_values("ts", kind="stable")
+    steps: dict[int, list[tuple[np.ndarray, float]]] = {int(u): [] for u in users}
+    for user, item, kind in zip(
+        sampled["user_idx"], sampled["item_idx"], sampled["event_type"], strict=True
+    ):
+        weight = weights.get(stream_event_type(str(kind)))
+        if weight is not None:
+            steps[int(user)].append((item_vectors[item], weight))
+    moved = ema_steps(list(starts), [steps[int(u)] for u in users])
+    return np.stack([m if m is not None else s for m, s in zip(moved, starts, strict=True)])
 
 
 def with_ranker_features(baseline: drift.Baseline, features: np.ndarray) -> drift.Baseline:

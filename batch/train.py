@@ -119,7 +119,12 @@ def to_artifacts(trained: TrainedModel, dataset_name: str, model_name: str) -> M
         trained_until=data.now,
         params=trained.model.params(),
         drift_baseline=training_baseline(
-            data.interactions, popularity, user_vectors, item_vectors, data.matrix
+            data.interactions,
+            popularity,
+            user_vectors,
+            item_vectors,
+            data.matrix,
+            [p.get("genres") or () for p in payloads],
         ),
     )
 

@@ -7,7 +7,8 @@ Who writes, who reads:
   is trained; `batch.publish` stores it, as `Baseline.to_json`, under
   `core.keys.drift_baseline(version)`. A version published before drift monitoring has none:
   readers then report "no baseline" and otherwise carry on.
-- The stream worker (`streams.drift`: event types, item popularity, user activity) and each API
+- The stream worker (`streams.drift`: event types, item popularity and genres, user activity)
+  and each API
   process (`api.drift`: the scores of served lists, the ranker's feature rows) load the active
   version's baseline, bin what they see with its bins into a `SlidingWindow`, and every few
   seconds write the window's counts as one `LiveEntry` into the hash `core.keys.DRIFT_LIVE`
@@ -45,10 +46,13 @@ EPSILON = 1e-4
 # Distribution names (the `distribution` label of `recsys_drift_psi`).
 EVENT_TYPES = "event_types"
 ITEM_POPULARITY = "item_popularity"
+# The genres of the items users act on (an item of two genres counts in both): what a change of
+# taste moves, where popularity and activity may stay as they were.
+ITEM_GENRES = "item_genres"
 USER_ACTIVITY = "user_activity"
 SERVED_SCORES = "served_scores"
 RANKER_FEATURE_PREFIX = "ranker_feature:"
-WORKER_DISTRIBUTIONS = (EVENT_TYPES, ITEM_POPULARITY, USER_ACTIVITY)
+WORKER_DISTRIBUTIONS = (EVENT_TYPES, ITEM_POPULARITY, ITEM_GENRES, USER_ACTIVITY)
 
 Kind = Literal["categorical", "numeric"]
 
@@ -314,7 +318,9 @@ class LiveEntry:
                 "written_at": self.written_at,
                 "window_s": self.window_s,
                 "counts": self.counts,
-            }
+            },
+            # Counts may be numpy scalars (a histogram's): written as the numbers they are.
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
     @classmethod

@@ -21,7 +21,7 @@ from typing import Any
 from core import keys
 from core.clients import RedisClient
 from core.experiments import Experiment, ExperimentError, experiment_from_json, experiment_to_json
-from core.model_version import as_bytes
+from core.model_version import as_bytes, listed_versions
 
 # KEYS: registry, running id. ARGV: id, record. Refuses a known id or a running experiment.
 _CREATE = """
@@ -75,7 +75,16 @@ class Registered:
 
 
 async def create(redis: RedisClient, experiment: Experiment, now_s: float) -> Registered:
-    """Register `experiment` and run it."""
+    """Register `experiment` and run it. An arm may only pin a version that is kept."""
+    pinned = {arm.params["version"] for arm in experiment.arms if "version" in arm.params}
+    if pinned:
+        kept = dict(await listed_versions(redis))
+        missing = sorted(pinned - kept.keys())
+        if missing:
+            raise ExperimentConflictError(
+                f"arms pin model versions that are not kept: {missing}; kept: "
+                f"{sorted(kept) or 'none'} (`recsys models list`)"
+            )
     registered = Registered(experiment, now_s)
     reply = as_bytes(
         await redis.eval(

@@ -24,10 +24,20 @@ SHARE_TOLERANCE = 1e-6
 Z_95 = 1.959963984540054
 
 
-# What an arm may change in its answers: MMR's lambda; or none at all (a holdout: the popular
-# list, the baseline every arm is measured against); or serve uniformly random items of the
-# catalog (a floor: what an arm that knows nothing about the user achieves).
-ARM_PARAMS = {"diversity": float, "holdout": bool, "random": bool}
+# What an arm may change in its answers: MMR's lambda; the model version it serves (a kept
+# version id; its batch user vectors, since the online vectors live in the active version's
+# space); the learned ranker on or off; the candidate sources' quotas (as
+# `RECSYS_API_RANK_QUOTAS`); or none of the model at all: a holdout (the popular list, the
+# baseline every arm is measured against) or random items of the catalog (a floor: what an arm
+# that knows nothing about the user achieves).
+ARM_PARAMS: dict[str, type] = {
+    "diversity": float,
+    "version": str,
+    "ranker": bool,
+    "sources": dict,
+    "holdout": bool,
+    "random": bool,
+}
 # Experiment ids and arm names: they are parts of Redis keys, metric labels and file names.
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -81,6 +91,7 @@ class Experiment:
                     raise ExperimentError(f"arm {arm.name!r}: {name} must be a {kind.__name__}")
             if arm.params.get("holdout") and arm.params.get("random"):
                 raise ExperimentError(f"arm {arm.name!r}: holdout and random exclude each other")
+            _check_sources(arm)
             diversity = arm.params.get("diversity", 0.0)
             if not 0.0 <= diversity <= 1.0:
                 raise ExperimentError(f"arm {arm.name!r}: diversity must be within [0, 1]")
@@ -90,6 +101,19 @@ class Experiment:
             if arm.name == name:
                 return arm
         raise ExperimentError(f"experiment {self.id!r} has no arm {name!r}")
+
+
+def _check_sources(arm: Arm) -> None:
+    from core.ranking import SOURCES
+
+    quotas = arm.params.get("sources")
+    if quotas is None:
+        return
+    unknown = sorted(set(quotas) - set(SOURCES))
+    if unknown:
+        raise ExperimentError(f"arm {arm.name!r}: unknown sources {unknown}; known: {SOURCES}")
+    if any(type(q) is not int or q < 0 for q in quotas.values()):
+        raise ExperimentError(f"arm {arm.name!r}: a source's quota is a count: 0 or more")
 
 
 def experiment_from_json(text: str) -> Experiment:

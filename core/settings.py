@@ -305,7 +305,8 @@ class Settings(BaseSettings):
         None,
         description="An A/B experiment to run, as JSON: "
         '{"id": ..., "arms": [{"name": ..., "share": ..., "params": {...}}]} '
-        "(arm params: diversity, holdout, random); the API registers it at start unless an "
+        "(arm params: diversity, version, ranker, sources, holdout, random); the API registers "
+        "it at start unless an "
         "experiment of that id exists (`recsys experiments` creates, lists and stops them). "
         "One runs at a time; unset: none.",
     )

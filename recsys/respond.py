@@ -507,7 +507,9 @@ async def _request(
         result.error("GET /recommend unreadable", repr(exc))
         return
     actions = model.respond(n, visit.user, shown, progress)
-    sink.add(to_events(visit.user_id, actions, now, recommendation_id))
+    # Clicks follow the answer as the user saw it: from when it arrived, not from when it was
+    # asked for (a slow answer would otherwise have clicks stamped before it was given).
+    sink.add(to_events(visit.user_id, actions, datetime.now(UTC), recommendation_id))
 
     result.answered += 1
     tally = result.tallies.setdefault(answer.get("variant"), VariantTally())

@@ -25,7 +25,7 @@ from core.clients import RedisClient
 from core.model_version import as_bytes
 from core.settings import Settings
 from streams.applier import SourcedEvent
-from streams.model_cache import ModelCache
+from streams.model_cache import ActiveModel, ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,19 @@ class WorkerDrift:
                 await self._load(model.version)
             if self.baseline is None or self.window is None:
                 return
-            self._count(events, now)
+            self._count(events, model, now)
             if now - self._published_at >= self.publish_interval_s:
                 await self.publish(now)
         except Exception:
             log.exception("drift monitoring failed for this batch (the batch is applied)")
 
-    def _count(self, events: Sequence[SourcedEvent], now: float) -> None:
+    def _count(self, events: Sequence[SourcedEvent], model: ActiveModel, now: float) -> None:
         assert self.baseline is not None
         assert self.window is not None
         distributions = self.baseline.distributions
         types = distributions.get(drift.EVENT_TYPES)
         popular = distributions.get(drift.ITEM_POPULARITY)
+        genres = distributions.get(drift.ITEM_GENRES)
         for sourced in events:
             event = sourced.event
             if event.event_type not in self.types:
@@ -82,6 +83,9 @@ class WorkerDrift:
                 item = getattr(event, "item_id", "")
                 count = self.popularity.get(item, 0.0)
                 self.window.add(drift.ITEM_POPULARITY, popular.bins.index(count), now)
+            if genres is not None:
+                for genre in model.genres(getattr(event, "item_id", "")):
+                    self.window.add(drift.ITEM_GENRES, genres.bins.index(genre), now)
             self._count_activity(self.activity_of(event.user_id, now))
 
     def activity_of(self, user_id: str, now: float) -> tuple[float, list[int]] | None:

@@ -21,7 +21,7 @@ import asyncio
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,9 @@ class ExperimentBenchConfig:
     diverse_lambda: float = 0.3
     bucket_s: int = 5
     workers: int = 2
-    latency_rounds: int = 4
+    latency_rounds: int = 10
     latency_seconds: float = 15.0
-    latency_rate: int = 200
+    latency_rate: int = 100
     seed: int = 0
 
 
@@ -68,8 +68,14 @@ def browsing_dataset(model: BehaviourModel, visits: int, start_ts: int = 1_700_0
             rows.append((visit.user_id, action.item_id, start_ts + len(rows), action.kind))
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "ts", "event_type"])
     interactions["weight"] = interactions["event_type"].map(EVENT_WEIGHTS).astype(np.float32)
-    catalog = model.catalog
-    items = pd.DataFrame(
+    return Dataset(
+        name="simulated-browsing", interactions=interactions, items=catalog_items(model.catalog)
+    )
+
+
+def catalog_items(catalog: Catalog) -> pd.DataFrame:
+    """A simulated catalog as a dataset's items (ids for titles, no years)."""
+    return pd.DataFrame(
         {
             "item_id": catalog.item_ids,
             "title": catalog.item_ids,
@@ -77,7 +83,6 @@ def browsing_dataset(model: BehaviourModel, visits: int, start_ts: int = 1_700_0
             "year": pd.array([None] * len(catalog.item_ids), dtype="Int64"),
         }
     )
-    return Dataset(name="simulated-browsing", interactions=interactions, items=items)
 
 
 def synthetic_catalog(items: int, seed: int) -> Catalog:
@@ -104,7 +109,9 @@ def separation(buckets: list[dict[str, Any]], arm: str, control: str) -> dict[st
             counts = bucket["arms"].get(name, {})
             totals[name][0] += counts.get("clicked_impressions", 0)
             totals[name][1] += counts.get("impressions", 0)
-        found = compare(Rate(*totals[arm]), Rate(*totals[control]))
+        # Clicks are bucketed by their own time, impressions by theirs: a prefix may hold a
+        # click whose answer's impression falls in the next bucket.
+        found = compare(*(Rate(min(c, n), n) for c, n in (totals[arm], totals[control])))
         curve.append({"impressions": totals[arm][1] + totals[control][1], "p_value": found.p_value})
     separated_at = None
     for point in curve:
@@ -163,6 +170,30 @@ async def _simulate(
         await redis.aclose()
 
 
+def assignment_cost_us(experiment: Experiment, users: int = 100_000) -> float:
+    """What an experiment adds to a request in CPU: the arm's assignment (a salted BLAKE2b of
+    the user id) and the query's copy with the arm's parameters, per request, in µs."""
+    from dataclasses import replace as copy_with
+
+    from api.recommender import RecommendQuery
+    from core.experiments import assign
+
+    query = RecommendQuery(user_id="u", k=10, diversity=0.8)
+    ids = [f"user-{n}" for n in range(users)]
+    started = time.perf_counter()
+    for user in ids:
+        params = assign(experiment, user).params
+        copy_with(
+            query,
+            user_id=user,
+            diversity=params.get("diversity", query.diversity),
+            version=params.get("version"),
+            ranker=params.get("ranker"),
+            quotas=params.get("sources"),
+        )
+    return (time.perf_counter() - started) / users * 1e6
+
+
 def _latency_rounds(
     settings: Settings, server: Any, users: list[str], config: ExperimentBenchConfig
 ) -> dict[str, Any]:
@@ -204,67 +235,114 @@ def _latency_rounds(
         return float(statistics.median(r["latency_ms"][key] for r in rounds[which]))
 
     summary: dict[str, Any] = {
-        which: {"p50_ms": median_of("p50", which), "p99_ms": median_of("p99", which)}
+        which: {
+            "p50_ms": median_of("p50", which),
+            "p99_ms": median_of("p99", which),
+            "p50_range_ms": [
+                min(r["latency_ms"]["p50"] for r in rounds[which]),
+                max(r["latency_ms"]["p50"] for r in rounds[which]),
+            ],
+        }
         for which in rounds
     }
     summary["p50_added_ms"] = summary["experiment"]["p50_ms"] - summary["none"]["p50_ms"]
     return {"rounds": rounds, **summary}
 
 
-def run(settings: Settings, config: ExperimentBenchConfig, work_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class World:
+    """Simulated users over a catalog, and the model of their tastes, published."""
+
+    behaviour: BehaviourModel
+    version: str
+    training_events: int
+    trained_users: list[str]  # those with a batch vector
+
+    @property
+    def served_users(self) -> set[str]:
+        return {self.behaviour.user_id(u) for u in range(self.behaviour.config.users)}
+
+
+def publish_world(
+    settings: Settings,
+    users: int,
+    items: int,
+    training_visits: int,
+    seed: int,
+    shift_at: float | None = None,
+) -> World:
+    """The synthetic catalog, users who browse it by their tastes (shifting at `shift_at` of a
+    run, if given), and ALS trained on their own browsing (tastes as at the start), published
+    and active (with its drift baseline)."""
     from batch.train import publish_artifacts, to_artifacts, train
+
+    catalog = synthetic_catalog(items, seed)
+    tastes = BehaviourConfig(users=users, seed=seed, drift=0.0)
+    dataset = browsing_dataset(
+        BehaviourModel(catalog, replace(tastes, browse_views=6.0)), training_visits
+    )
+    trained = train(dataset, "als", {"factors": 32, "iterations": 15, "random_state": 1})
+    version = publish_artifacts(settings, to_artifacts(trained, dataset.name, "als"))
+    behaviour = BehaviourModel(catalog, replace(tastes, shift_at=shift_at))
+    trained_users = sorted(set(dataset.interactions["user_id"]))
+    return World(behaviour, version, dataset.n_interactions, trained_users)
+
+
+def run(settings: Settings, config: ExperimentBenchConfig, work_dir: Path) -> dict[str, Any]:
     from core.experiment_report import build_report
     from recsys.bench.api import serving
     from recsys.bench.common import service_env
     from recsys.processes import WorkerProcess
 
     load_before = os.getloadavg()
-    catalog = synthetic_catalog(config.items, config.seed)
-    behaviour = BehaviourModel(
-        catalog, BehaviourConfig(users=config.users, seed=config.seed, drift=0.0)
-    )
-    dataset = browsing_dataset(
-        BehaviourModel(catalog, BehaviourConfig(users=config.users, seed=config.seed, drift=0.0,
-                                                browse_views=6.0)),
-        config.training_visits,
-    )  # fmt: skip
     started = time.perf_counter()
-    trained = train(dataset, "als", {"factors": 32, "iterations": 15, "random_state": 1})
-    version = publish_artifacts(settings, to_artifacts(trained, dataset.name, "als"))
+    world = publish_world(settings, config.users, config.items, config.training_visits, config.seed)
+    behaviour = world.behaviour
     fit_s = time.perf_counter() - started
     env = service_env(
         settings,
         RECSYS_EXPERIMENT_BUCKET_S=str(config.bucket_s),
         RECSYS_API_EXPERIMENT_REFRESH_S="0.5",
     )
-    worker = WorkerProcess(settings, work_dir, "bench-experiment", env=env).start()
-    try:
-        with serving(env, config.workers, work_dir) as server:
+    with serving(env, config.workers, work_dir) as server:
+        worker = WorkerProcess(settings, work_dir, "bench-experiment", env=env).start()
+        try:
             simulated, registered, counts = asyncio.run(
                 _simulate(settings, behaviour, server.base_url, config)
             )
-            users = [behaviour.user_id(u) for u in range(config.users)]
-            latency = _latency_rounds(settings, server, users, config)
-    finally:
-        worker.stop()
+        finally:
+            worker.stop()
+        # The latency rounds on a quiet machine: the worker is done, and only users with a
+        # batch vector are asked (each answer then takes the same personalized path).
+        users = [u for u in world.trained_users if u in world.served_users]
+        latency = _latency_rounds(settings, server, users, config)
+    latency["assignment_us"] = assignment_cost_us(_experiment(config))
     report = build_report(registered, counts)
     control = report["control"]
     separations = {
         arm["name"]: separation(report["buckets"], arm["name"], control)
         for arm in report["arms"][1:]
     }
+    # Not `asdict`: it rebuilds a Counter from (key, count) pairs, counting the pairs.
     tallies = {
-        str(name): asdict(tally) | {"ctr": tally.ctr} for name, tally in simulated.tallies.items()
+        str(name): {
+            "requests": tally.requests,
+            "impressions": tally.impressions,
+            "clicks": tally.clicks,
+            "clicked_requests": tally.clicked_requests,
+            "purchases": tally.purchases,
+            "sources": dict(tally.sources),
+            "ctr_per_item": tally.ctr,
+        }
+        for name, tally in simulated.tallies.items()
     }
-    for tally in tallies.values():
-        tally["sources"] = dict(tally["sources"])
     return {
         "benchmark": "experiment",
         "config": asdict(config),
         "model": {
-            "version": version,
+            "version": world.version,
             "fit_and_publish_seconds": fit_s,
-            "training_events": dataset.n_interactions,
+            "training_events": world.training_events,
         },
         "load_average_before": load_before,
         "simulated": {

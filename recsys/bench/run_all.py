@@ -84,6 +84,9 @@ def plan(data_dir: Path, out: Path) -> list[Step]:
              out / "replay-ml-latest-small.json"),
         Step("archive", ("bench", "archive", *files("bench-archive")), out / "bench-archive.json"),
         Step("loop", ("bench", "loop", *data, *files("bench-loop")), out / "bench-loop.json"),
+        Step("experiment", ("bench", "experiment", *files("bench-experiment")),
+             out / "bench-experiment.json"),
+        Step("drift", ("bench", "drift", *files("bench-drift")), out / "bench-drift.json"),
     ]  # fmt: skip
 
 
@@ -167,6 +170,10 @@ def _figures(section: str, result: dict[str, Any]) -> str:
         from recsys.bench.archive_report import figures_table
     elif section == "loop":
         from recsys.bench.loop_report import figures_table
+    elif section == "experiment":
+        from recsys.bench.experiment_report import figures_table
+    elif section == "drift":
+        from recsys.bench.drift_report import figures_table
     else:
         from recsys.replay.report import figures_table
     return figures_table(result)

@@ -370,7 +370,7 @@ def experiment(
     users: Annotated[int, typer.Option(min=10, help="Simulated users.")] = 1500,
     latency_rounds: Annotated[
         int, typer.Option(min=1, help="Rounds with and without an experiment for the p50.")
-    ] = 4,
+    ] = 10,
     use_running: Annotated[
         bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
     ] = False,
@@ -401,6 +401,39 @@ def experiment(
         for arm in result["report"]["arms"]
     } | {"p50_added_ms": result["latency"]["p50_added_ms"]}
     console.print_json(json.dumps(summary))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("drift")
+def drift(
+    json_path: JsonPath = Path("reports/bench-drift.json"),
+    report: ReportPath = Path("reports/bench-drift.md"),
+    seconds: Annotated[float, typer.Option(min=30, help="Length of the simulated run.")] = 300.0,
+    shift_at: Annotated[
+        float, typer.Option(min=0.05, max=0.95, help="When the tastes shift, as a share of it.")
+    ] = 0.5,
+    window: Annotated[
+        float,
+        typer.Option(min=10, help="The live drift window in seconds (RECSYS_DRIFT_WINDOW_S)."),
+    ] = 60.0,
+    use_running: Annotated[
+        bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
+    ] = False,
+) -> None:
+    """The time drift monitoring takes to see a change: simulated users whose tastes all shift
+    partway through a bounded run, GET /monitoring/drift sampled throughout; the PSI of each
+    distribution over time (plot), its level before the shift and the time to the threshold."""
+    from recsys.bench.common import save_with_plot
+    from recsys.bench.drift import DriftBenchConfig, run_with_local_services
+    from recsys.bench.drift_report import markdown, plot
+
+    config = DriftBenchConfig(seconds=seconds, shift_at=shift_at, window_s=window)
+    with console.status("Running the drift benchmark (train, simulate with a shift, sample)…"):
+        result = run_with_local_services(config, use_running)
+    plot_path = save_with_plot(
+        result, partial(plot, result), partial(markdown, result), json_path, report
+    )
+    console.print_json(json.dumps(result["detection"]))
     console.print(f"saved {json_path}, {report} and {plot_path}")
 
 

@@ -40,8 +40,10 @@ def create_command(
         typer.Argument(
             help='The experiment as JSON, or a JSON file\'s path: {"id": "homepage", "arms": '
             '[{"name": "control", "share": 0.5}, {"name": "random", "share": 0.5, "params": '
-            '{"random": true}}]}. Arm params: diversity (MMR lambda), holdout (the popular '
-            "list), random (random items). The first arm is the control.",
+            '{"random": true}}]}. Arm params: version (a kept model version), ranker '
+            "(true/false), sources (candidate quotas, as RECSYS_API_RANK_QUOTAS), diversity "
+            "(MMR lambda), holdout (the popular list), random (random items). The first arm "
+            "is the control.",
         ),
     ],
 ) -> None:

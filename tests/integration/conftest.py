@@ -3,8 +3,10 @@ embedded Qdrant shard, and the app (lifespan included) behind an httpx client.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -23,6 +26,7 @@ from batch.publish import ModelArtifacts, publish
 from batch.train import to_artifacts, train
 from core.settings import Settings
 from core.vectors.edge import EdgeVectorIndex
+from infra.local.process import free_port
 
 
 def taste_dataset() -> Dataset:
@@ -126,6 +130,26 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@contextmanager
+def served_over_http(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn on a free 127.0.0.1 port, in a thread with its own event
+    loop (for clients in other processes); yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @pytest.fixture

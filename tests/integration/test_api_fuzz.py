@@ -14,18 +14,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from api.main import create_app
 from core.settings import Settings
-from infra.local.process import free_port
+from tests.integration.conftest import served_over_http
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +34,8 @@ HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 @pytest.fixture
 def served_url(make_api_settings: Callable[..., Settings], model_version: str) -> Iterator[str]:
     """The app on a free port, in a thread with its own event loop (lifespan included)."""
-    port = free_port()
-    settings = make_api_settings(api_key=SecretStr(API_KEY))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(300):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served_over_http(create_app(make_api_settings(api_key=SecretStr(API_KEY)))) as url:
+        yield url
 
 
 def test_schemathesis_finds_nothing_with_every_check(served_url: str, tmp_path: Path) -> None:

@@ -35,9 +35,12 @@ async def test_a_published_version_carries_its_drift_baseline(
     # The taste dataset is of ratings: no live event type to compare its mix with.
     assert set(baseline.distributions) == {
         drift.ITEM_POPULARITY,
+        drift.ITEM_GENRES,
         drift.USER_ACTIVITY,
         drift.SERVED_SCORES,
     }
+    genres = baseline.distributions[drift.ITEM_GENRES]
+    assert set(genres.bins.categories) == {"Action", "Comedy", "Drama"}
     assert baseline.distributions[drift.ITEM_POPULARITY].count == int(
         published.artifacts.popularity.sum()
     )
@@ -95,6 +98,10 @@ async def test_the_drift_gauge_stays_flat_without_a_shift_and_rises_with_one(
         assert first is not None
         assert first < 0.1
         assert gauge("item_popularity") == pytest.approx(first)
+        # The worker also counts its events' genres, as training did: no drift there either.
+        (genres,) = [d for d in body["distributions"] if d["distribution"] == "item_genres"]
+        assert genres["live_observations"] >= 1500  # every event's item has a genre or two
+        assert genres["psi"] < 0.1
 
         again, _ = await psi_after(worker, models, events_like(published, 1500, 2, False), client)
         assert again is not None

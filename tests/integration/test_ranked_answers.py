@@ -18,6 +18,8 @@ from batch.models.base import build_train_data
 from batch.publish import ModelArtifacts
 from batch.ranking.train import RANKER_PARAMS, TrainingRows, fit_ranker, item_neighbours
 from batch.train import catalog_of
+from core import experiment_store
+from core.experiments import Arm, Experiment
 from core.ranking import FEATURE_VERSION, FEATURES, Ranker
 from core.ranking_store import RankingParts
 from tests.integration.conftest import ApiSettings, Published, Serve, publish_model, taste_dataset
@@ -145,3 +147,40 @@ async def test_a_ranker_that_fails_to_score_leaves_the_source_order(
         assert body["source"] == "personalized"
         assert "ranker_error" in body["reason"]
         assert len(body["items"]) == 5
+
+
+async def test_experiment_arms_switch_the_ranker_the_sources_and_the_version(
+    make_api_settings: ApiSettings, serve: Serve, redis: aioredis.Redis,
+    taste_model: ModelArtifacts, tmp_path: Path,
+) -> None:  # fmt: skip
+    older = await publish_model(taste_model, redis, tmp_path)
+    newer = await publish_ranked(redis, taste_model, tmp_path)
+    experiment = Experiment(
+        "arms",
+        (
+            Arm("ranked", 0.25),
+            Arm("unranked", 0.25, {"ranker": False}),
+            Arm("popular-only", 0.25, {"sources": {"popular": 30}}),
+            Arm("older", 0.25, {"version": older.version}),
+        ),
+    )
+    await experiment_store.create(redis, experiment, 1.0)
+    async with serve(create_app(make_api_settings())) as api:
+
+        async def answer(variant: str) -> dict[str, Any]:
+            params: dict[str, str | int | float] = {"k": 6, "variant": variant, "diversity": 1.0}
+            body: dict[str, Any] = (await api.get("/recommend/u3", params=params)).json()
+            return body
+
+        ranked, unranked = await answer("ranked"), await answer("unranked")
+        popular_only, pinned = await answer("popular-only"), await answer("older")
+    assert (ranked["source"], ranked["model_version"]) == ("ranked", newer.version)
+    assert "ranker_off" in unranked["reason"]
+    assert popular_only["source"] == "ranked"
+    assert {item["source"] for item in popular_only["items"]} == {"popular"}
+    # The older version has no ranking stage: the one-stage path, on its own vectors.
+    assert (pinned["source"], pinned["model_version"]) == ("personalized", older.version)
+    stale = Experiment("stale", (Arm("a", 1.0, {"version": "v-gone"}),))
+    await experiment_store.stop(redis, "arms", 2.0)
+    with pytest.raises(experiment_store.ExperimentConflictError, match="not kept"):
+        await experiment_store.create(redis, stale, 3.0)

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,13 +21,11 @@ import httpx
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from pydantic import SecretStr
 
 from api.main import create_app
 from batch.train import to_artifacts, train
 from core.settings import Settings
-from infra.local.process import free_port
 from recsys.bench.experiment import browsing_dataset
 from recsys.respond import (
     BehaviourConfig,
@@ -39,7 +36,7 @@ from recsys.respond import (
     run_respond,
 )
 from recsys.simulator import Catalog, load_catalog
-from tests.integration.conftest import ApiSettings, Serve, publish_model
+from tests.integration.conftest import ApiSettings, Serve, publish_model, served_over_http
 
 pytestmark = pytest.mark.integration
 
@@ -166,21 +163,9 @@ def served_url(
     make_api_settings: ApiSettings, live_model: BehaviourModel
 ) -> Iterator[tuple[str, Settings]]:
     """The app on a free port with an API key, in a thread with its own event loop."""
-    port = free_port()
     settings = make_api_settings(api_key=SecretStr(API_KEY))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(300):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", settings
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served_over_http(create_app(settings)) as url:
+        yield url, settings
 
 
 def test_the_command_runs_with_the_api_key_and_prints_the_tallies(

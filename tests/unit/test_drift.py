@@ -187,3 +187,61 @@ def test_a_ranker_adds_one_distribution_per_feature() -> None:
     found = with_ranker_features(base, rows)
     assert set(found.distributions) == {drift.RANKER_FEATURE_PREFIX + f for f in FEATURES}
     assert drift.Baseline.from_json(found.to_json()) == found
+
+
+def test_a_window_fed_numpy_counts_is_written_and_read_back() -> None:
+    """The worker adds a histogram's numpy counts (user activity): its entry still serialises."""
+    window = drift.SlidingWindow({"x": 3}, bucket_s=60.0, buckets=4)
+    window.add_counts("x", list(np.array([1.0, 0.0, 2.0])), 10.0)
+    entry = drift.LiveEntry("v1", 10.0, window.window_s, window.totals(10.0))
+    assert drift.LiveEntry.from_json(entry.to_json()).counts == {"x": [1.0, 0.0, 2.0]}
+
+
+def test_served_scores_read_users_at_unit_length_as_the_online_vector_is() -> None:
+    from batch.drift_baseline import served_scores
+
+    rng = np.random.default_rng(3)
+    users, items = rng.standard_normal((20, 4)), rng.standard_normal((30, 4))
+    scaled = served_scores(users * 10.0, items)
+    np.testing.assert_allclose(scaled, served_scores(users, items), rtol=1e-5)
+    unit = users[0] / np.linalg.norm(users[0])
+    assert scaled.max() <= np.linalg.norm(items, axis=1).max() + 1e-5
+    assert np.isclose(served_scores(users[:1], items).max(), (items @ unit).max(), rtol=1e-5)
+
+
+def test_the_genre_mix_of_the_events_is_in_the_baseline_and_a_taste_shift_moves_it() -> None:
+    import pandas as pd
+
+    genres = [("Drama",), ("Comedy",), ("Drama", "Comedy"), ("Horror",)]
+    rows = pd.DataFrame(
+        {"user_idx": [0, 0, 1, 1], "item_idx": [0, 1, 2, 0], "ts": [0, 1, 2, 3],
+         "event_type": ["view"] * 4}
+    )  # fmt: skip
+    popularity = np.bincount(rows["item_idx"], minlength=4)
+    baseline = training_baseline(
+        rows, popularity, np.ones((2, 2)), np.ones((4, 2)), item_genres=genres
+    )
+    mix = baseline.distributions[drift.ITEM_GENRES]
+    assert mix.bins.categories == ("Comedy", "Drama", "Horror")
+    assert list(mix.shares) == pytest.approx([2 / 5, 3 / 5, 0.0])
+    same = drift.psi(mix.shares, mix.bins.counts(["Comedy", "Drama", "Drama", "Comedy", "Drama"]))
+    shifted = drift.psi(mix.shares, mix.bins.counts(["Horror"] * 5))
+    assert same < 0.1
+    assert shifted > 0.25
+
+
+def test_served_scores_follow_the_users_training_events_as_the_worker_would() -> None:
+    """A user whose events all went to one item is served by a vector pulled towards it."""
+    import pandas as pd
+
+    from batch.drift_baseline import served_scores
+
+    items = np.eye(4, dtype=np.float32)[:3] * 2.0  # three items along three axes
+    users = np.array([[0.0, 0.0, 0.0, 1.0]], dtype=np.float32)  # likes none of them
+    rows = pd.DataFrame(
+        {"user_idx": [0] * 30, "item_idx": [2] * 30, "ts": range(30), "event_type": ["click"] * 30}
+    )
+    before = served_scores(users, items)
+    after = served_scores(users, items, None, rows)
+    assert before.max() == pytest.approx(0.0, abs=1e-6)
+    assert after.max() > 1.9  # the online vector has turned to item 2 (norm 2)
