@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from core import experiment_store
-from core.clients import redis_client_for
+from core.clients import RedisClient, redis_client_for
 from core.experiment_report import SRM_ALERT_P, build_report
 from core.experiments import ExperimentError, experiment_from_json
 from core.settings import Settings
@@ -26,11 +27,29 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 output = Console()
+T = TypeVar("T")
 
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(1)
+
+
+def _with_registry(work: Callable[[RedisClient], Awaitable[T]]) -> T:
+    """`work` on a client of the configured Redis; a refusal of the registry is an error
+    message and exit code 1, a Redis failure says how to reach it (`run_redis`)."""
+
+    async def run() -> T:
+        redis = redis_client_for(Settings())
+        try:
+            return await work(redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        return run_redis(run())
+    except experiment_store.ExperimentConflictError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("create")
@@ -55,17 +74,7 @@ def create_command(
     except ExperimentError as exc:
         raise _fail(str(exc)) from None
 
-    async def run() -> None:
-        redis = redis_client_for(Settings())
-        try:
-            await experiment_store.create(redis, experiment, time.time())
-        finally:
-            await redis.aclose()
-
-    try:
-        run_redis(run())
-    except experiment_store.ExperimentConflictError as exc:
-        raise _fail(str(exc)) from None
+    _with_registry(lambda redis: experiment_store.create(redis, experiment, time.time()))
     arms = ", ".join(f"{arm.name} {arm.share:.0%}" for arm in experiment.arms)
     output.print(f"experiment [bold]{experiment.id}[/bold] is running: {arms}")
 
@@ -74,14 +83,7 @@ def create_command(
 def list_command() -> None:
     """Every experiment registered, newest first."""
 
-    async def run() -> list[experiment_store.Registered]:
-        redis = redis_client_for(Settings())
-        try:
-            return await experiment_store.all_registered(redis)
-        finally:
-            await redis.aclose()
-
-    found = run_redis(run())
+    found = _with_registry(experiment_store.all_registered)
     if not found:
         output.print("no experiment is registered: `recsys experiments create --help`")
         return
@@ -104,17 +106,7 @@ def stop_command(
     """Stop the running experiment: answers carry no arm any more; its counters stay for its
     report."""
 
-    async def run() -> None:
-        redis = redis_client_for(Settings())
-        try:
-            await experiment_store.stop(redis, experiment_id, time.time())
-        finally:
-            await redis.aclose()
-
-    try:
-        run_redis(run())
-    except experiment_store.ExperimentConflictError as exc:
-        raise _fail(str(exc)) from None
+    _with_registry(lambda redis: experiment_store.stop(redis, experiment_id, time.time()))
     output.print(f"experiment [bold]{experiment_id}[/bold] stopped")
 
 
@@ -133,17 +125,13 @@ def report_command(
     control (difference, its interval, two-proportion p-value), the sample-ratio-mismatch
     check, and a plot of the rates over time."""
 
-    async def run() -> dict[str, Any] | None:
-        redis = redis_client_for(Settings())
-        try:
-            found = await experiment_store.registered(redis, experiment_id)
-            if found is None:
-                return None
-            return build_report(found, await experiment_store.read_counts(redis, experiment_id))
-        finally:
-            await redis.aclose()
+    async def read(redis: RedisClient) -> dict[str, Any] | None:
+        found = await experiment_store.registered(redis, experiment_id)
+        if found is None:
+            return None
+        return build_report(found, await experiment_store.read_counts(redis, experiment_id))
 
-    report = run_redis(run())
+    report = _with_registry(read)
     if report is None:
         raise _fail(f"no experiment {experiment_id!r}: see `recsys experiments list`")
     if not no_plot:

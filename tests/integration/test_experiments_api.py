@@ -140,3 +140,46 @@ async def test_the_report_route_and_the_cli_read_the_counters(
     assert "0.1267" in text  # the model arm's CTR, 190 / 1500
     assert "no mismatch" in text
     assert plot.stat().st_size > 10_000
+
+
+async def recsys_experiments(settings: Settings, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "RECSYS_REDIS_URL": settings.redis_url, "COLUMNS": "200"}
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recsys", "experiments", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    printed, _ = await asyncio.wait_for(command.communicate(), timeout=60)
+    assert command.returncode is not None
+    return command.returncode, printed.decode()
+
+
+async def test_the_cli_creates_lists_and_stops_and_says_what_it_refuses(
+    redis: aioredis.Redis, service_settings: Settings, tmp_path: Path
+) -> None:
+    definition = tmp_path / "home.json"
+    definition.write_text(
+        '{"id": "home", "arms": [{"name": "model", "share": 0.5}, '
+        '{"name": "random", "share": 0.5, "params": {"random": true}}]}'
+    )
+    code, printed = await recsys_experiments(service_settings, "create", str(definition))
+    assert code == 0, printed
+    assert "home is running: model 50%, random 50%" in printed
+    assert await experiment_store.running(redis) is not None
+    code, printed = await recsys_experiments(
+        service_settings, "create", '{"id": "other", "arms": [{"name": "a", "share": 1}]}'
+    )
+    assert code == 1
+    assert "experiments stop home" in printed
+    code, printed = await recsys_experiments(service_settings, "create", '{"id": "x"}')
+    assert code == 1
+    assert "is JSON like" in printed
+    code, printed = await recsys_experiments(service_settings, "list")
+    assert code == 0
+    assert "home" in printed
+    assert "running" in printed
+    code, printed = await recsys_experiments(service_settings, "stop", "home")
+    assert code == 0, printed
+    assert await experiment_store.running(redis) is None
+    code, printed = await recsys_experiments(service_settings, "stop", "home")
+    assert code == 1
+    assert "not running" in printed
