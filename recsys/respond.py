@@ -250,7 +250,8 @@ def to_events(
     at: datetime,
     recommendation_id: str | None = None,
 ) -> list[AnyEvent]:
-    """The actions as events stamped relative to `at` (the request's time); clicks and
+    """The actions as events stamped relative to `at` (when the answer arrived, or for
+    browsing, when the visit began); clicks and
     purchases of a shown list carry the answer's `recommendation_id`."""
     events = []
     for action in actions:
@@ -416,7 +417,7 @@ async def run_respond(
 
     Each request n: its user's browsing goes to POST /events, then GET /recommend/{user}?k=K;
     the user's clicks and purchases of the answer's items are posted with its
-    `recommendation_id`, stamped a few seconds after the request. A 4xx/5xx or a transport
+    `recommendation_id`, stamped a few seconds after the answer arrived. A 4xx/5xx or a transport
     error is counted in `errors` and the run goes on. Requests are started on schedule (open
     loop) while fewer than `concurrency` are in flight; those still in flight at `max_seconds`
     get `timeout_s` to finish, then are cancelled. Prints nothing; `on_progress` is called
