@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import redis.asyncio as aioredis
 
 from batch.publish import ModelArtifacts, publish
@@ -86,23 +87,46 @@ class StreamBenchConfig:
     transitions_top_n: int = 50  # the worker's RECSYS_STREAM_TRANSITIONS_TOP_N (its default)
 
 
+def _training_like(config: StreamBenchConfig, events: int = 50_000) -> pd.DataFrame:
+    """Training rows drawn as the backlog is (`_produce_backlog`): what the version's drift
+    baseline describes, so that the worker feeds its drift windows as a deployed one does."""
+    rng = np.random.default_rng(config.seed + 2)
+    return pd.DataFrame(
+        {
+            "user_idx": rng.integers(config.users // 2, size=events),
+            "item_idx": np.minimum(rng.zipf(1.3, size=events) - 1, config.items - 1),
+            "ts": np.sort(rng.integers(0, 86_400, size=events)),
+            "event_type": rng.choice(list(POSITIVE_EVENT_TYPES), size=events, p=[0.8, 0.15, 0.05]),
+        }
+    )
+
+
 async def _publish_model(redis: RedisClient, config: StreamBenchConfig, state_dir: Path) -> str:
+    from batch.drift_baseline import training_baseline
+
     rng = np.random.default_rng(config.seed)
     item_ids = np.array([f"i{i}" for i in range(config.items)])
+    user_vectors = rng.standard_normal((config.users // 2, DIM)).astype(np.float32)
+    item_vectors = rng.standard_normal((config.items, DIM)).astype(np.float32)
+    payloads: list[dict[str, Any]] = [
+        {"title": f"Item {i}", "genres": [f"g{i % 18}"], "year": None} for i in range(config.items)
+    ]
+    rows = _training_like(config)
+    popularity = np.bincount(rows["item_idx"], minlength=config.items)
     artifacts = ModelArtifacts(
         model="als",
         dataset="bench-random",
         user_ids=np.array([f"u{i}" for i in range(config.users // 2)]),  # half known, half new
         item_ids=item_ids,
-        user_vectors=rng.standard_normal((config.users // 2, DIM)).astype(np.float32),
-        item_vectors=rng.standard_normal((config.items, DIM)).astype(np.float32),
-        item_payloads=[
-            {"title": f"Item {i}", "genres": [f"g{i % 18}"], "year": None}
-            for i in range(config.items)
-        ],
-        popularity=np.ones(config.items, dtype=np.int64),
+        user_vectors=user_vectors,
+        item_vectors=item_vectors,
+        item_payloads=payloads,
+        popularity=popularity.astype(np.int64),
         trained_until=0,
         params={"alpha": 10.0, "regularization": 0.05},
+        drift_baseline=training_baseline(
+            rows, popularity, user_vectors, item_vectors, None, [p["genres"] for p in payloads]
+        ),
     )
     index = EdgeVectorIndex(state_dir / "qdrant")
     version = await publish(artifacts, index, redis, state_dir / "models")
