@@ -12,6 +12,9 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:ranker                  hash    model (LightGBM text), feature_version, params
   recsys:model:{v}:neighbours              hash    item_id -> JSON [[item ids], [scores]]
   recsys:model:{v}:drift                   string  JSON drift baseline (`core.drift.Baseline`)
+  recsys:drift:live                        hash    process -> JSON of its live drift window
+                                                   (`core.drift.LiveEntry`), written every few
+                                                   seconds by each worker and API process
   recsys:{experiments}:registry            hash    experiment id -> JSON of its definition, when
                                                    it was created and stopped
   recsys:{experiments}:running             string  the id of the experiment answers run (one at a

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from core import keys
-from core.attribution import Acted, AttributionConfig, Credit, Shown, attribute
+from core.attribution import Acted, AttributionConfig, Credit, Shown, Touches, attribute
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
 from core.rules import (
@@ -181,6 +181,9 @@ class _UserWork:
     state: UserState
     batch_vector: np.ndarray | None
     fresh: list[SourcedEvent] = field(default_factory=list)
+    # The user's touches after `fresh` (`core.attribution`), computed with the credits; None:
+    # attribution had nothing to do for this user.
+    touches: Touches | None = None
 
 
 class BatchApplier:
@@ -224,6 +227,7 @@ class BatchApplier:
             # what is still fresh for them is applied.
             reread, _ = await self._read(conflicted, [], model)
             self._select_fresh(by_user, reread, outcome)
+            self._credits(reread)  # their touches anew; the shards have counted the credits
             work.update(reread)
             pending = {user: item for user, item in reread.items() if item.fresh}
         now = time.time()
@@ -308,7 +312,9 @@ class BatchApplier:
         for item in work.values():
             if _attributes(item.state, item.fresh):
                 ordered = _by_time(item.fresh)
-                _, found = attribute(item.state.touches, map(_attributed, ordered), self._window)
+                item.touches, found = attribute(
+                    item.state.touches, map(_attributed, ordered), self._window
+                )
                 for sourced, credited in zip(ordered, found, strict=True):
                     if credited:
                         credits[id(sourced)] = credited
@@ -463,6 +469,8 @@ class BatchApplier:
             if model is not None:
                 state.set_vector(vectors[user], model.version)
             self._apply_to_state(state, item.fresh, model, outcome)
+            if item.touches is not None:  # computed with the credits the shards counted
+                state.touches = item.touches
             offsets = state.offsets
             for sourced in by_user[user]:
                 offsets[sourced.slot] = max(offsets.get(sourced.slot, -1), sourced.offset)
@@ -602,9 +610,6 @@ class BatchApplier:
                 config.fatigue_window_s,
                 config.fatigue_max_items,
             )
-        if _attributes(state, [*fresh, *shown]):
-            happened = map(_attributed, _by_time([*fresh, *shown]))
-            state.touches, _ = attribute(state.touches, happened, config.attribution)
 
 
 def _of_experiment(sourced: SourcedEvent) -> bool:

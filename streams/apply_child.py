@@ -27,6 +27,7 @@ from core.settings import Settings
 from core.tracing import setup_tracing
 from streams.applier import UpdateConfig
 from streams.apply_protocol import Report, decode_batch, encode_report, read_frame
+from streams.drift import WorkerDrift
 from streams.metrics import JournalRecorder
 from streams.processor import DecodedBatch, EventProcessor
 
@@ -69,6 +70,7 @@ async def serve(
         keep_dead_letter,
         model_refresh_s=model_refresh_s,
         recorder=recorder,
+        drift=WorkerDrift(redis, settings),
     )
     loop = asyncio.get_running_loop()
     # The worker bounds the batches in flight, and so the length of these queues.

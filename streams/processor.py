@@ -19,7 +19,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from core.clients import RedisClient, redis_unavailable
-from core.settings import Settings
 from core.tracing import context_from_headers
 from schemas import EventDecodeError
 from schemas.dead_letter import DeadLetter
@@ -83,8 +82,9 @@ class EventProcessor:
         self.models = ModelCache(redis, refresh_s=model_refresh_s)
         self.send_dead_letter = send_dead_letter
         self.recorder = recorder or metrics.PrometheusRecorder()
-        # Live drift histograms (`streams.drift`), with the RECSYS_DRIFT_* settings.
-        self.drift = drift or WorkerDrift(redis, Settings())
+        # Live drift histograms (`streams.drift`); None: not monitored (the apply process
+        # passes the worker's, built from its settings).
+        self.drift = drift
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Deal with a whole batch: decode, dead-letter the invalid, apply the valid."""
@@ -118,7 +118,8 @@ class EventProcessor:
         spans = [span for span in decoded.spans if span is not None]
         outcome = await self._apply_until_done(decoded.events, spans)
         self._record(outcome)
-        await self.drift.observe(decoded.events, self.models)
+        if self.drift is not None:
+            await self.drift.observe(decoded.events, self.models)
         for span in spans:
             span.end()
         return outcome

@@ -14,10 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.main import create_app
-from core import experiment_store
+from core import experiment_store, keys
 from core.clients import ensure_topics
 from core.experiment_report import build_report
 from core.experiments import Arm, Experiment
+from core.model_version import as_bytes
 from core.settings import Settings
 from recsys.processes import WorkerProcess, wait_until
 from recsys.respond import BehaviourModel, RunOptions, run_respond
@@ -79,6 +80,12 @@ async def test_the_random_arm_loses_to_the_model_arm_in_a_simulated_run(
             return found >= clicks
 
         await wait_until(clicks_counted, 60, "every click credited", worker)
+
+        async def drift_written() -> bool:  # the worker's apply process feeds its drift window
+            fields = await redis.hkeys(keys.DRIFT_LIVE)
+            return any(as_bytes(f).startswith(b"worker:") for f in fields)
+
+        await wait_until(drift_written, 30, "the worker's drift window written", worker)
     finally:
         worker.stop()
 
