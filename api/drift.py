@@ -10,7 +10,10 @@
   `LIVE`'s window into this process's field of `core.keys.DRIFT_LIVE` every
   RECSYS_DRIFT_PUBLISH_INTERVAL_S, merges every process's fields (the stream workers' event
   types, item popularity and user activity; the API processes' scores and features) and sets
-  `recsys_drift_psi{distribution}`. `GET /monitoring/drift` (`api.routes.monitoring`) asks it
+  `recsys_drift_psi{distribution}`. The score distributions (`core.drift.LIVE_REFERENCED`) are
+  compared with the version's live reference, which the first process to see a full window
+  after RECSYS_DRIFT_SETTLE_S stores with the version (SET NX: one reference, whoever wins).
+  `GET /monitoring/drift` (`api.routes.monitoring`) asks it
   for the same report on demand.
 """
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 DRIFT_PSI = Gauge(
     "recsys_drift_psi",
     "Population stability index of a live distribution over the drift window against the "
-    "active model version's training baseline.",
+    "active model version's training baseline (scores: against its live reference).",
     ["distribution"],
     multiprocess_mode="max",
 )
@@ -115,19 +118,29 @@ LIVE = ApiLive()
 
 class BinShares(BaseModel):
     bin: str = Field(description="The bin: a category, or a range of values [low, high).")
-    baseline: float = Field(description="Share of the training baseline in the bin.")
+    baseline: float = Field(
+        description="Share in the bin of what the live window is compared with: the training "
+        "baseline, or the live reference (`compared_with`)."
+    )
     live: float = Field(description="Share of the live window in the bin.")
 
 
 class DistributionDrift(BaseModel):
     distribution: str = Field(description="As the `distribution` label of recsys_drift_psi.")
-    status: Literal["ok", "drift", "too_few_observations"]
+    status: Literal["ok", "drift", "too_few_observations", "awaiting_reference"]
+    compared_with: drift.Against = Field(
+        description="training: the version's training baseline; live_reference: the first "
+        "window of live traffic after RECSYS_DRIFT_SETTLE_S (score distributions, whose "
+        "training side is in-sample); awaiting_reference: that window has not been seen yet."
+    )
     psi: float | None = Field(
-        description="Population stability index, live against baseline; null below the "
-        "minimum of live observations."
+        description="Population stability index, live against what it is compared with; null "
+        "below the minimum of live observations, or while awaiting the reference."
     )
     live_observations: float
-    baseline_observations: int
+    baseline_observations: int = Field(
+        description="Observations behind what the live window is compared with."
+    )
     bins: list[BinShares]
 
 
@@ -158,6 +171,8 @@ class DriftMonitor:
         self.source = f"api:{socket.gethostname()}:{os.getpid()}"
         self.version: str | None = None
         self.baseline: drift.Baseline | None = None
+        self.reference: drift.Reference | None = None
+        self._active_since = 0.0  # when this process first saw the version active
         self._exported: set[str] | None = None
 
     async def report(self, now: float | None = None) -> DriftReport:
@@ -199,7 +214,8 @@ class DriftMonitor:
         live, sources = drift.merge_live(
             entries, self.baseline, version, now, self.settings.drift_window_s
         )
-        found = drift.report(self.baseline, live, self.settings.drift_min_observations)
+        reference = await self._reference(version, live, now)
+        found = drift.report(self.baseline, live, self.settings.drift_min_observations, reference)
         self._export({d.name: d.psi for d in found if d.psi is not None})
         return self._as_report(empty, found, sources)
 
@@ -209,8 +225,14 @@ class DriftMonitor:
         threshold = self.settings.drift_psi_threshold
         distributions = []
         for d in found:
-            status: Literal["ok", "drift", "too_few_observations"] = (
-                "too_few_observations" if d.psi is None else "drift" if d.psi > threshold else "ok"
+            status: Literal["ok", "drift", "too_few_observations", "awaiting_reference"] = (
+                "awaiting_reference"
+                if d.against == "awaiting_reference"
+                else "too_few_observations"
+                if d.psi is None
+                else "drift"
+                if d.psi > threshold
+                else "ok"
             )
             bins = [
                 BinShares(bin=label, baseline=base, live=live)
@@ -222,6 +244,7 @@ class DriftMonitor:
                 DistributionDrift(
                     distribution=d.name,
                     status=status,
+                    compared_with=d.against,
                     psi=d.psi,
                     live_observations=d.live_count,
                     baseline_observations=d.baseline.count,
@@ -249,9 +272,31 @@ class DriftMonitor:
         raw = await self.redis.get(keys.drift_baseline(version))
         self.baseline = drift.Baseline.from_json(as_bytes(raw)) if raw else None
         self.version = version
+        self.reference = None
+        self._active_since = time.time()
         self.live.configure(
             version, self.baseline, self.settings.drift_window_s, self.settings.drift_buckets
         )
+
+    async def _reference(
+        self, version: str, live: dict[str, list[float]], now: float
+    ) -> drift.Reference | None:
+        """The version's live reference: read from Redis, or captured from `live` once due."""
+        if self.reference is not None:
+            return self.reference
+        key = keys.drift_reference(version)
+        raw = await self.redis.get(key)
+        settings = self.settings
+        if raw is None and drift.reference_due(
+            self._active_since, now, settings.drift_settle_s, settings.drift_window_s
+        ):
+            captured = drift.Reference.capture(live, settings.drift_min_observations, now)
+            if captured is not None:
+                await self.redis.set(key, captured.to_json(), nx=True)
+                raw = await self.redis.get(key)  # this one's, or another process's first
+        if raw is not None:
+            self.reference = drift.Reference.from_json(as_bytes(raw))
+        return self.reference
 
     async def _publish(self, now: float) -> None:
         window, version = self.live.window, self.live.version

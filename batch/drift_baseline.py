@@ -70,6 +70,9 @@ def training_baseline(
     scores = served_scores(user_vectors, item_vectors, seen, interactions)
     if len(scores):
         distributions[drift.SERVED_SCORES] = _numeric(scores)
+    foreseen = event_scores(user_vectors, item_vectors, interactions)
+    if len(foreseen):
+        distributions[drift.EVENT_SCORES] = _numeric(foreseen)
     return drift.Baseline(distributions, tuple(present or TRAINING_EVENT_TYPES), ACTIVITY_PERIOD_S)
 
 
@@ -88,9 +91,8 @@ def served_scores(
     n_users, n_items = len(user_vectors), len(item_vectors)
     if not n_users or not n_items:
         return np.empty(0)
-    rng = np.random.default_rng(0)
-    users = np.sort(rng.choice(n_users, size=min(SCORED_USERS, n_users), replace=False))
-    online = _online_vectors(users, user_vectors, item_vectors, interactions)
+    users = _sampled_users(n_users)
+    online, _ = _replayed(users, user_vectors, item_vectors, interactions)
     k = min(SCORED_K, n_items)
     found = []
     for start in range(0, len(users), 100):
@@ -104,13 +106,34 @@ def served_scores(
     return np.concatenate(found).astype(np.float64)
 
 
-def _online_vectors(
+def event_scores(
+    user_vectors: np.ndarray, item_vectors: np.ndarray, interactions: pd.DataFrame
+) -> np.ndarray:
+    """The score of each training event of the sampled users (those of `served_scores`)
+    against the vector the worker would have held just before it, replaying their events in
+    time order from the unit-length batch vector (`core.rules.ema_steps`). In-sample, so only
+    the bins are kept for comparison; the live side is compared with a live reference
+    (`core.drift.LIVE_REFERENCED`)."""
+    if not len(user_vectors) or not len(item_vectors) or not len(interactions):
+        return np.empty(0)
+    users = _sampled_users(len(user_vectors))
+    _, scores = _replayed(users, user_vectors, item_vectors, interactions)
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _sampled_users(n_users: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(n_users, size=min(SCORED_USERS, n_users), replace=False))
+
+
+def _replayed(
     users: np.ndarray,
     user_vectors: np.ndarray,
     item_vectors: np.ndarray,
     interactions: pd.DataFrame | None,
-) -> np.ndarray:
-    """The sampled users' vectors as the stream worker would hold them (see `served_scores`)."""
+) -> tuple[np.ndarray, list[float]]:
+    """The sampled users' vectors as the stream worker would hold them after their events (see
+    `served_scores`), and the score of each event against the vector held before it."""
     from core.rules import ema_steps
     from core.settings import Settings
     from schemas.events import stream_event_type
@@ -118,7 +141,7 @@ def _online_vectors(
     starts: np.ndarray = user_vectors[users].astype(np.float32)
     starts /= np.maximum(np.linalg.norm(starts, axis=1, keepdims=True), 1e-12)
     if interactions is None or not len(interactions):
-        return starts
+        return starts, []
     settings = Settings()
     weights = {
         "view": settings.stream_ema_view,
@@ -133,8 +156,10 @@ def _online_vectors(
         weight = weights.get(stream_event_type(str(kind)))
         if weight is not None:
             steps[int(user)].append((item_vectors[item], weight))
-    moved = ema_steps(list(starts), [steps[int(u)] for u in users])
-    return np.stack([m if m is not None else s for m, s in zip(moved, starts, strict=True)])
+    scores: list[list[float]] = [[] for _ in users]
+    moved = ema_steps(list(starts), [steps[int(u)] for u in users], scores)
+    vectors = np.stack([m if m is not None else s for m, s in zip(moved, starts, strict=True)])
+    return vectors, [score for user in scores for score in user]
 
 
 def with_ranker_features(baseline: drift.Baseline, features: np.ndarray) -> drift.Baseline:

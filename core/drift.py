@@ -51,8 +51,19 @@ ITEM_POPULARITY = "item_popularity"
 ITEM_GENRES = "item_genres"
 USER_ACTIVITY = "user_activity"
 SERVED_SCORES = "served_scores"
+# The score of each item a user acted on (view, click, purchase) against the vector the user held
+# just before (`core.rules.ema_steps`): how well the model foresees what users do. A change of
+# taste lowers it at once, even where the mixes of genres and items over all users stay as
+# they were (users trading tastes among themselves).
+EVENT_SCORES = "event_scores"
 RANKER_FEATURE_PREFIX = "ranker_feature:"
-WORKER_DISTRIBUTIONS = (EVENT_TYPES, ITEM_POPULARITY, ITEM_GENRES, USER_ACTIVITY)
+WORKER_DISTRIBUTIONS = (EVENT_TYPES, ITEM_POPULARITY, ITEM_GENRES, USER_ACTIVITY, EVENT_SCORES)
+# Distributions of the model's own scores. Their training side is in-sample (the batch vectors
+# were fit to those very events, so they score them higher than they score anything live), and
+# just after a publish the online vectors are still settling from the batch ones: each is
+# compared with a live reference instead, the version's first full window once it has been
+# active for RECSYS_DRIFT_SETTLE_S (`Reference`). The training side gives the bins.
+LIVE_REFERENCED = frozenset({EVENT_SCORES, SERVED_SCORES})
 
 Kind = Literal["categorical", "numeric"]
 
@@ -302,6 +313,46 @@ class ActivityCounter:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A version's live reference: the merged live counts of the `LIVE_REFERENCED`
+    distributions (with the baseline's bins) over the window that ended at `captured_at`."""
+
+    captured_at: float
+    counts: dict[str, list[float]]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"format": FORMAT, "captured_at": self.captured_at, "counts": self.counts}
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Reference:
+        data = orjson.loads(raw)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"drift reference format {data.get('format')!r}, expected {FORMAT}")
+        return cls(float(data["captured_at"]), data["counts"])
+
+    @classmethod
+    def capture(
+        cls, live: Mapping[str, Sequence[float]], min_count: float, now: float
+    ) -> Reference | None:
+        """The reference of `live` (merged counts): each live-referenced distribution with at
+        least `min_count` observations; None when none has."""
+        counts = {
+            name: [float(c) for c in live[name]]
+            for name in sorted(LIVE_REFERENCED & live.keys())
+            if sum(live[name]) >= max(min_count, 1)
+        }
+        return cls(now, counts) if counts else None
+
+
+def reference_due(active_since: float, now: float, settle_s: float, window_s: float) -> bool:
+    """Whether the window ending at `now` lies wholly after the settling time of a version
+    active since `active_since`."""
+    return now - window_s >= active_since + settle_s
+
+
+@dataclass(frozen=True)
 class LiveEntry:
     """One process's window as it writes it into `core.keys.DRIFT_LIVE`."""
 
@@ -352,26 +403,45 @@ def merge_live(
     return merged, used
 
 
+Against = Literal["training", "live_reference", "awaiting_reference"]
+
+
 @dataclass(frozen=True)
 class DriftOf:
-    """One distribution's comparison. `psi` is None below `min_count` live observations."""
+    """One distribution's comparison. `psi` is None below `min_count` live observations, and
+    for a live-referenced distribution until its reference is captured. `baseline` is what the
+    live shares are compared with: the training baseline, or the live reference (`against`)."""
 
     name: str
     psi: float | None
     live_count: float
     baseline: Distribution
     live_shares: tuple[float, ...]
+    against: Against = "training"
 
 
 def report(
-    baseline: Baseline, live: Mapping[str, Sequence[float]], min_count: float
+    baseline: Baseline,
+    live: Mapping[str, Sequence[float]],
+    min_count: float,
+    reference: Reference | None = None,
 ) -> list[DriftOf]:
-    """Every baseline distribution against its live counts (none yet: zero counts)."""
+    """Every baseline distribution against its live counts (none yet: zero counts); those of
+    `LIVE_REFERENCED` against `reference` instead."""
     found = []
     for name, distribution in sorted(baseline.distributions.items()):
+        against: Against = "training"
+        if name in LIVE_REFERENCED:
+            referenced = reference.counts.get(name) if reference is not None else None
+            if referenced is not None and len(referenced) == len(distribution.bins):
+                against = "live_reference"
+                distribution = Distribution.of_counts(distribution.bins, np.asarray(referenced))
+            else:
+                against = "awaiting_reference"
         counts = list(live.get(name) or [0.0] * len(distribution.bins))
         total = float(sum(counts))
         shares = tuple(c / total for c in counts) if total > 0 else (0.0,) * len(counts)
-        value = psi(distribution.shares, counts) if total >= max(min_count, 1) else None
-        found.append(DriftOf(name, value, total, distribution, shares))
+        comparable = total >= max(min_count, 1) and against != "awaiting_reference"
+        value = psi(distribution.shares, counts) if comparable else None
+        found.append(DriftOf(name, value, total, distribution, shares, against))
     return found

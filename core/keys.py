@@ -12,6 +12,8 @@ Model versions (written by `recsys train`, read by the worker and the API):
   recsys:model:{v}:ranker                  hash    model (LightGBM text), feature_version, params
   recsys:model:{v}:neighbours              hash    item_id -> JSON [[item ids], [scores]]
   recsys:model:{v}:drift                   string  JSON drift baseline (`core.drift.Baseline`)
+  recsys:model:{v}:drift:reference         string  JSON live reference of the score distributions
+                                                   (`core.drift.Reference`), set once by the API
   recsys:drift:live                        hash    process -> JSON of its live drift window
                                                    (`core.drift.LiveEntry`), written every few
                                                    seconds by each worker and API process
@@ -243,6 +245,12 @@ def drift_baseline(version: str) -> str:
     """The version's drift baseline (`core.drift.Baseline`), written with it by `batch.publish`;
     absent for a version published before drift monitoring."""
     return model_key(version, "drift")
+
+
+def drift_reference(version: str) -> str:
+    """The live reference of the version's score distributions (`core.drift.Reference`): set
+    once (SET NX), by the first API process to see a full window after the settling time."""
+    return model_key(version, "drift:reference")
 
 
 # The live drift windows (`core.drift.LiveEntry`): one field per worker or API process, written

@@ -83,7 +83,9 @@ def ema_update(user: np.ndarray | None, item: np.ndarray, weight: float) -> np.n
 
 
 def ema_steps(
-    users: list[np.ndarray | None], steps: list[list[tuple[np.ndarray, float]]]
+    users: list[np.ndarray | None],
+    steps: list[list[tuple[np.ndarray, float]]],
+    scores: list[list[float]] | None = None,
 ) -> list[np.ndarray | None]:
     """`ema_update` applied along each user's steps (item vector, weight), in order, for many
     users at once: one array operation per step position instead of several per event.
@@ -95,6 +97,10 @@ def ema_steps(
     Every row is computed on its own (a row's result does not depend on the others), so this
     gives exactly what `ema_update` gives one event at a time, as the offline replay of the
     stream updates computes it.
+
+    `scores`, when given (one list per user), receives the dot product of each positive step's
+    item with the vector the user held just before it (none while the user has no vector): how
+    well the vector foresaw what the user did (drift monitoring's `event_scores`).
     """
     out = list(users)
     for position in range(max(map(len, steps), default=0)):
@@ -107,6 +113,11 @@ def ema_steps(
         # (1 - a) in double, then float32: as the scalar expression (1.0 - a) * u computes it.
         keep = np.array([1.0 - abs(w) for w in weights], dtype=np.float32)[:, None]
         pull = np.array(weights, dtype=np.float32)[:, None]
+        if scores is not None:
+            foreseen = np.einsum("ij,ij->i", previous, items)
+            for k, n in enumerate(rows):
+                if has_vector[k] and weights[k] > 0:
+                    scores[n].append(float(foreseen[k]))
         mixed = np.where(has_vector[:, None], keep * previous + pull * items, items)
         norms = np.linalg.norm(mixed, axis=1, keepdims=True)
         unit = np.where(norms > EPS, mixed / np.where(norms > EPS, norms, 1), mixed)

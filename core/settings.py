@@ -272,6 +272,13 @@ class Settings(BaseSettings):
         description="Population stability index above which a distribution counts as drifted "
         "(GET /monitoring/drift; the alert rule uses the same value).",
     )
+    drift_settle_s: float = Field(
+        3600,
+        ge=0,
+        description="How long a newly active version's scores settle (online vectors moving from "
+        "the batch ones) before the window that follows is taken as their live reference "
+        "(event_scores and served_scores are compared with it, not with training).",
+    )
     drift_min_observations: int = Field(
         500, ge=1, description="Live observations a distribution needs before its PSI is given."
     )

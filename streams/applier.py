@@ -166,6 +166,9 @@ class BatchOutcome:
     freshness_s: list[float] = field(default_factory=list)
     # (experiment, variant, outcome) -> count, as counted in the shards (`core.attribution`).
     credited: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # The score of each applied view, click or purchase against the user's vector just before
+    # it (`core.rules.ema_steps`): drift monitoring's `event_scores`.
+    event_scores: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -460,7 +463,8 @@ class BatchApplier:
         counter had moved (nothing written for them)."""
         config = self.config
         now_ms = int(time.time() * 1000)
-        vectors = self._new_vectors(pending, model, outcome) if model is not None else {}
+        scores: dict[str, list[float]] = {}
+        vectors = self._new_vectors(pending, model, outcome, scores) if model is not None else {}
         users = list(pending)
         plans: list[list[Any]] = []
         for user in users:
@@ -482,19 +486,28 @@ class BatchApplier:
             for group in groups
         ]
         replies = await self._scripts.run("write", calls)
-        return [
-            users[n]
-            for group, statuses in zip(groups, replies, strict=True)
-            for n, status in zip(group, statuses, strict=True)
-            if status != 1
-        ]
+        conflicted = []
+        for group, statuses in zip(groups, replies, strict=True):
+            for n, status in zip(group, statuses, strict=True):
+                if status == 1:  # written: its scores count (a conflicted user's are redone)
+                    outcome.event_scores.extend(scores.get(users[n], ()))
+                else:
+                    conflicted.append(users[n])
+        return conflicted
 
     def _new_vectors(
-        self, work: dict[str, _UserWork], model: ActiveModel, outcome: BatchOutcome
+        self,
+        work: dict[str, _UserWork],
+        model: ActiveModel,
+        outcome: BatchOutcome,
+        scores: dict[str, list[float]],
     ) -> dict[str, np.ndarray | None]:
-        """The new vector of each user with fresh events."""
+        """The new vector of each user with fresh events; `scores` receives, per user, the
+        score of each fresh positive event against the vector the user held before it."""
         users = [user for user, item in work.items() if item.fresh]
         if self.config.mode == "fold-in":
+            for user in users:
+                scores[user] = self._fold_in_scores(work[user], model)
             return {user: self._fold_in(work[user], model, outcome) for user in users}
         weights = self.config.ema_weights
         starts: list[np.ndarray | None] = []
@@ -510,7 +523,24 @@ class BatchApplier:
                 else:
                     user_steps.append((item_vector, weights[event.event_type]))
             steps.append(user_steps)
-        return dict(zip(users, ema_steps(starts, steps), strict=True))
+        found: list[list[float]] = [[] for _ in users]
+        vectors = ema_steps(starts, steps, found)
+        scores.update(zip(users, found, strict=True))
+        return dict(zip(users, vectors, strict=True))
+
+    def _fold_in_scores(self, item: _UserWork, model: ActiveModel) -> list[float]:
+        """Fold-in solves each batch at once: its events are scored against the vector the
+        user held before the batch (none: a new user, or one of another version)."""
+        state = item.state
+        if not state.vector_is_of(model.version) or state.vector is None:
+            return []
+        weights = self.config.ema_weights
+        vectors = [
+            model.vector(event.item_id)
+            for event in _interactions(item.fresh)
+            if weights[event.event_type] > 0
+        ]
+        return [float(np.dot(state.vector, v)) for v in vectors if v is not None]
 
     def _ema_start(self, item: _UserWork, model: ActiveModel) -> np.ndarray | None:
         """The vector a user's fresh events move from."""

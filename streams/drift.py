@@ -1,4 +1,6 @@
-"""The stream worker's live drift histograms: event types, item popularity, user activity.
+"""The stream worker's live drift histograms: event types, item popularity and genres, user
+activity, and the scores of what users did (`event_scores`: each event's item against the
+user's vector just before it, as the applier computed it).
 
 Fed by `streams.processor.EventProcessor.apply` with every applied batch (in the apply process),
 binned with the active version's baseline (`core.drift`, stored with the version); every
@@ -48,9 +50,14 @@ class WorkerDrift:
         self._published_at = float("-inf")
 
     async def observe(
-        self, events: Sequence[SourcedEvent], models: ModelCache, now: float | None = None
+        self,
+        events: Sequence[SourcedEvent],
+        models: ModelCache,
+        event_scores: Sequence[float] = (),
+        now: float | None = None,
     ) -> None:
-        """Count `events` (applied with the active version of `models`); publish when due."""
+        """Count `events` (applied with the active version of `models`) and their
+        `event_scores` (`streams.applier.BatchOutcome`); publish when due."""
         now = time.time() if now is None else now
         try:
             model = await models.get()
@@ -61,6 +68,7 @@ class WorkerDrift:
             if self.baseline is None or self.window is None:
                 return
             self._count(events, model, now)
+            self._count_scores(event_scores, now)
             if now - self._published_at >= self.publish_interval_s:
                 await self.publish(now)
         except Exception:
@@ -87,6 +95,14 @@ class WorkerDrift:
                 for genre in model.genres(getattr(event, "item_id", "")):
                     self.window.add(drift.ITEM_GENRES, genres.bins.index(genre), now)
             self._count_activity(self.activity_of(event.user_id, now))
+
+    def _count_scores(self, event_scores: Sequence[float], now: float) -> None:
+        assert self.baseline is not None
+        assert self.window is not None
+        scores = self.baseline.distributions.get(drift.EVENT_SCORES)
+        if scores is not None and event_scores:
+            counts = scores.bins.counts(np.asarray(event_scores, dtype=np.float64))
+            self.window.add_counts(drift.EVENT_SCORES, list(counts), now)
 
     def activity_of(self, user_id: str, now: float) -> tuple[float, list[int]] | None:
         return None if self.activity is None else self.activity.observe(user_id, now)

@@ -119,7 +119,7 @@ class EventProcessor:
         outcome = await self._apply_until_done(decoded.events, spans)
         self._record(outcome)
         if self.drift is not None:
-            await self.drift.observe(decoded.events, self.models)
+            await self.drift.observe(decoded.events, self.models, outcome.event_scores)
         for span in spans:
             span.end()
         return outcome

@@ -38,14 +38,17 @@ class DriftBenchConfig:
     users: int = 1500
     items: int = 500
     training_visits: int = 30_000
-    seconds: float = 300.0
+    seconds: float = 420.0
     warmup_seconds: float = 180.0
-    shift_at: float = 0.5
+    shift_at: float = 0.6
     rate: float = 30.0
     k: int = 10
     # The live window: short, so that a bounded run can see it fill and turn over.
     window_s: float = 60.0
     buckets: int = 6
+    # The score distributions' live reference is the window after this settling time
+    # (RECSYS_DRIFT_SETTLE_S): captured about `settle_s + window_s` into the run.
+    settle_s: float = 60.0
     publish_interval_s: float = 2.0
     min_observations: int = 200
     sample_every_s: float = 2.0
@@ -55,10 +58,15 @@ class DriftBenchConfig:
 
 def detection(samples: list[dict[str, Any]], shift_s: float, threshold: float) -> dict[str, Any]:
     """From the samples (seconds since the start, PSI per distribution): the highest PSI of each
-    distribution before the shift, and the first sample after it above the threshold."""
+    distribution before the shift, the first sample after it above the threshold, and when
+    each live-referenced distribution was first compared with its reference."""
     before: dict[str, float] = {}
     first_after: dict[str, float] = {}
+    referenced: dict[str, float] = {}
     for sample in samples:
+        for name, against in sample.get("compared_with", {}).items():
+            if against == "live_reference" and name not in referenced:
+                referenced[name] = sample["t_s"]
         for name, psi in sample["psi"].items():
             if psi is None:
                 continue
@@ -72,6 +80,7 @@ def detection(samples: list[dict[str, Any]], shift_s: float, threshold: float) -
         "seconds_to_threshold": first_after,
         "first_detection_s": min(first_after.values()) if first_after else None,
         "above_threshold_before_shift": false_alarms,
+        "reference_from_s": referenced,
     }
 
 
@@ -87,6 +96,9 @@ async def _sample(
                         "t_s": time.monotonic() - started,
                         "status": report["status"],
                         "psi": {d["distribution"]: d["psi"] for d in report["distributions"]},
+                        "compared_with": {
+                            d["distribution"]: d["compared_with"] for d in report["distributions"]
+                        },
                         "observations": {
                             d["distribution"]: d["live_observations"]
                             for d in report["distributions"]
@@ -172,6 +184,7 @@ def run(settings: Settings, config: DriftBenchConfig, work_dir: Path) -> dict[st
         RECSYS_DRIFT_BUCKETS=str(config.buckets),
         RECSYS_DRIFT_PUBLISH_INTERVAL_S=str(config.publish_interval_s),
         RECSYS_DRIFT_MIN_OBSERVATIONS=str(config.min_observations),
+        RECSYS_DRIFT_SETTLE_S=str(config.settle_s),
     )
     worker = WorkerProcess(settings, work_dir, "bench-drift", env=env).start()
     try:

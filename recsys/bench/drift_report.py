@@ -22,7 +22,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axis.axvline(result["shift_s"], color="black", linestyle=":", label="tastes shift")
     axis.axhline(result["threshold"], color="grey", linestyle="--", label="alert threshold")
     axis.set_xlabel("seconds since the simulated run started")
-    axis.set_ylabel("PSI, live window against the training baseline")
+    axis.set_ylabel("PSI, live window against its reference")
     axis.set_title(f"Drift: PSI per distribution ({result['config']['window_s']:.0f} s window)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
@@ -50,7 +50,14 @@ def figures_table(result: dict[str, Any]) -> str:
         f"`GET /monitoring/drift` sampled every {config['sample_every_s']:.0f} s; threshold "
         f"{result['threshold']}. The watched version was trained on the "
         f"{result['model']['training_events']:,} events of a {config['warmup_seconds']:.0f} s "
-        "warm-up run (the system's own traffic), so that its baseline describes what it serves.",
+        "warm-up run (the system's own traffic), so that its baseline describes what it serves. "
+        "The score distributions (event_scores: each event's item against the user's vector just "
+        "before it; served_scores) are compared with the version's live reference, the window "
+        f"after a {config['settle_s']:.0f} s settling time (from "
+        + ", ".join(
+            f"{name} {t:.0f} s" for name, t in sorted(found.get("reference_from_s", {}).items())
+        )
+        + " into the run); the others with the training baseline.",
         "",
         "| distribution | highest PSI before the shift | highest after | seconds from the shift "
         f"to PSI above {MODERATE_PSI} | to PSI above the threshold |",

@@ -408,13 +408,21 @@ def experiment(
 def drift(
     json_path: JsonPath = Path("reports/bench-drift.json"),
     report: ReportPath = Path("reports/bench-drift.md"),
-    seconds: Annotated[float, typer.Option(min=30, help="Length of the simulated run.")] = 300.0,
+    seconds: Annotated[float, typer.Option(min=30, help="Length of the simulated run.")] = 420.0,
     shift_at: Annotated[
         float, typer.Option(min=0.05, max=0.95, help="When the tastes shift, as a share of it.")
-    ] = 0.5,
+    ] = 0.6,
     window: Annotated[
         float,
         typer.Option(min=10, help="The live drift window in seconds (RECSYS_DRIFT_WINDOW_S)."),
+    ] = 60.0,
+    settle: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds before the score distributions' live reference window starts "
+            "(RECSYS_DRIFT_SETTLE_S); keep settle + window before the shift.",
+        ),
     ] = 60.0,
     use_running: Annotated[
         bool, typer.Option(help="Use the configured Kafka and Redis instead of throwaway ones.")
@@ -427,7 +435,12 @@ def drift(
     from recsys.bench.drift import DriftBenchConfig, run_with_local_services
     from recsys.bench.drift_report import markdown, plot
 
-    config = DriftBenchConfig(seconds=seconds, shift_at=shift_at, window_s=window)
+    if settle + window >= seconds * shift_at:
+        raise typer.BadParameter(
+            f"the reference window ends at {settle + window:.0f} s, after the shift at "
+            f"{seconds * shift_at:.0f} s: lengthen --seconds or shorten --settle/--window"
+        )
+    config = DriftBenchConfig(seconds=seconds, shift_at=shift_at, window_s=window, settle_s=settle)
     with console.status("Running the drift benchmark (train, simulate with a shift, sample)…"):
         result = run_with_local_services(config, use_running)
     plot_path = save_with_plot(

@@ -38,6 +38,7 @@ async def test_a_published_version_carries_its_drift_baseline(
         drift.ITEM_GENRES,
         drift.USER_ACTIVITY,
         drift.SERVED_SCORES,
+        drift.EVENT_SCORES,
     }
     genres = baseline.distributions[drift.ITEM_GENRES]
     assert set(genres.bins.categories) == {"Action", "Comedy", "Drama"}
@@ -133,7 +134,10 @@ async def test_the_api_observes_the_scores_it_serves(
         body = (await client.get("/monitoring/drift")).json()
     (scores,) = [d for d in body["distributions"] if d["distribution"] == "served_scores"]
     assert scores["live_observations"] == 100
-    assert scores["psi"] is not None  # compared: the same model's users and items
+    # Compared with the version's live reference, which needs a settled window first.
+    assert scores["compared_with"] == "awaiting_reference"
+    assert scores["status"] == "awaiting_reference"
+    assert scores["psi"] is None
     assert await redis.hexists(keys.DRIFT_LIVE, f"api:{socket.gethostname()}:{os.getpid()}")
 
 
@@ -148,3 +152,64 @@ async def test_a_version_without_a_baseline_reports_so(
     assert answer.json()["status"] == "no_baseline"
     assert answer.json()["distributions"] == []
     assert gauge("item_popularity") is None
+
+
+def views_of(users: range, prefix: str, per_user: int, seed: int) -> list[Any]:
+    """`per_user` views by each of `users` of the taste dataset's items of one genre."""
+    rng = np.random.default_rng(seed)
+    return [
+        new_event("view", f"u{user}", f"{prefix}{rng.integers(20)}")
+        for _ in range(per_user)
+        for user in users
+    ]
+
+
+async def test_event_scores_fall_when_users_change_taste(
+    redis: aioredis.Redis, published: Published, service_settings: Settings
+) -> None:
+    """Through the real applier: the scores of what users do, against their vectors, stay
+    level while they keep their taste and drop when Comedy watchers turn to Drama and Drama
+    watchers to Comedy (a shift the overall genre mix does not show: it stays balanced)."""
+    from api.drift import DriftMonitor
+    from streams.applier import BatchApplier, UpdateConfig
+
+    settings = service_settings.model_copy(
+        update={"drift_settle_s": 0.0, "drift_window_s": 60.0, "drift_min_observations": 100}
+    )
+    applier = BatchApplier(redis, UpdateConfig.from_settings(settings))
+    models = ModelCache(redis, refresh_s=3600)
+    worker = WorkerDrift(redis, settings, source="worker:test")
+    monitor = DriftMonitor(redis, settings)
+    start, offset = time.time(), 0
+
+    async def phase(events: list[Any], at: float) -> dict[str, Any]:
+        nonlocal offset
+        for first in range(0, len(events), 60):  # one view per user per batch, as a stream
+            batch = []
+            for event in events[first : first + 60]:
+                batch.append(SourcedEvent(event, "events.view", 0, offset))
+                offset += 1
+            outcome = await applier.apply(batch, await models.get())
+            await worker.observe(batch, models, outcome.event_scores, now=start + at)
+        await worker.publish(start + at)
+        found = (await monitor.report(now=start + at)).model_dump()
+        (scores,) = [d for d in found["distributions"] if d["distribution"] == "event_scores"]
+        return scores
+
+    kept = [*views_of(range(30), "c", 8, 1), *views_of(range(30, 60), "d", 8, 2)]
+    reference = await phase(kept, at=120.0)  # a full window after settling: the reference
+    assert reference["compared_with"] == "live_reference"
+    assert reference["live_observations"] == 480
+    assert reference["psi"] == pytest.approx(0.0, abs=1e-9)
+    assert await redis.exists(keys.drift_reference(published.version))
+
+    again = [*views_of(range(30), "c", 8, 3), *views_of(range(30, 60), "d", 8, 4)]
+    level = await phase(again, at=240.0)  # the next window: the same tastes
+    assert level["psi"] is not None
+    # Below the threshold; not zero, as the vectors keep turning towards each user's genre.
+    assert level["status"] == "ok"
+
+    turned = [*views_of(range(30), "d", 8, 5), *views_of(range(30, 60), "c", 8, 6)]
+    shifted = await phase(turned, at=360.0)
+    assert shifted["status"] == "drift"
+    assert shifted["psi"] > 10 * max(level["psi"], settings.drift_psi_threshold)

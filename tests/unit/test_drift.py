@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -168,6 +169,7 @@ def test_the_training_baseline_has_each_distribution() -> None:
         drift.ITEM_POPULARITY,
         drift.USER_ACTIVITY,
         drift.SERVED_SCORES,
+        drift.EVENT_SCORES,
     }
     mix = baseline.distributions[drift.EVENT_TYPES].shares
     assert mix[0] == pytest.approx(0.7, abs=0.05)
@@ -245,3 +247,62 @@ def test_served_scores_follow_the_users_training_events_as_the_worker_would() ->
     after = served_scores(users, items, None, rows)
     assert before.max() == pytest.approx(0.0, abs=1e-6)
     assert after.max() > 1.9  # the online vector has turned to item 2 (norm 2)
+
+
+def test_event_scores_replay_the_sampled_users_events_in_time_order() -> None:
+    """Each event is scored against the vector held before it: a user who keeps to one item
+    scores it higher each time, as the online vector turns towards it."""
+    import pandas as pd
+
+    from batch.drift_baseline import event_scores
+
+    items = np.eye(3, dtype=np.float32) * 2.0
+    users = np.array([[1.0, 1.0, 0.0]], dtype=np.float32)
+    rows = pd.DataFrame(
+        {"user_idx": [0] * 4, "item_idx": [1] * 4, "ts": [3, 1, 2, 0], "event_type": ["view"] * 4}
+    )
+    scores = event_scores(users, items, rows)
+    assert len(scores) == 4
+    assert scores[0] == pytest.approx(2.0 / np.sqrt(2.0), rel=1e-5)  # the unit batch vector's
+    assert all(a < b for a, b in pairwise(scores))
+    assert len(event_scores(users, items, rows.iloc[:0])) == 0
+
+
+def scores_baseline() -> drift.Baseline:
+    values = np.random.default_rng(6).normal(size=5000)
+    return drift.Baseline({drift.EVENT_SCORES: baseline_of(values)}, ("view",), 300.0)
+
+
+def test_score_distributions_wait_for_their_live_reference_and_then_compare_with_it() -> None:
+    baseline = scores_baseline()
+    bins = baseline.distributions[drift.EVENT_SCORES].bins
+    rng = np.random.default_rng(7)
+    # Live scores sit above the training ones (in-sample): no reference yet, no PSI.
+    settled = {drift.EVENT_SCORES: list(bins.counts(rng.normal(0.8, 1.0, 3000)))}
+    (waiting,) = drift.report(baseline, settled, min_count=100)
+    assert waiting.against == "awaiting_reference"
+    assert waiting.psi is None
+
+    reference = drift.Reference.capture(settled, min_count=100, now=50.0)
+    assert reference is not None
+    assert drift.Reference.from_json(reference.to_json()) == reference
+    same = {drift.EVENT_SCORES: list(bins.counts(rng.normal(0.8, 1.0, 3000)))}
+    (flat,) = drift.report(baseline, same, min_count=100, reference=reference)
+    assert flat.against == "live_reference"
+    assert flat.psi is not None
+    assert flat.psi < 0.05  # against training it would read as drift
+    assert (
+        drift.psi(baseline.distributions[drift.EVENT_SCORES].shares, same[drift.EVENT_SCORES]) > 0.2
+    )
+    shifted = {drift.EVENT_SCORES: list(bins.counts(rng.normal(-0.5, 1.0, 3000)))}
+    (moved,) = drift.report(baseline, shifted, min_count=100, reference=reference)
+    assert moved.psi is not None
+    assert moved.psi > 0.5
+
+
+def test_a_reference_needs_enough_observations_and_a_settled_window() -> None:
+    assert drift.Reference.capture({drift.EVENT_SCORES: [1.0] * 10}, 100, 0.0) is None
+    # Only the score distributions are referenced live.
+    assert drift.Reference.capture({drift.ITEM_GENRES: [500.0, 500.0]}, 100, 0.0) is None
+    assert not drift.reference_due(active_since=1000.0, now=1500.0, settle_s=300, window_s=300)
+    assert drift.reference_due(active_since=1000.0, now=1600.0, settle_s=300, window_s=300)

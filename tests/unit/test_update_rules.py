@@ -196,3 +196,23 @@ def test_transitions_step_between_items_of_interest_in_order() -> None:
     ]
     assert [t.weight for t in found] == [1.0, 4.0, 1.0]
     assert [(t.source, t.target) for t in transitions(None, steps[:2])] == []
+
+
+def test_ema_steps_score_each_positive_step_against_the_vector_held_before_it() -> None:
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((6, 4)).astype(np.float32)
+    start = normalize(rng.standard_normal(4))
+    steps = [(items[0], 0.3), (items[1], -0.2), (items[2], 0.5)]
+    scores: list[list[float]] = [[], []]
+
+    ema_steps([start, None], [steps, [(items[3], 0.3), (items[4], 0.3)]], scores)
+
+    held, expected = start, []
+    for item, weight in steps:
+        if weight > 0:  # negative feedback is not an event the model should foresee
+            expected.append(float(np.dot(held, item)))
+        held = ema_update(held, item, weight)
+    assert scores[0] == pytest.approx(expected, rel=1e-5)
+    # A user without a vector has nothing to score the first step with; the second is scored
+    # against the vector the first one gave.
+    assert scores[1] == pytest.approx([float(np.dot(normalize(items[3]), items[4]))], rel=1e-5)
