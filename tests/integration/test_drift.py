@@ -192,9 +192,9 @@ async def test_event_scores_fall_when_users_change_taste(
             outcome = await applier.apply(batch, await models.get())
             await worker.observe(batch, models, outcome.event_scores, now=start + at)
         await worker.publish(start + at)
-        found = (await monitor.report(now=start + at)).model_dump()
-        (scores,) = [d for d in found["distributions"] if d["distribution"] == "event_scores"]
-        return scores
+        found = await monitor.report(now=start + at)
+        (scores,) = [d for d in found.distributions if d.distribution == "event_scores"]
+        return scores.model_dump()
 
     kept = [*views_of(range(30), "c", 8, 1), *views_of(range(30, 60), "d", 8, 2)]
     reference = await phase(kept, at=120.0)  # a full window after settling: the reference
