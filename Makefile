@@ -4,7 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint unit services-up services-down clean
+.PHONY: up test lint unit services-up services-down clean system
+
+# Debian packages the stack needs (redis-server, Java, Maven, promtool): installed with apt-get
+# when run as root, otherwise the command to run is printed and make stops.
+system:
+	@bash infra/local/system-packages.sh
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +17,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-up: $(STAMP)
+up: system $(STAMP)
 	$(VENV)/bin/recsys up
 
-test: $(STAMP) lint
+test: system $(STAMP) lint
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
@@ -27,7 +32,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -m unit
 
-services-up: $(STAMP)
+services-up: system $(STAMP)
 	$(VENV)/bin/recsys services up
 
 services-down: $(STAMP)

@@ -49,6 +49,7 @@ def train_stage_labels(dataset: str, model: str) -> dict[str, str]:
     """What the bars of `train_and_publish`'s stages say."""
     return {
         "load": f"Loading {dataset}",
+        "tune": f"Tuning {model} on its validation split",
         "fit": f"Training {model}",
         "ranker": "Ranker: replaying the inner cut",
         "index": "Qdrant vectors",

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -85,6 +86,18 @@ def _wait_http(url: str, child: Child, timeout_s: float) -> bool:
     return False
 
 
+def _print_tuning(tuning: dict[str, Any] | None) -> None:
+    if tuning is None:
+        return
+    verdict = "above" if tuning["beats_most_popular"] else "[yellow]not above[/yellow]"
+    console.print(
+        f"chose {tuning['params']} on the data's {tuning['protocol']}: NDCG@10 "
+        f"{tuning['validation_ndcg_at_10']:.4f}, {verdict} most-popular's "
+        f"{tuning['most_popular_validation_ndcg_at_10']:.4f}",
+        soft_wrap=True,  # one line in a log too, whatever the width
+    )
+
+
 def run_up(settings: Settings, options: UpOptions) -> int:
     """Run until interrupted; returns the process exit code."""
     from batch.train import TrainError, train_and_publish
@@ -108,7 +121,10 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         if options.retrain or not _has_active_model(settings):
             labels = train_stage_labels(options.dataset, options.model)
             with stage_bars(console, labels) as report:
-                train_and_publish(settings, options.dataset, options.model, progress=report)
+                summary = train_and_publish(
+                    settings, options.dataset, options.model, progress=report, tuned=True
+                )
+            _print_tuning(summary["tuning"])
         python = [sys.executable, "-m", "recsys"]
         children.append(
             Child(

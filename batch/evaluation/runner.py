@@ -132,13 +132,7 @@ def evaluate_models(
         except ModelUnavailableError as exc:
             result.skipped[name] = str(exc)
             continue
-        trials = []
-        grid = param_grid(name, seed)
-        for number, params in enumerate(grid, start=1):
-            notify(name, f"tuning {number}/{len(grid)}")
-            model, seconds = _fit(name, params, tune.train)
-            trials.append(TuningTrial(params, _validation_ndcg(model, tune), seconds))
-        best = max(trials, key=lambda trial: trial.validation_ndcg)
+        best, trials = _tune(name, tune, seed, notify)
         notify(name, "refit on train + validation")
         model, fit_seconds = _fit(name, best.params, report.train)
         notify(name, "scoring test")
@@ -155,6 +149,32 @@ def evaluate_models(
             )
         )
     return result
+
+
+def tune(
+    dataset: Dataset,
+    protocol: Protocol,
+    name: str,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+) -> tuple[TuningTrial, list[TuningTrial]]:
+    """The best of `name`'s grid (`batch.evaluation.tuning`) on `protocol`'s validation split,
+    by NDCG@10, and every trial: what `evaluate_models` refits and reports, and what `recsys up`
+    serves (`batch.train.train_and_publish(tune=...)`)."""
+    return _tune(name, _prepare(dataset, protocol, Stage.TUNE), seed, on_step)
+
+
+def _tune(
+    name: str, stage: _Stage, seed: int, on_step: StepCallback | None
+) -> tuple[TuningTrial, list[TuningTrial]]:
+    notify = on_step or (lambda _name, _step: None)
+    trials = []
+    grid = param_grid(name, seed)
+    for number, params in enumerate(grid, start=1):
+        notify(name, f"tuning {number}/{len(grid)}")
+        model, seconds = _fit(name, params, stage.train)
+        trials.append(TuningTrial(params, _validation_ndcg(model, stage), seconds))
+    return max(trials, key=lambda trial: trial.validation_ndcg), trials
 
 
 def evaluate_configuration(

@@ -99,6 +99,10 @@ def _purchase(user: str, item: str) -> dict[str, str]:
 
 
 def test_up_serves_fresh_recommendations_and_stops_cleanly(stack: Stack) -> None:
+    # The model it trained was chosen on the data's own validation split, above popularity.
+    started = stack.log.read_text(errors="replace")
+    assert "on the data's temporal validation (P1)" in started
+    assert "not above" not in started
     with httpx.Client(base_url=stack.base, timeout=10) as client:
         assert client.get("/health/ready").status_code == 200
         cold = client.get("/recommend/nobody-yet", params={"k": 10}).json()
@@ -123,7 +127,10 @@ def test_up_serves_fresh_recommendations_and_stops_cleanly(stack: Stack) -> None
             time.sleep(0.05)
         assert body["source"] == "personalized", body
         genres = Counter(g for item in body["items"] for g in item["genres"])
-        assert genres.most_common(1)[0][0] == genre, genres
+        # The genre leads the list (a tie with the most popular genre is allowed: the model
+        # chosen on validation weighs popularity, as the data rewards it).
+        assert genres[genre] == max(genres.values()), genres
+        assert genres[genre] >= 3, genres
         profile = client.get(f"/users/{user}/profile").json()
         assert profile["events"] == 5
         assert {h["item_id"] for h in profile["history"]} == set(in_genre[:5])
