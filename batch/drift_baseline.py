@@ -109,7 +109,7 @@ def served_scores(
 def event_scores(
     user_vectors: np.ndarray, item_vectors: np.ndarray, interactions: pd.DataFrame
 ) -> np.ndarray:
-    """The score of each training event of the sampled users (those of `served_scores`)
+    """The cosine of each training event's item of the sampled users (those of `served_scores`)
     against the vector the worker would have held just before it, replaying their events in
     time order from the unit-length batch vector (`core.rules.ema_steps`). In-sample, so only
     the bins are kept for comparison; the live side is compared with a live reference

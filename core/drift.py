@@ -51,7 +51,7 @@ ITEM_POPULARITY = "item_popularity"
 ITEM_GENRES = "item_genres"
 USER_ACTIVITY = "user_activity"
 SERVED_SCORES = "served_scores"
-# The score of each item a user acted on (view, click, purchase) against the vector the user held
+# The cosine of each item a user acted on (view, click, purchase) with the vector the user held
 # just before (`core.rules.ema_steps`): how well the model foresees what users do. A change of
 # taste lowers it at once, even where the mixes of genres and items over all users stay as
 # they were (users trading tastes among themselves).

@@ -82,6 +82,12 @@ def ema_update(user: np.ndarray | None, item: np.ndarray, weight: float) -> np.n
     return vector
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The cosine of two vectors (0 where either is zero)."""
+    norms = float(np.linalg.norm(a)) * float(np.linalg.norm(b))
+    return float(np.dot(a, b)) / norms if norms > EPS else 0.0
+
+
 def ema_steps(
     users: list[np.ndarray | None],
     steps: list[list[tuple[np.ndarray, float]]],
@@ -98,9 +104,11 @@ def ema_steps(
     gives exactly what `ema_update` gives one event at a time, as the offline replay of the
     stream updates computes it.
 
-    `scores`, when given (one list per user), receives the dot product of each positive step's
-    item with the vector the user held just before it (none while the user has no vector): how
-    well the vector foresaw what the user did (drift monitoring's `event_scores`).
+    `scores`, when given (one list per user), receives the cosine of each positive step's item
+    with the vector the user held just before it (none while the user has no vector): how well
+    the vector foresaw what the user did (drift monitoring's `event_scores`). A cosine, not the
+    dot product the index ranks by, so that an item's norm (its popularity, for ALS) does not
+    mask whether it fits the user's taste.
     """
     out = list(users)
     for position in range(max(map(len, steps), default=0)):
@@ -114,7 +122,9 @@ def ema_steps(
         keep = np.array([1.0 - abs(w) for w in weights], dtype=np.float32)[:, None]
         pull = np.array(weights, dtype=np.float32)[:, None]
         if scores is not None:
-            foreseen = np.einsum("ij,ij->i", previous, items)
+            foreseen = np.einsum("ij,ij->i", previous, items) / np.maximum(
+                np.linalg.norm(items, axis=1), EPS
+            )
             for k, n in enumerate(rows):
                 if has_vector[k] and weights[k] > 0:
                     scores[n].append(float(foreseen[k]))

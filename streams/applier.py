@@ -44,6 +44,7 @@ from core.rules import (
     WINDOWS,
     Transition,
     add_to_windows,
+    cosine,
     counts_as_interest,
     decay_affinity,
     ema_steps,
@@ -166,7 +167,7 @@ class BatchOutcome:
     freshness_s: list[float] = field(default_factory=list)
     # (experiment, variant, outcome) -> count, as counted in the shards (`core.attribution`).
     credited: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    # The score of each applied view, click or purchase against the user's vector just before
+    # The cosine of each applied view, click or purchase with the user's vector just before
     # it (`core.rules.ema_steps`): drift monitoring's `event_scores`.
     event_scores: list[float] = field(default_factory=list)
 
@@ -540,7 +541,7 @@ class BatchApplier:
             for event in _interactions(item.fresh)
             if weights[event.event_type] > 0
         ]
-        return [float(np.dot(state.vector, v)) for v in vectors if v is not None]
+        return [cosine(state.vector, v) for v in vectors if v is not None]
 
     def _ema_start(self, item: _UserWork, model: ActiveModel) -> np.ndarray | None:
         """The vector a user's fresh events move from."""

@@ -10,6 +10,7 @@
 #   java          Kafka 4 in KRaft mode (its jars come via Maven)  package openjdk-17-jre-headless
 #   mvn           fetches Kafka's jars once                        package maven
 #   promtool      checks and tests the alert rules                 package prometheus
+#   chromium      the console's browser tests (headless)           package chromium
 set -euo pipefail
 
 packages=()
@@ -20,6 +21,7 @@ need redis-server redis-server
 need java openjdk-17-jre-headless
 need mvn maven
 need promtool prometheus
+need chromium chromium
 
 if ((${#packages[@]} == 0)); then
   exit 0

@@ -263,7 +263,7 @@ def test_event_scores_replay_the_sampled_users_events_in_time_order() -> None:
     )
     scores = event_scores(users, items, rows)
     assert len(scores) == 4
-    assert scores[0] == pytest.approx(2.0 / np.sqrt(2.0), rel=1e-5)  # the unit batch vector's
+    assert scores[0] == pytest.approx(1.0 / np.sqrt(2.0), rel=1e-5)  # cosine, batch vector
     assert all(a < b for a, b in pairwise(scores))
     assert len(event_scores(users, items, rows.iloc[:0])) == 0
 

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 SCRIPT = Path(__file__).parents[2] / "infra" / "local" / "system-packages.sh"
-BINARIES = ("redis-server", "java", "mvn", "promtool")
+BINARIES = ("redis-server", "java", "mvn", "promtool", "chromium")
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def apt_calls(bin_dir: Path) -> list[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing is what root does")
 def test_as_root_a_missing_redis_server_is_installed_quietly(bin_dir: Path) -> None:
-    provide(bin_dir, "java", "mvn", "promtool")
+    provide(bin_dir, "java", "mvn", "promtool", "chromium")
     done = run(bin_dir)
     assert done.returncode == 0, done.stderr
     assert apt_calls(bin_dir) == [
@@ -67,7 +67,7 @@ def test_as_root_a_missing_redis_server_is_installed_quietly(bin_dir: Path) -> N
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the script as another user")
 def test_without_root_it_prints_the_command_and_stops(bin_dir: Path) -> None:
-    provide(bin_dir, "java", "promtool")
+    provide(bin_dir, "java", "promtool", "chromium")
     nobody = (
         shutil.which("setpriv") or "setpriv",
         "--reuid=65534",

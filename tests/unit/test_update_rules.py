@@ -198,6 +198,10 @@ def test_transitions_step_between_items_of_interest_in_order() -> None:
     assert [(t.source, t.target) for t in transitions(None, steps[:2])] == []
 
 
+def cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def test_ema_steps_score_each_positive_step_against_the_vector_held_before_it() -> None:
     rng = np.random.default_rng(5)
     items = rng.standard_normal((6, 4)).astype(np.float32)
@@ -210,9 +214,9 @@ def test_ema_steps_score_each_positive_step_against_the_vector_held_before_it() 
     held, expected = start, []
     for item, weight in steps:
         if weight > 0:  # negative feedback is not an event the model should foresee
-            expected.append(float(np.dot(held, item)))
+            expected.append(cos(held, item))  # a cosine: the item's norm left out
         held = ema_update(held, item, weight)
     assert scores[0] == pytest.approx(expected, rel=1e-5)
     # A user without a vector has nothing to score the first step with; the second is scored
     # against the vector the first one gave.
-    assert scores[1] == pytest.approx([float(np.dot(normalize(items[3]), items[4]))], rel=1e-5)
+    assert scores[1] == pytest.approx([cos(items[3], items[4])], rel=1e-5)
