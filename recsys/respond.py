@@ -25,10 +25,12 @@ from typing import Any, Literal
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
 
 from batch.datasets.synthetic import SyntheticConfig
+from recsys.client import NO_RETRY, ApiError, AsyncRecsysClient, TransportError
 from recsys.simulator import Catalog, SimulationError
-from schemas import AnyEvent, encode_event, new_event
+from schemas import AnyEvent, new_event
 
 _SYNTHETIC = SyntheticConfig()  # the generator's defaults, shared where the ideas are shared
 Kind = Literal["view", "click", "purchase"]
@@ -349,19 +351,26 @@ def api_client(
     api_key: str | None,
     timeout_s: float,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """A client of the API at `base_url`, sending `api_key` as X-API-Key when there is one
-    (`transport`: e.g. `httpx.ASGITransport(app)` for an app in the same process)."""
-    headers = {"X-API-Key": api_key} if api_key else {}
-    return httpx.AsyncClient(
-        base_url=base_url, headers=headers, timeout=timeout_s, transport=transport
-    )
+) -> AsyncRecsysClient:
+    """The typed client (`recsys.client`) of the API at `base_url`, sending `api_key` as
+    X-API-Key when there is one (`transport`: e.g. `httpx.ASGITransport(app)` for an app in the
+    same process). It does not retry: the simulator counts every failed call as it happened."""
+    return AsyncRecsysClient(base_url, api_key, timeout_s, NO_RETRY, transport)
+
+
+def _failure(call: str, exc: ApiError | TransportError | ValidationError) -> tuple[str, str]:
+    """How a failed call is tallied: by status, by transport error, or as unreadable."""
+    if isinstance(exc, ApiError):
+        return f"{call} {exc.status}", str(exc)[:300]
+    if isinstance(exc, TransportError):
+        return f"{call} {type(exc.__cause__).__name__}", repr(exc.__cause__)
+    return f"{call} unreadable", str(exc)[:300]
 
 
 class _EventSink:
     """Buffers events and posts them to /events in batches, a few posts at a time."""
 
-    def __init__(self, client: httpx.AsyncClient, options: RunOptions, result: RespondResult):
+    def __init__(self, client: AsyncRecsysClient, options: RunOptions, result: RespondResult):
         self.client, self.options, self.result = client, options, result
         self.buffer: list[AnyEvent] = []
         self.posts: set[asyncio.Task[None]] = set()
@@ -383,21 +392,14 @@ class _EventSink:
         task.add_done_callback(self.posts.discard)
 
     async def _send(self, batch: list[AnyEvent]) -> None:
-        body = b"[" + b",".join(encode_event(e) for e in batch) + b"]"
         async with self.slots:
             try:
-                response = await self.client.post(
-                    "/events", content=body, headers={"content-type": "application/json"}
-                )
-            except httpx.HTTPError as exc:
+                await self.client.post_events(batch)
+            except (ApiError, TransportError, ValidationError) as exc:
                 self.result.events_failed += len(batch)
-                self.result.error(f"POST /events {type(exc).__name__}", repr(exc))
+                self.result.error(*_failure("POST /events", exc))
                 return
-        if response.status_code == 202:
-            self.result.events_sent += len(batch)
-        else:
-            self.result.events_failed += len(batch)
-            self.result.error(f"POST /events {response.status_code}", response.text[:300])
+        self.result.events_sent += len(batch)
 
     async def close(self) -> None:
         self.flush()
@@ -408,7 +410,7 @@ class _EventSink:
 
 
 async def run_respond(
-    client: httpx.AsyncClient,
+    client: AsyncRecsysClient,
     model: BehaviourModel,
     options: RunOptions,
     on_progress: Callable[[RespondResult], None] | None = None,
@@ -479,7 +481,7 @@ async def run_respond(
 
 
 async def _request(
-    client: httpx.AsyncClient,
+    client: AsyncRecsysClient,
     model: BehaviourModel,
     options: RunOptions,
     sink: _EventSink,
@@ -493,30 +495,22 @@ async def _request(
     result.browse_events += len(browsed)
     sink.add(browsed)
     try:
-        response = await client.get(f"/recommend/{visit.user_id}", params={"k": options.k})
-    except httpx.HTTPError as exc:
-        result.error(f"GET /recommend {type(exc).__name__}", repr(exc))
+        answer = await client.recommend(visit.user_id, k=options.k)
+    except (ApiError, TransportError, ValidationError) as exc:
+        result.error(*_failure("GET /recommend", exc))
         return
-    if response.status_code != 200:
-        result.error(f"GET /recommend {response.status_code}", response.text[:300])
-        return
-    try:
-        answer = response.json()
-        shown = [Shown(i["item_id"], tuple(i.get("genres") or ())) for i in answer["items"]]
-        recommendation_id = str(answer["recommendation_id"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        result.error("GET /recommend unreadable", repr(exc))
-        return
+    shown = [Shown(i.item_id, tuple(i.genres)) for i in answer.items]
+    recommendation_id = str(answer.recommendation_id)
     actions = model.respond(n, visit.user, shown, progress)
     # Clicks follow the answer as the user saw it: from when it arrived, not from when it was
     # asked for (a slow answer would otherwise have clicks stamped before it was given).
     sink.add(to_events(visit.user_id, actions, datetime.now(UTC), recommendation_id))
 
     result.answered += 1
-    tally = result.tallies.setdefault(answer.get("variant"), VariantTally())
+    tally = result.tallies.setdefault(answer.variant, VariantTally())
     tally.requests += 1
     tally.impressions += len(shown)
-    tally.sources[str(answer.get("source"))] += 1
+    tally.sources[answer.source] += 1
     clicks = sum(a.kind == "click" for a in actions)
     tally.clicks += clicks
     tally.clicked_requests += clicks > 0

@@ -148,7 +148,7 @@ async def _warm_up(model: BehaviourModel, base_url: str, config: DriftBenchConfi
         max_seconds=config.warmup_seconds, rate=config.rate, k=config.k, event_batch=200,
     )  # fmt: skip
     async with api_client(base_url, None, options.timeout_s) as client:
-        client.event_hooks = {"request": [keep]}
+        client.http.event_hooks = {"request": [keep]}
         await run_respond(client, model, options)
     interactions = pd.DataFrame(
         {

@@ -52,8 +52,8 @@ def figures_table(result: dict[str, Any]) -> str:
         f"{result['model']['training_events']:,} events of a {config['warmup_seconds']:.0f} s "
         "warm-up run (the system's own traffic), so that its baseline describes what it serves. "
         "The score distributions (event_scores: the cosine of each event's item with the user's "
-        "vector just before it; served_scores) are compared with the version's live reference, the window "
-        f"after a {config['settle_s']:.0f} s settling time (from "
+        "vector just before it; served_scores) are compared with the version's live reference, "
+        f"the window after a {config['settle_s']:.0f} s settling time (from "
         + ", ".join(
             f"{name} {t:.0f} s" for name, t in sorted(found.get("reference_from_s", {}).items())
         )

@@ -10,15 +10,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from batch.datasets import load_dataset
 from infra.local.process import free_port
+from recsys.client import RecsysClient
+from schemas import new_event
 
 pytestmark = pytest.mark.e2e
 
@@ -88,25 +87,15 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         running.interrupt()
 
 
-def _purchase(user: str, item: str) -> dict[str, str]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "purchase",
-        "user_id": user,
-        "item_id": item,
-        "ts": datetime.now(UTC).isoformat(),
-    }
-
-
 def test_up_serves_fresh_recommendations_and_stops_cleanly(stack: Stack) -> None:
     # The model it trained was chosen on the data's own validation split, above popularity.
     started = stack.log.read_text(errors="replace")
     assert "on the data's temporal validation (P1)" in started
     assert "not above" not in started
-    with httpx.Client(base_url=stack.base, timeout=10) as client:
-        assert client.get("/health/ready").status_code == 200
-        cold = client.get("/recommend/nobody-yet", params={"k": 10}).json()
-        assert cold["source"] in ("trending", "popular")
+    # Through the typed client, as a user's service would call it.
+    with RecsysClient(stack.base) as api:
+        assert api.ready().status == "ok"
+        assert api.recommend("nobody-yet").source in ("trending", "popular")
 
         # The default dataset of `recsys up` is the seeded synthetic one: pick a genre's items.
         items = load_dataset("synthetic", stack.state_dir).items
@@ -115,25 +104,22 @@ def test_up_serves_fresh_recommendations_and_stops_cleanly(stack: Stack) -> None
             i for i, g in zip(items["item_id"], items["genres"], strict=True) if g == (genre,)
         ]
         user = f"newcomer-{uuid.uuid4().hex[:6]}"
-        accepted = client.post("/events", json=[_purchase(user, i) for i in in_genre[:5]])
-        assert accepted.status_code == 202, accepted.text
+        assert api.post_events([new_event("purchase", user, i) for i in in_genre[:5]]).accepted == 5
 
         deadline = time.monotonic() + 2.0  # the freshness promise for this flow
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = client.get(f"/recommend/{user}", params={"k": 10, "diversity": 1.0}).json()
-            if body["source"] == "personalized":
-                break
+        answer = api.recommend(user, diversity=1.0)
+        while answer.source != "personalized" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert body["source"] == "personalized", body
-        genres = Counter(g for item in body["items"] for g in item["genres"])
+            answer = api.recommend(user, diversity=1.0)
+        assert answer.source == "personalized", answer
+        genres = Counter(g for item in answer.items for g in item.genres)
         # The genre leads the list (a tie with the most popular genre is allowed: the model
         # chosen on validation weighs popularity, as the data rewards it).
         assert genres[genre] == max(genres.values()), genres
         assert genres[genre] >= 3, genres
-        profile = client.get(f"/users/{user}/profile").json()
-        assert profile["events"] == 5
-        assert {h["item_id"] for h in profile["history"]} == set(in_genre[:5])
+        profile = api.profile(user)
+        assert profile.events == 5
+        assert {h.item_id for h in profile.history} == set(in_genre[:5])
 
     assert _processes_mentioning(*stack.needles())  # the stack really ran
     assert stack.interrupt() == 0

@@ -27,6 +27,7 @@ from batch.train import to_artifacts, train
 from core.settings import Settings
 from core.vectors.edge import EdgeVectorIndex
 from infra.local.process import free_port
+from recsys.client import NO_RETRY, AsyncRecsysClient
 
 
 def taste_dataset() -> Dataset:
@@ -150,6 +151,12 @@ def served_over_http(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def typed(client: httpx.AsyncClient) -> AsyncRecsysClient:
+    """The typed client (`recsys.client`) over a served app's client, without retries: what
+    the simulator sends with."""
+    return AsyncRecsysClient(http=client, retry=NO_RETRY)
 
 
 @pytest.fixture

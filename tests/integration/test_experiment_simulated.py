@@ -22,7 +22,7 @@ from core.model_version import as_bytes
 from core.settings import Settings
 from recsys.processes import WorkerProcess, wait_until
 from recsys.respond import BehaviourModel, RunOptions, run_respond
-from tests.integration.conftest import ApiSettings, Serve
+from tests.integration.conftest import ApiSettings, Serve, typed
 from tests.integration.test_simulate_respond import live_model  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ async def test_the_random_arm_loses_to_the_model_arm_in_a_simulated_run(
         await wait_until(ready, 60, "the worker consuming", worker)
         options = RunOptions(max_requests=240, max_seconds=90, rate=100, k=8, event_batch=100)
         async with serve(create_app(make_api_settings())) as api:
-            result = await run_respond(api, live_model, options)
+            result = await run_respond(typed(api), live_model, options)
         assert not result.errors, result.errors
         assert set(result.tallies) == {"model", "random"}
 

@@ -36,7 +36,13 @@ from recsys.respond import (
     run_respond,
 )
 from recsys.simulator import Catalog, load_catalog
-from tests.integration.conftest import ApiSettings, Serve, publish_model, served_over_http
+from tests.integration.conftest import (
+    ApiSettings,
+    Serve,
+    publish_model,
+    served_over_http,
+    typed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +113,7 @@ async def test_users_click_what_a_model_of_their_tastes_shows_them(
     options = RunOptions(max_requests=80, max_seconds=60, rate=200, k=8, event_batch=100)
     async with serve(create_app(make_api_settings())) as api:
         recorder.attach(api)
-        result = await run_respond(api, live_model, options)
+        result = await run_respond(typed(api), live_model, options)
 
     assert (result.requests, result.answered, result.stopped_by) == (80, 80, "requests")
     assert not result.errors, result.errors
@@ -147,7 +153,7 @@ async def test_a_run_stops_at_its_time_bound_and_tallies_each_arm(
     options = RunOptions(max_requests=100_000, max_seconds=1.5, rate=30, k=5)
     async with serve(create_app(make_api_settings(experiment=EXPERIMENT))) as api:
         started = time.perf_counter()
-        result: RespondResult = await run_respond(api, live_model, options)
+        result: RespondResult = await run_respond(typed(api), live_model, options)
         took = time.perf_counter() - started
     assert result.stopped_by == "time"
     assert 40 <= result.requests <= 45  # 30/s for 1.5 s

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from recsys.client import AsyncRecsysClient
 from recsys.respond import (
     BehaviourConfig,
     BehaviourModel,
@@ -221,8 +222,8 @@ class FakeApi:
         return httpx.Response(200, json=body)
 
 
-def client(api: FakeApi) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(api), base_url="http://api")
+def client(api: FakeApi) -> AsyncRecsysClient:
+    return api_client("http://api", None, 10.0, httpx.MockTransport(api))
 
 
 async def test_the_runner_stops_at_its_request_bound_and_attributes_every_click() -> None:
@@ -285,5 +286,5 @@ async def test_an_unreadable_answer_is_counted_and_the_key_is_sent() -> None:
     assert result.errors["POST /events 401"] >= 1
     assert result.rejected == result.errors["POST /events 401"]
     async with api_client("http://api", None, 1.0, transport) as c:
-        await c.get("/recommend/x")
+        await c.http.get("/recommend/x")
     assert None in keys
