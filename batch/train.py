@@ -224,7 +224,7 @@ def train_and_publish(
     publish_started = time.perf_counter()
     version = publish_artifacts(settings, artifacts, keep_versions, progress)
     publish_seconds = time.perf_counter() - publish_started
-    return {
+    summary = {
         "dataset": loaded.name,
         "model": model,
         "version": version,
@@ -243,6 +243,51 @@ def train_and_publish(
         "tuning": tuning,
         "ranker": ranking_summary,
     }
+    summary["mlflow_run_id"] = _track(settings, summary)
+    return summary
+
+
+def _track(settings: Settings, summary: dict[str, Any]) -> str | None:
+    """Log the training run to MLflow (when configured) and link the version to it."""
+    import json
+    import tempfile
+
+    from batch.tracking import log_run
+    from core.clients import redis_client_for
+    from core.model_version import set_mlflow_run
+
+    if not settings.mlflow_tracking_uri:
+        return None
+    tuning = summary["tuning"] or {}
+    metrics = {
+        name: summary[name]
+        for name in ("interactions", "users", "items", "fit_seconds", "publish_seconds",
+                     "total_seconds", "peak_rss_mib")
+    } | {
+        "validation_ndcg_at_10": tuning.get("validation_ndcg_at_10"),
+        "most_popular_validation_ndcg_at_10": tuning.get("most_popular_validation_ndcg_at_10"),
+    }  # fmt: skip
+    params = {"dataset": summary["dataset"], "model": summary["model"], "tuned": bool(tuning)}
+    params |= {f"param.{name}": value for name, value in summary["params"].items()}
+    version = summary["version"]
+    with tempfile.TemporaryDirectory() as scratch:
+        written = Path(scratch) / "train-summary.json"
+        written.write_text(json.dumps(summary, indent=2, default=str))
+        run_id = log_run(
+            settings, "train", f"{summary['model']} {version}", params, metrics,
+            [written, settings.state_dir / "models" / version], {"model_version": version},
+        )  # fmt: skip
+    if run_id is not None:
+
+        async def link() -> None:
+            redis = redis_client_for(settings)
+            try:
+                await set_mlflow_run(redis, version, run_id)
+            finally:
+                await redis.aclose()
+
+        asyncio.run(link())
+    return run_id
 
 
 def tuned_params(

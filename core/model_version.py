@@ -32,6 +32,9 @@ class ModelMeta:
     n_items: int
     n_users: int
     params: dict[str, Any]
+    # The MLflow run that logged its training (`batch.tracking`), set after publishing; None
+    # when tracking is off.
+    mlflow_run_id: str | None = None
 
     @classmethod
     def from_hash(cls, version: str, raw: dict[bytes, bytes]) -> ModelMeta:
@@ -46,10 +49,11 @@ class ModelMeta:
             n_items=int(fields["n_items"]),
             n_users=int(fields["n_users"]),
             params=json.loads(fields.get("params", "{}")),
+            mlflow_run_id=fields.get("mlflow_run_id"),
         )
 
     def to_hash(self) -> dict[FieldT, EncodableT]:
-        return {
+        fields: dict[FieldT, EncodableT] = {
             "model": self.model,
             "dim": str(self.dim),
             "dataset": self.dataset,
@@ -59,6 +63,14 @@ class ModelMeta:
             "n_users": str(self.n_users),
             "params": json.dumps(self.params, sort_keys=True),
         }
+        if self.mlflow_run_id:
+            fields["mlflow_run_id"] = self.mlflow_run_id
+        return fields
+
+
+async def set_mlflow_run(redis: RedisClient, version: str, run_id: str) -> None:
+    """Link `version` to the MLflow run that logged its training (`ModelMeta.mlflow_run_id`)."""
+    await redis.hset(keys.model_meta(version), "mlflow_run_id", run_id)
 
 
 def as_bytes(value: Any) -> bytes:

@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     )
 
     # --- Observability & API ------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking store that `recsys train`, `recsys evaluate` and `recsys "
+        "retrain` log their runs to (e.g. http://127.0.0.1:5000 or sqlite:///path/mlflow.db); "
+        "unset = not logged. `recsys up` uses a SQLite store under the state directory.",
+    )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318; unset = off."
     )

@@ -100,8 +100,13 @@ def _print_tuning(tuning: dict[str, Any] | None) -> None:
 
 def run_up(settings: Settings, options: UpOptions) -> int:
     """Run until interrupted; returns the process exit code."""
+    from batch.tracking import local_store
     from batch.train import TrainError, train_and_publish
     from infra.local.process import ServiceError
+
+    # Training runs are recorded in MLflow: the configured store, or one under the state dir.
+    if settings.mlflow_tracking_uri is None:
+        settings = settings.model_copy(update={"mlflow_tracking_uri": local_store(settings)})
 
     # Ctrl-C and `kill` both stop it cleanly. SIGINT is set explicitly: a process started in the
     # background by a shell inherits SIGINT ignored, and Python then leaves it ignored.
@@ -118,6 +123,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         with console.status("Starting Redis and Kafka (the first run downloads Kafka's jars)…"):
             started = services.up()
         env = {**os.environ, **services.exports(), **options.extra_env}
+        env.setdefault("RECSYS_MLFLOW_TRACKING_URI", str(settings.mlflow_tracking_uri))
         if options.retrain or not _has_active_model(settings):
             labels = train_stage_labels(options.dataset, options.model)
             with stage_bars(console, labels) as report:

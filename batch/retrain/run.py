@@ -51,6 +51,7 @@ from core.model_version import (
     load_version_items,
     model_meta,
     record_decision,
+    set_mlflow_run,
 )
 from core.settings import Settings, mask_url_password
 
@@ -133,10 +134,43 @@ def retrain_once(
     outcome = _decide(settings, options, dataset, meta, decision)
     decision |= outcome
     decision["seconds"] = round(time.perf_counter() - started, 2)
+    decision["mlflow_run_id"] = run_id = _track(settings, decision)
+    if run_id is not None and decision["decision"] == "published":
+        _redis(settings, lambda r: set_mlflow_run(r, decision["candidate"], run_id))
     _redis(settings, lambda r: record_decision(r, decision))
     metrics.record(decision["decision"], decision["seconds"], decision)
     log.info("retrain: %s (%s)", decision["decision"], decision["reason"])
     return decision
+
+
+def _track(settings: Settings, decision: dict[str, Any]) -> str | None:
+    """Log the decision to MLflow when RECSYS_MLFLOW_TRACKING_URI is set: the scores as metrics,
+    the verdict as a tag, the whole decision as an artifact."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from batch.tracking import log_run
+
+    if not settings.mlflow_tracking_uri:
+        return None
+    metrics = {
+        name: value
+        for name, value in decision.items()
+        if name.endswith(("_ndcg", "_hr")) or name == "seconds"
+    }
+    params = {name: decision.get(name) for name in ("model", "margin", "active", "window")}
+    params |= {f"param.{k}": v for k, v in (decision.get("params") or {}).items()}
+    tags = {"decision": str(decision.get("decision"))}
+    if decision.get("candidate"):
+        tags["model_version"] = str(decision["candidate"])
+    with tempfile.TemporaryDirectory() as scratch:
+        written = Path(scratch) / "retrain-decision.json"
+        written.write_text(json.dumps(decision, indent=2, default=str))
+        return log_run(
+            settings, "retrain", f"{decision.get('decision')} {decision['time']}", params,
+            metrics, [written], tags,
+        )  # fmt: skip
 
 
 def _cut(rows_ts: np.ndarray, options: RetrainOptions, meta: ModelMeta | None) -> int:

@@ -21,6 +21,7 @@ from recsys.progress import progress_bars
 
 if TYPE_CHECKING:
     from batch.data import Dataset
+    from batch.evaluation.runner import EvaluationResult
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
@@ -127,11 +128,34 @@ def evaluate(
 
     write_json(result, json_path)
     plots = write_report(result, report_path)
+    _track(settings, result, [json_path, report_path, *plots])
     for name, reason in result.skipped.items():
         console.print(f"[yellow]skipped {name}:[/yellow] {reason}")
     console.print(f"JSON: {json_path}\nReport: {report_path}")
     for plot in plots:
         console.print(f"Plot: {plot}")
+
+
+def _track(settings: Settings, result: EvaluationResult, files: list[Path]) -> None:
+    """Log the evaluation to MLflow when RECSYS_MLFLOW_TRACKING_URI is set: each model's
+    test metrics as `<model>.<metric>` and its chosen hyperparameters, with the reports."""
+    from batch.tracking import log_run
+
+    metrics = {
+        f"{model.name}.{metric}": value
+        for model in result.models
+        for metric, value in model.metrics.items()
+        if isinstance(value, int | float)
+    }
+    params: dict[str, object] = {
+        "dataset": result.dataset, "protocol": result.protocol.value, "seed": result.seed,
+    }  # fmt: skip
+    params |= {f"{model.name}.params": model.params for model in result.models}
+    run_id = log_run(
+        settings, "evaluate", f"{result.dataset} {result.protocol.value}", params, metrics, files
+    )
+    if run_id is not None:
+        console.print(f"MLflow run: {run_id}")
 
 
 if __name__ == "__main__":

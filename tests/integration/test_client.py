@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -93,3 +94,14 @@ def test_the_async_client_answers_the_same(served_url: str) -> None:
     assert first == again
     with RecsysClient(served_url) as sync:
         assert [i.item_id for i in sync.recommend("u3", k=5, diversity=1.0).items] == first
+
+
+def test_the_readme_example_runs(served_url: str) -> None:
+    """The README's Python example, as written, against the served app (its URL swapped in)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "RecsysClient(" in example
+    code = example.replace("http://127.0.0.1:8000", served_url).replace(
+        "api_key=None", f"api_key={API_KEY!r}"
+    )
+    exec(compile(code, "README.md", "exec"), {})
