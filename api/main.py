@@ -15,7 +15,17 @@ from fastapi.responses import JSONResponse
 from api.backends import BackendUnavailableError
 from api.drift import drift_monitoring
 from api.openapi import install_openapi
-from api.routes import events, experiments, health, items, monitoring, recommend, users
+from api.routes import (
+    admin,
+    console,
+    events,
+    experiments,
+    health,
+    items,
+    monitoring,
+    recommend,
+    users,
+)
 from api.services import VectorIndexFactory, open_services
 from api.telemetry import BodyLimitMiddleware, ObservabilityMiddleware, api_tracer
 from core.heap import freeze_long_lived, tune_for_long_running_process
@@ -61,7 +71,17 @@ def create_app(
         # request without `traceparent`, plus spans around dependency resolution.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for module in (recommend, items, users, events, experiments, health, monitoring):
+    for module in (
+        recommend,
+        items,
+        users,
+        events,
+        experiments,
+        health,
+        monitoring,
+        admin,
+        console,
+    ):
         app.include_router(module.router)
     app.add_exception_handler(BackendUnavailableError, _backend_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import OutOfOrderSequenceNumber, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from opentelemetry import trace
@@ -30,6 +31,12 @@ tracer = trace.get_tracer("recsys.api")
 log = logging.getLogger(__name__)
 ProducerFactory = Callable[..., AIOKafkaProducer]
 _PARTITIONER = DefaultPartitioner()
+# Errors that end an aiokafka producer for good: its sender task stops, and every later send
+# raises the same error. After a broker outage, an idempotent producer can get
+# OutOfOrderSequenceNumber (batches it gave up on left a gap in its sequence numbers); the Java
+# client then takes a new producer id, aiokafka does not, so the API would answer 503 until it
+# restarted (found by tests/integration/test_faults_under_load.py). A new producer is started.
+_PRODUCER_ENDED = (OutOfOrderSequenceNumber, ProducerFenced)
 
 
 class KafkaUnavailableError(Exception):
@@ -74,8 +81,19 @@ class EventPublisher:
         except Exception as exc:
             self.breaker.record_failure()
             log.warning("Kafka unavailable: %r", exc)
+            if isinstance(exc, _PRODUCER_ENDED):
+                await self._replace_producer(self._producer)
             raise KafkaUnavailableError(f"Kafka is unreachable ({type(exc).__name__})") from exc
         self.breaker.record_success()
+
+    async def _replace_producer(self, ended: AIOKafkaProducer | None) -> None:
+        """Drop the producer `ended` unless it was already replaced; the next publish starts a
+        new one (with a new producer id)."""
+        async with self._starting:
+            if ended is None or self._producer is not ended:
+                return
+            self._producer = None
+        await _stop_quietly(ended)
 
     async def publish(self, events: Sequence[AnyEvent]) -> None:
         """Send every event (keyed by user, trace context in the headers) and wait for the

@@ -115,7 +115,7 @@ class Archiver:
                 await asyncio.to_thread(self.table.append, rows.table(), outcome.offsets)
             except Exception as exc:
                 delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
-                metrics.WRITE_ERRORS.inc()
+                metrics.write_failed(records)
                 log.warning("archive write failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 # Another archiver may have taken these partitions over and written them.

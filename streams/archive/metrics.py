@@ -27,7 +27,8 @@ COMMIT_SECONDS = Histogram(
 )
 LAG_SECONDS = Gauge(
     "recsys_archive_lag_seconds",
-    "Age of the oldest event of the last commit when it was committed (publish -> archived).",
+    "Age of the oldest event of the last commit when it was committed (publish -> archived); "
+    "while a write keeps failing, the age of the oldest event waiting for it.",
 )
 LAST_COMMIT = Gauge(
     "recsys_archive_last_commit_timestamp_seconds", "When the archive was last committed to."
@@ -45,3 +46,12 @@ def record(outcome: BatchOutcome, records: list[Any]) -> None:
         LAST_COMMIT.set(now)
     if records:
         LAG_SECONDS.set(max(0.0, now - min(r.timestamp for r in records) / 1000))
+
+
+def write_failed(records: list[Any]) -> None:
+    """A batch's write failed and will be retried. The lag is otherwise set only by a commit, so
+    without this it would stay at its last (small) value for as long as the table cannot be
+    written (a full disk, say), and RecsysArchiveLagging would never fire."""
+    WRITE_ERRORS.inc()
+    if records:
+        LAG_SECONDS.set(max(0.0, time.time() - min(r.timestamp for r in records) / 1000))

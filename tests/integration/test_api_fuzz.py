@@ -59,6 +59,6 @@ def test_schemathesis_finds_nothing_with_every_check(served_url: str, tmp_path: 
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-20_000:]
     # Every operation tested, and the stateful phase had a link to follow.
-    assert "Tested: 10" in output, output
+    assert "Tested: 15" in output, output
     assert "Stateful" in output
     assert "API Links:" in output, output
