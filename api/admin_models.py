@@ -28,6 +28,14 @@ class ModelVersionInfo(BaseModel):
     decision: dict[str, Any] | None = Field(
         None, description="The retraining gate's decision about it, if it was a candidate."
     )
+    mlflow_run_id: str | None = Field(
+        None, description="The MLflow run that logged its training (tracking on)."
+    )
+    mlflow_run_url: str | None = Field(
+        None,
+        description="That run's page, when RECSYS_MLFLOW_TRACKING_URI is a tracking server "
+        "(http or https); a local store has no page to link.",
+    )
 
 
 class ModelVersions(BaseModel):

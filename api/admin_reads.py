@@ -62,9 +62,19 @@ RATE_WINDOW = "5m"
 TRENDING_TOP = 100
 
 
-async def model_versions(redis: RedisClient, decisions: int = 10) -> ModelVersions:
-    """The kept versions, newest first, each with its metadata and the gate's decision about
-    it; and the gate's newest decisions."""
+def mlflow_run_url(tracking_uri: str | None, run_id: str | None) -> str | None:
+    """The page of MLflow run `run_id` on a tracking server (its UI resolves the experiment)."""
+    if not run_id or not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/runs/{run_id}"
+
+
+async def model_versions(
+    redis: RedisClient, decisions: int = 10, tracking_uri: str | None = None
+) -> ModelVersions:
+    """The kept versions, newest first, each with its metadata, the gate's decision about it
+    and its MLflow run (linked on a tracking server at `tracking_uri`); and the gate's newest
+    decisions."""
     active = await active_version(redis)
     kept = await listed_versions(redis)
     recent = await recorded_decisions(redis, max(decisions, 50))
@@ -92,6 +102,8 @@ async def model_versions(redis: RedisClient, decisions: int = 10) -> ModelVersio
                     "users": meta.n_users,
                     "items": meta.n_items,
                     "params": meta.params,
+                    "mlflow_run_id": meta.mlflow_run_id,
+                    "mlflow_run_url": mlflow_run_url(tracking_uri, meta.mlflow_run_id),
                 }
             )
         versions.append(info)

@@ -32,6 +32,7 @@ from typing import Any, Generic, Self, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from api.admin_models import ItemDetail, ModelSwitch, ModelVersions, StreamStatus
 from api.drift import DriftReport
 from api.models import (
     ErrorBody,
@@ -99,9 +100,14 @@ class UnavailableError(ApiError):
     """503 after the retries: a backend the answer needs is down; try again later."""
 
 
+class ConflictError(ApiError):
+    """409: the request cannot be carried out as things stand (no version to roll back to)."""
+
+
 _ERRORS: dict[int, type[ApiError]] = {
     401: UnauthorizedError,
     404: NotFoundError,
+    409: ConflictError,
     413: PayloadTooLargeError,
     422: RequestInvalidError,
     503: UnavailableError,
@@ -243,6 +249,26 @@ def _metrics() -> _Call[str]:
     return _Call("GET", "/metrics", lambda response: response.text)
 
 
+def _models() -> _Call[ModelVersions]:
+    return _Call("GET", "/admin/models", _model(ModelVersions))
+
+
+def _activate(version: str) -> _Call[ModelSwitch]:
+    return _Call("POST", f"/admin/models/{version}/activate", _model(ModelSwitch))
+
+
+def _rollback() -> _Call[ModelSwitch]:
+    return _Call("POST", "/admin/models/rollback", _model(ModelSwitch))
+
+
+def _stream(dead_letters: int) -> _Call[StreamStatus]:
+    return _Call("GET", "/admin/stream", _model(StreamStatus), {"dead_letters": dead_letters})
+
+
+def _item(item_id: str) -> _Call[ItemDetail]:
+    return _Call("GET", f"/admin/items/{item_id}", _model(ItemDetail))
+
+
 # --- The clients ------------------------------------------------------------------------------
 
 
@@ -348,6 +374,26 @@ class RecsysClient:
         """GET /metrics: the Prometheus exposition text."""
         return self._run(_metrics())
 
+    def models(self) -> ModelVersions:
+        """GET /admin/models: the kept versions with their training figures."""
+        return self._run(_models())
+
+    def activate(self, version: str) -> ModelSwitch:
+        """POST /admin/models/{version}/activate (API key; `NotFoundError` if not kept)."""
+        return self._run(_activate(version))
+
+    def rollback(self) -> ModelSwitch:
+        """POST /admin/models/rollback (API key; `ConflictError` with nothing to go back to)."""
+        return self._run(_rollback())
+
+    def stream(self, dead_letters: int = 10) -> StreamStatus:
+        """GET /admin/stream: event rates, freshness, dead letters, archive lag."""
+        return self._run(_stream(dead_letters))
+
+    def item(self, item_id: str) -> ItemDetail:
+        """GET /admin/items/{item_id}: payload, trending and window counts."""
+        return self._run(_item(item_id))
+
     def close(self) -> None:
         self.http.close()
 
@@ -446,6 +492,21 @@ class AsyncRecsysClient:
 
     async def metrics(self) -> str:
         return await self._run(_metrics())
+
+    async def models(self) -> ModelVersions:
+        return await self._run(_models())
+
+    async def activate(self, version: str) -> ModelSwitch:
+        return await self._run(_activate(version))
+
+    async def rollback(self) -> ModelSwitch:
+        return await self._run(_rollback())
+
+    async def stream(self, dead_letters: int = 10) -> StreamStatus:
+        return await self._run(_stream(dead_letters))
+
+    async def item(self, item_id: str) -> ItemDetail:
+        return await self._run(_item(item_id))
 
     async def aclose(self) -> None:
         await self.http.aclose()

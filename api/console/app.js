@@ -162,6 +162,11 @@ function activeModel(models) {
     ["users", fmt(active.users)], ["items", fmt(active.items)], ["dim", active.dim],
     ["params", JSON.stringify(active.params)],
   ];
+  if (active.mlflow_run_url) {
+    facts.push(["MLflow run", h("a", { href: active.mlflow_run_url, target: "_blank", rel: "noopener" }, active.mlflow_run_id)]);
+  } else if (active.mlflow_run_id) {
+    facts.push(["MLflow run", active.mlflow_run_id]);
+  }
   if (d) facts.push(["gate", `${d.decision}: NDCG@10 ${fmt(d.candidate_ndcg, 4)} vs ${fmt(d.active_ndcg, 4)}`]);
   return card("Active model",
     h("p", { class: "big", "data-test": "active-version" }, active.version),

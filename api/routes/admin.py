@@ -51,9 +51,11 @@ def _budget(services: Services) -> Budget:
 async def list_models(services: ServicesDep) -> ModelVersions:
     """The kept versions, newest first, with their training figures and the retraining gate's
     decision about each; and the gate's newest decisions (`recsys models list|show|decisions`)."""
-    redis = services.redis
+    redis, tracking = services.redis, services.settings.mlflow_tracking_uri
     return await services.backends.redis_guard.call(
-        "models", _budget(services), lambda: admin_reads.model_versions(redis)
+        "models",
+        _budget(services),
+        lambda: admin_reads.model_versions(redis, tracking_uri=tracking),
     )
 
 

@@ -17,6 +17,7 @@ from core.settings import Settings
 from recsys.client import (
     NO_RETRY,
     AsyncRecsysClient,
+    ConflictError,
     NotFoundError,
     RecsysClient,
     RequestInvalidError,
@@ -55,6 +56,13 @@ def test_every_route_answers_its_model(served_url: str, published: Published) ->
         assert api.live().status == "ok"
         assert api.ready().status == "ok"
         assert "recsys_api_requests_total" in api.metrics()
+        assert api.models().active == published.version
+        assert api.stream(dead_letters=5).unavailable == []
+        assert api.item(item).item_id == item
+        with pytest.raises(ConflictError):
+            api.rollback()  # one version only: nothing to roll back to
+        switched = api.activate(published.version)
+        assert (switched.previous, switched.active) == (published.version, published.version)
 
 
 def test_errors_are_typed_and_name_the_field(served_url: str, published: Published) -> None:
