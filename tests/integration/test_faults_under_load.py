@@ -151,8 +151,11 @@ async def test_kill_9_api_workers_in_turn_each_is_replaced_and_only_in_flight_re
                 response = await client.get(f"/recommend/u{n % 60}", params={"k": 5})
                 return response.status_code
 
+            # Bounded, but with room for both replacements to start on a loaded machine: the
+            # waits below need traffic to see a replacement serving (6,000 requests ran out
+            # before the second did in a full-suite run).
             load = asyncio.create_task(
-                keep_busy(send, tally, stop, concurrency=6, max_requests=6000, max_seconds=120)
+                keep_busy(send, tally, stop, concurrency=6, max_requests=30_000, max_seconds=150)
             )
             try:
                 await until(lambda: tally.outcomes[200] >= 30, 30, "the first answers")
