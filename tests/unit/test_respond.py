@@ -255,7 +255,7 @@ async def test_the_runner_stops_at_its_time_bound() -> None:
     # At most 40/s for 0.5 s; fewer when the machine stalls the loop (a full suite's garbage
     # collection once took 3 s here): the bound is what is asserted, not the pace.
     assert 1 <= result.requests <= 20
-    assert result.seconds >= 0.5
+    assert result.seconds >= 0.45  # the last request is sent at its scheduled time, not after
 
 
 async def test_failed_calls_are_counted_and_the_run_goes_on() -> None:
