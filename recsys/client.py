@@ -272,8 +272,19 @@ def _item(item_id: str) -> _Call[ItemDetail]:
 # --- The clients ------------------------------------------------------------------------------
 
 
-def _retryable(outcome: httpx.Response | httpx.TransportError) -> bool:
-    return isinstance(outcome, httpx.TransportError) or outcome.status_code == 503
+Outcome = httpx.Response | httpx.TransportError
+
+
+def _pause(retry: Retry, attempt: int, outcome: Outcome) -> float | None:
+    """The wait before sending again after `attempt` ended in `outcome`; None: stop here."""
+    retryable = isinstance(outcome, httpx.TransportError) or outcome.status_code == 503
+    return retry.pause(attempt) if retryable and attempt < retry.attempts else None
+
+
+def _finish(call: _Call[T], outcome: Outcome) -> T:
+    if isinstance(outcome, httpx.TransportError):
+        raise TransportError(f"{call.method} {call.path}: {outcome!r}") from outcome
+    return call.outcome(outcome)
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -299,19 +310,18 @@ class RecsysClient:
         )
 
     def _run(self, call: _Call[T]) -> T:
-        for attempt in range(1, self.retry.attempts + 1):
+        attempt = 1
+        while True:
+            outcome: Outcome
             try:
-                outcome: httpx.Response | httpx.TransportError = self.http.send(
-                    call.request(self.http)
-                )
+                outcome = self.http.send(call.request(self.http))
             except httpx.TransportError as exc:
                 outcome = exc
-            if attempt == self.retry.attempts or not _retryable(outcome):
-                break
-            time.sleep(self.retry.pause(attempt))
-        if isinstance(outcome, httpx.TransportError):
-            raise TransportError(f"{call.method} {call.path}: {outcome!r}") from outcome
-        return call.outcome(outcome)
+            pause = _pause(self.retry, attempt, outcome)
+            if pause is None:
+                return _finish(call, outcome)
+            time.sleep(pause)
+            attempt += 1
 
     def recommend(
         self,
@@ -428,19 +438,18 @@ class AsyncRecsysClient:
         )
 
     async def _run(self, call: _Call[T]) -> T:
-        for attempt in range(1, self.retry.attempts + 1):
+        attempt = 1
+        while True:
+            outcome: Outcome
             try:
-                outcome: httpx.Response | httpx.TransportError = await self.http.send(
-                    call.request(self.http)
-                )
+                outcome = await self.http.send(call.request(self.http))
             except httpx.TransportError as exc:
                 outcome = exc
-            if attempt == self.retry.attempts or not _retryable(outcome):
-                break
-            await asyncio.sleep(self.retry.pause(attempt))
-        if isinstance(outcome, httpx.TransportError):
-            raise TransportError(f"{call.method} {call.path}: {outcome!r}") from outcome
-        return call.outcome(outcome)
+            pause = _pause(self.retry, attempt, outcome)
+            if pause is None:
+                return _finish(call, outcome)
+            await asyncio.sleep(pause)
+            attempt += 1
 
     async def recommend(
         self,
