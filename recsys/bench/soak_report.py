@@ -55,14 +55,24 @@ def memory_growth(
     samples: Sequence[Mapping[str, Any]], warmup_s: float, end_s: float
 ) -> dict[str, dict[str, Any]]:
     """Per process label: its RSS growth in % per hour after the warm-up, whether it is judged
-    (long enough a series, not the load client) and whether it is under the limit."""
+    (long enough a series, not the load client) and whether it is under the limit.
+
+    A process started during the run (a fault's replacement) warms up as the others did at the
+    start (imports, caches, the model, the allocator's arenas): its own first `warmup_s` are
+    left out too, or its start-up would read as a leak."""
     measured_s = max(end_s - warmup_s, 0.0)
-    series: dict[str, list[tuple[float, float]]] = {}
+    first_t = samples[0]["t_s"] if samples else 0.0
+    every: dict[str, list[tuple[float, float]]] = {}
     for sample in samples:
-        if sample["t_s"] < warmup_s:
-            continue
         for label, rss in sample.get("rss_bytes", {}).items():
-            series.setdefault(label, []).append((sample["t_s"], float(rss)))
+            every.setdefault(label, []).append((sample["t_s"], float(rss)))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for label, points in every.items():
+        born = points[0][0]
+        start = warmup_s if born <= first_t else born + warmup_s
+        kept = [(t, rss) for t, rss in points if t >= start]
+        if kept:
+            series[label] = kept
     growth: dict[str, dict[str, Any]] = {}
     for label, points in sorted(series.items()):
         t, rss = zip(*points, strict=True)

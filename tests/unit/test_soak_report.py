@@ -116,6 +116,27 @@ def test_a_short_series_and_the_load_client_are_not_judged() -> None:
     assert not short["judged"]
 
 
+def test_a_replacement_is_judged_after_its_own_warm_up() -> None:
+    """A worker a fault started at 1800 s doubles while it warms up, then stays flat: its own
+    start-up is left out, as the run's is; one that keeps growing after it still fails."""
+    born = 1800.0
+
+    def warming(t: float) -> float:
+        return (100 + 100 * min(t - born, WARMUP) / WARMUP) * MB
+
+    def leaking(t: float) -> float:
+        return warming(t) * (1 + 0.2 * max(t - born - WARMUP, 0.0) / 3600)
+
+    for rss, passes in ((warming, True), (leaking, False)):
+        runs = samples({"api worker 10": lambda t: 200 * MB, "api worker 30": rss})
+        for sample in runs:
+            if sample["t_s"] < born:
+                del sample["rss_bytes"]["api worker 30"]
+        growth = memory_growth(runs, WARMUP, END)["api worker 30"]
+        assert growth["judged"]
+        assert growth["passed"] is passes, growth
+
+
 def test_a_5xx_fails() -> None:
     result = verdict(five_xx_at=1200.0)
     assert result["request_failures"]["5xx"] == 1
