@@ -40,6 +40,7 @@ from api.telemetry import child_span
 from core.attribution import item_tag
 from core.clients import RedisClient
 from core.experiments import Experiment, assign
+from core.rules import INTEREST_TYPES
 from core.settings import Settings
 from core.user_state import UserState
 from core.vectors import ItemFilter, VectorIndex
@@ -493,8 +494,10 @@ class RecommendationService:
     async def _explain(
         self, items: list[Candidate], state: UserState, version: str, budget: Budget
     ) -> dict[str, list[Contribution]]:
-        """For each item, the user's recent items whose vectors are most like its own."""
-        recent = list(dict.fromkeys(h.item_id for h in state.history))[:EXPLAIN_RECENT_ITEMS]
+        """For each item, the user's recent items whose vectors are most like its own (those
+        they showed interest in: a disliked item is no reason to recommend its likes)."""
+        interests = (h.item_id for h in state.history if h.event_type in INTEREST_TYPES)
+        recent = list(dict.fromkeys(interests))[:EXPLAIN_RECENT_ITEMS]
         if not recent:
             return {}
         missing = [c.item_id for c in items if c.vector is None]

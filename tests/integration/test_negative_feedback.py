@@ -139,3 +139,19 @@ async def test_items_shown_again_and_again_without_a_click_are_demoted_or_left_o
     async with serve(create_app(make_api_settings())) as api:
         profile = (await api.get(f"/users/{USER}/profile")).json()
     assert profile["tired_items"] == 1
+
+
+async def test_a_disliked_item_is_never_given_as_a_reason(
+    redis: aioredis.Redis, published: Published, make_api_settings: ApiSettings, serve: Serve
+) -> None:
+    """`explain=true` names the user's recent interests: a dislike is in the history, but it is
+    no reason to recommend what resembles it."""
+    stream = Stream(redis)
+    now = datetime.now(UTC)
+    await stream.apply(
+        new_event("view", USER, "c1", ts=now), new_event("dislike", USER, "d2", ts=now)
+    )
+    async with serve(create_app(make_api_settings())) as api:
+        answer = (await api.get(f"/recommend/{USER}", params={"k": 10, "explain": True})).json()
+    reasons = {c["item_id"] for item in answer["items"] for c in item.get("explanation") or []}
+    assert reasons == {"c1"}
