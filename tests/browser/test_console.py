@@ -4,6 +4,7 @@ by the real stream worker), and a screenshot of each page is written to docs/.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,6 +12,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from core import experiment_store
+from core.clients import redis_client_for
+from core.experiments import Arm, Experiment
+from core.settings import Settings
 from tests.browser.conftest import API_KEY, Console, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -99,3 +104,34 @@ def test_the_overview_shows_the_model_stream_and_dead_letters(
     assert "dislike" in rates
     assert_clean(console)
     console.screenshot("console-overview.png")
+
+
+def test_the_overview_shows_a_running_experiments_arms(
+    console: Console, stack: Stack, service_settings: Settings
+) -> None:
+    experiment = Experiment(
+        "console-ab", (Arm("control", 0.5), Arm("diverse", 0.5, {"diversity": 0.5}))
+    )
+
+    async def registry(change: str) -> None:
+        redis = redis_client_for(service_settings)
+        try:
+            if change == "create":
+                await experiment_store.create(redis, experiment, time.time())
+            else:
+                await experiment_store.stop(redis, experiment.id, time.time())
+        finally:
+            await redis.aclose()
+
+    asyncio.run(registry("create"))
+    try:
+        console.open("overview")
+        card = console.page.locator(".card", has_text="Experiment console-ab")
+        card.wait_for()
+        arms = card.locator("tbody tr")
+        assert arms.count() == 2
+        assert arms.nth(0).inner_text().split()[0] == "control"
+        assert arms.nth(1).inner_text().split()[0] == "diverse"
+        assert_clean(console)
+    finally:
+        asyncio.run(registry("stop"))
