@@ -15,8 +15,8 @@ from redis.exceptions import ResponseError
 from core import keys
 from core.clients import RedisClient
 from core.model_version import as_bytes, vector_from_bytes
-from core.ranking import best_first, merge_epochs
-from core.rules import PREVIOUS_EPOCH_WEIGHT, trending_epoch
+from core.ranking import best_first, merge_epochs, window_fields
+from core.rules import PREVIOUS_EPOCH_WEIGHT, WINDOWS, trending_epoch, window_start
 from core.settings import Settings
 from core.user_state import LEGACY_FIELDS, UserState, is_wrong_type
 
@@ -294,3 +294,42 @@ async def ranking_reads(
 
 def _decoded(ranked: list[Any]) -> list[tuple[str, float]]:
     return [(as_bytes(member).decode(), float(score)) for member, score in ranked]
+
+
+@dataclass(frozen=True)
+class ItemStreamReads:
+    """The stream's counts of a request's candidates, in their order."""
+
+    trending: np.ndarray  # the current trending epoch's decayed count (0: none)
+    window_1h: np.ndarray  # events of interest in the current hour window
+
+
+async def item_stream_reads(
+    redis: RedisClient, item_ids: Sequence[str], now_s: float, settings: Settings
+) -> ItemStreamReads:
+    """The candidates' trending counts and hour-window counts at `now_s`: per item shard one
+    ZMSCORE and one HMGET, all in one pipeline (on a cluster, one request per node)."""
+    shards = settings.redis_item_shards
+    by_shard: dict[int, list[int]] = {}
+    for position, item in enumerate(item_ids):
+        by_shard.setdefault(keys.item_shard(item, shards), []).append(position)
+    epoch = trending_epoch(now_s, settings.stream_trending_half_life_s)
+    hour = window_start(now_s, WINDOWS["1h"])
+    per_item = len(window_fields(""))
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard, positions in by_shard.items():
+            members = [item_ids[p] for p in positions]
+            pipe.zmscore(keys.trending(shard, epoch), members)
+            fields = [name for item in members for name in window_fields(item)]
+            pipe.hmget(keys.item_window(shard, "1h", hour), fields)
+        replies = await pipe.execute()
+    trending = np.zeros(len(item_ids))
+    window = np.zeros(len(item_ids))
+    for n, positions in enumerate(by_shard.values()):
+        scores, counts = replies[2 * n], replies[2 * n + 1]
+        for p, score in zip(positions, scores, strict=True):
+            trending[p] = float(score) if score is not None else 0.0
+        for m, p in enumerate(positions):
+            cells = counts[m * per_item : (m + 1) * per_item]
+            window[p] = sum(int(c) for c in cells if c is not None)
+    return ItemStreamReads(trending, window)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -22,7 +22,14 @@ from api.mmr import unit_rows
 from core.clients import RedisClient
 from core.heap import freeze_long_lived
 from core.model_version import VersionItems, load_version_items
-from core.ranking import FEATURES, Ranker, RankerMismatchError
+from core.ranking import (
+    FEATURES,
+    GENRE_POPULAR_DEPTH,
+    Ranker,
+    RankerMismatchError,
+    first_seen_array,
+    popular_by_genre,
+)
 from core.ranking_store import Neighbours, RankingParts, load_ranking
 from core.vectors import PointScores, point_id
 
@@ -59,6 +66,11 @@ class ItemTable:
     row_of_item: dict[str, int]
     popularity: np.ndarray  # training-data interactions per row
     ranking: RankingStage | None = None  # the version's ranking parts, when it has them
+    # Per row: the first interaction in the training data (epoch s; NaN: never seen), and each
+    # genre's most popular items (`core.ranking.genre_popular`'s lists); both for the ranking
+    # stage only.
+    first_seen_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    by_genre: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     def hit_rows(self, hits: PointScores) -> tuple[list[int], list[float]]:
         """Rows and scores of search hits, in order; a point the table lacks is left out."""
@@ -99,6 +111,8 @@ def _ranking_stage(version: str, parts: RankingParts | None) -> RankingStage | N
 
 
 def _build_table(items: VersionItems, parts: RankingParts | None) -> ItemTable:
+    popularity = items.popularity if items.popularity is not None else np.zeros(len(items.item_ids))
+    first_seen = parts.first_seen if parts is not None else {}
     return ItemTable(
         version=items.version,
         item_ids=items.item_ids,
@@ -107,10 +121,14 @@ def _build_table(items: VersionItems, parts: RankingParts | None) -> ItemTable:
         unit_vectors=unit_rows(items.vectors),
         row_of_point={point_id(item): row for row, item in enumerate(items.item_ids)},
         row_of_item=items.row_of_item,
-        popularity=(
-            items.popularity if items.popularity is not None else np.zeros(len(items.item_ids))
-        ),
+        popularity=popularity,
         ranking=_ranking_stage(items.version, parts),
+        first_seen_s=first_seen_array(items.item_ids, first_seen),
+        by_genre=(
+            popular_by_genre(items.genres, popularity, items.item_ids, GENRE_POPULAR_DEPTH)
+            if parts is not None
+            else {}
+        ),
     )
 
 

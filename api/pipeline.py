@@ -7,11 +7,13 @@ Candidates come from the sources of `core.ranking.SOURCES`, each up to its quota
 (`RECSYS_API_RANK_QUOTAS`): the ANN neighbours of the user's vector (the vector index), the
 version's item-item neighbours of the user's newest items (in memory with the item table), the
 stream's transition table from the same items, trending and popular (one Redis round trip for
-all three). Filters (seen and excluded ids, requested and excluded genres, negative feedback,
-items the version does not know) apply before ranking. The learned ranker scores the pool; with
-no ranker, a ranker that fails, or too little of the request's budget left, the pool keeps its
-source order and the answer's `reason` says why. `batch.ranking.mirror` replays exactly this in
-process.
+all three), and the version's popular items of the user's strongest genres (in memory). The
+features add the candidates' stream counts (a second round trip, once the pool is known) to the
+user's state read before. Filters (seen and excluded ids, requested and excluded genres,
+negative feedback, items the version does not know) apply before ranking. The learned ranker
+scores the pool; with no ranker, a ranker that fails, or too little of the request's budget
+left, the pool keeps its source order and the answer's `reason` says why.
+`batch.ranking.mirror` replays exactly this in process.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from opentelemetry.trace import Tracer
 from api import drift, metrics
 from api.backends import BackendUnavailableError
 from api.breaker import Budget
-from api.catalog import Candidate, UserContext, ranking_reads
+from api.catalog import Candidate, UserContext, item_stream_reads, ranking_reads
 from api.item_table import ItemTable
 from api.mmr import mmr
 from api.telemetry import child_span
 from core.attribution import item_tag
 from core.ranking import (
     RECENT_WEIGHTS,
+    ItemSignals,
     Pool,
     SourceList,
     UserSignals,
@@ -42,9 +45,11 @@ from core.ranking import (
     feature_matrix,
     follow,
     gather,
+    genre_popular,
     neighbour_pairs,
     ranked_order,
     recent_items,
+    stream_user,
     user_signals,
 )
 from core.settings import Settings
@@ -108,8 +113,9 @@ class RankingPipeline:
         stage = table.ranking
         assert stage is not None  # the caller checks
         reasons: list[str] = []
+        now_s = self.now_s(context.state)
         with _stage(self.tracer, "candidates"):
-            lists, user = await self._sources(request, context, table, budget, reasons)
+            lists, user = await self._sources(request, context, table, budget, reasons, now_s)
         with _stage(self.tracer, "filter"):
             allowed = _Allowed(table, request)
             pool = gather(lists, request.quotas, allowed)
@@ -117,7 +123,21 @@ class RankingPipeline:
             return Staged([], False, [*reasons, "candidates_empty"])
         rows = np.fromiter((table.row_of_item[i] for i in pool.item_ids), np.int64, len(pool))
         with _stage(self.tracer, "features", **{"recsys.rank.candidates": len(pool)}):
-            features = feature_matrix(pool, table.unit_vectors[rows], table.popularity[rows], user)
+            redis = self.backends.redis
+            counted = await self.backends.redis_guard.call(
+                "item_stream_reads",
+                budget,
+                lambda: item_stream_reads(redis, pool.item_ids, now_s, self.settings),
+            )
+            items = ItemSignals(
+                unit_vectors=table.unit_vectors[rows],
+                popularity=table.popularity[rows],
+                genres=[table.genres[r] for r in rows],
+                first_seen_s=table.first_seen_s[rows],
+                trending=counted.trending,
+                window_1h=counted.window_1h,
+            )
+            features = feature_matrix(pool, items, user, now_s)
         scores, why_not = self._rank(request.ranker, stage, features, budget)
         if why_not is not None:
             reasons.append(why_not)
@@ -182,6 +202,7 @@ class RankingPipeline:
         table: ItemTable,
         budget: Budget,
         reasons: list[str],
+        now_s: float,
     ) -> tuple[list[SourceList], UserSignals]:
         settings, quotas = self.settings, request.quotas
         state, version = context.state, table.version
@@ -210,7 +231,7 @@ class RankingPipeline:
                 followed if quotas.get("transitions", 0) else [],
                 quotas.get("transitions", 0),
                 limit,
-                self.now_s(state, history),
+                now_s,
                 settings,
             ),
         )
@@ -219,8 +240,25 @@ class RankingPipeline:
                 SourceList.of("transitions", follow(reads.transitions, len(table.item_ids)))
             )
         lists.append(SourceList.of("trending", reads.trending))
+        if quotas.get("genre_popular", 0):
+            in_genres = genre_popular(state.genres, table.by_genre, quotas["genre_popular"])
+            lists.append(SourceList.of("genre_popular", in_genres))
         lists.append(SourceList.of("popular", reads.popular))
-        user = user_signals(vector, recent, table.row_of_item, table.unit_vectors, len(history))
+        window_s = settings.fatigue_window_s
+        stream = stream_user(
+            state.genres,
+            state.windows,
+            [entry.ts_ms / 1000 for entry in history[:2]],
+            {
+                tag: shown
+                for tag, (start, shown) in state.fatigue.counts().items()
+                if start > now_s - window_s
+            },
+            now_s,
+        )
+        user = user_signals(
+            vector, recent, table.row_of_item, table.unit_vectors, len(history), stream
+        )
         return lists, user
 
     async def _ann(

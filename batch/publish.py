@@ -90,6 +90,7 @@ class ModelArtifacts:
                         "feature_version": self.ranking.feature_version,
                         "params": self.ranking.params,
                         "neighbours": self.ranking.neighbours,
+                        "first_seen": self.ranking.first_seen,
                     },
                     default=str,
                 )

@@ -19,18 +19,43 @@ and for the pair:
   recent_max_similarity  the largest cosine of the item's vector with any one of those
   item_popularity        log(1 + the item's interactions in the model's training data)
   user_history           the user's events in the stream's recent history (bounded)
+  genre_affinity         the share of the user's genre affinity (the worker's decayed counts)
+                         that falls on the item's genres (0 without affinity)
+  item_trending          the item's decayed count in the stream's current trending epoch over
+                         the trending list's best (0 when not counted)
+  item_window_1h         log(1 + the item's events of interest in the stream's current hour)
+  item_age_days          log(1 + days from the item's first interaction in the model's training
+                         data to the request's clock; 0 for an item it never saw)
+  user_window_5m         the user's events of interest in the current 5-minute window
+  user_window_1h         the same in the current hour
+  user_gap               log(1 + seconds between the user's two newest events; 0 with fewer):
+                         the pace of the visit. Not the time since the last event, which a
+                         replay's event clock cannot see (it is 0 there, and the ranker would
+                         learn nothing from it)
+  item_impressions       the user's impressions of the item without a click since, within the
+                         fatigue window (`core.user_state.Fatigue`); 0 where impressions are off,
+                         as in every replay the ranker learns from today
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.rules import PREVIOUS_EPOCH_WEIGHT, counts_as_interest, normalize
+from core.attribution import item_tag
+from core.rules import (
+    INTEREST_TYPES,
+    PREVIOUS_EPOCH_WEIGHT,
+    WINDOWS,
+    WindowCounts,
+    counts_as_interest,
+    normalize,
+    window_start,
+)
 
 if TYPE_CHECKING:
     import lightgbm
@@ -38,8 +63,16 @@ if TYPE_CHECKING:
 # ann: the ANN neighbours of the user's vector; neighbours: the item-item neighbours published
 # with the model version, from the user's newest items; transitions: the stream's item-to-item
 # table (`core.keys.item_transitions`) from the same items; trending: the stream's decayed
-# counts; popular: the model's training-data counts.
-SOURCES: tuple[str, ...] = ("ann", "neighbours", "transitions", "trending", "popular")
+# counts; genre_popular: the model's training-data counts within the user's strongest genres
+# (`genre_popular`); popular: the model's training-data counts.
+SOURCES: tuple[str, ...] = (
+    "ann",
+    "neighbours",
+    "transitions",
+    "trending",
+    "genre_popular",
+    "popular",
+)
 FEATURES: tuple[str, ...] = (
     *(f"{source}_{part}" for source in SOURCES for part in ("score", "rank")),
     "user_similarity",
@@ -48,8 +81,16 @@ FEATURES: tuple[str, ...] = (
     "recent_max_similarity",
     "item_popularity",
     "user_history",
+    "genre_affinity",
+    "item_trending",
+    "item_window_1h",
+    "item_age_days",
+    "user_window_5m",
+    "user_window_1h",
+    "user_gap",
+    "item_impressions",
 )
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 _COLUMN = {name: column for column, name in enumerate(FEATURES)}
 # The user's newest items of interest that item-to-item sources follow, and their weights.
 RECENT_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25)
@@ -194,6 +235,46 @@ class UserSignals:
     recent_units: np.ndarray
     newest_is_known: bool  # whether the first row is the newest item of interest itself
     history_length: int
+    stream: StreamUser = field(default_factory=lambda: StreamUser())
+
+
+@dataclass(frozen=True)
+class StreamUser:
+    """The user's side of the stream's features (`stream_user`)."""
+
+    genre_affinity: Mapping[str, float] = field(default_factory=dict)
+    window_5m: int = 0
+    window_1h: int = 0
+    gap_s: float = 0.0
+    impressions: Mapping[int, int] = field(default_factory=dict)  # item tag -> impressions
+
+
+def stream_user(
+    genre_affinity: Mapping[str, float],
+    windows: Mapping[str, WindowCounts | None],
+    newest_ts_s: Sequence[float],
+    impressions: Mapping[int, int],
+    now_s: float,
+) -> StreamUser:
+    """The user's stream features at `now_s`: `windows` as the worker keeps them
+    (`core.rules.add_to_windows`: slot name -> the window's counts), the times of their two
+    newest events (newest first) and their impressions per item tag still in the fatigue
+    window."""
+
+    def interest_in(name: str) -> int:
+        window = windows.get(name)
+        if window is None or window.start != window_start(now_s, WINDOWS[name]):
+            return 0
+        return sum(n for kind, n in window.counts.items() if kind in INTEREST_TYPES)
+
+    gap = newest_ts_s[0] - newest_ts_s[1] if len(newest_ts_s) > 1 else 0.0
+    return StreamUser(
+        genre_affinity=genre_affinity,
+        window_5m=interest_in("5m"),
+        window_1h=interest_in("1h"),
+        gap_s=max(gap, 0.0),
+        impressions=impressions,
+    )
 
 
 def user_signals(
@@ -202,16 +283,36 @@ def user_signals(
     row_of_item: Mapping[str, int],
     unit_items: np.ndarray,
     history_length: int,
+    stream: StreamUser | None = None,
 ) -> UserSignals:
     """The user's side of the features from their vector, newest items of interest
-    (`recent_items`) and history length; `unit_items` holds the model's items at unit length."""
+    (`recent_items`), history length and stream features; `unit_items` holds the model's items
+    at unit length."""
     rows = [row_of_item[item] for item in recent if item in row_of_item]
     return UserSignals(
         unit_vector=None if vector is None else normalize(vector),
         recent_units=unit_items[rows],
         newest_is_known=bool(recent) and recent[0] in row_of_item,
         history_length=history_length,
+        stream=stream or StreamUser(),
     )
+
+
+@dataclass(frozen=True)
+class ItemSignals:
+    """The pool's items' side of the features, in pool order."""
+
+    unit_vectors: np.ndarray  # zero rows for items the model lacks
+    popularity: np.ndarray  # training-data interactions
+    genres: Sequence[tuple[str, ...]]
+    first_seen_s: np.ndarray  # first interaction in the training data (NaN: never seen)
+    trending: np.ndarray  # the item's current-epoch trending count (0: not counted)
+    window_1h: np.ndarray  # its events of interest in the current hour window
+
+
+# The interest fields of an item's window hash (`core.keys.item_window`): "{type}:{item id}".
+def window_fields(item_id: str) -> list[str]:
+    return [f"{kind}:{item_id}" for kind in sorted(INTEREST_TYPES)]
 
 
 def neighbour_pairs(listed: tuple[list[str], list[float]] | None) -> list[tuple[str, float]]:
@@ -219,18 +320,66 @@ def neighbour_pairs(listed: tuple[list[str], list[float]] | None) -> list[tuple[
     return [] if listed is None else list(zip(*listed, strict=True))
 
 
-def feature_matrix(
-    pool: Pool, item_units: np.ndarray, popularity: np.ndarray, user: UserSignals
-) -> np.ndarray:
-    """(candidates x FEATURES) float32. `item_units` and `popularity` are the pool's items' unit
-    vectors (zero rows for items the model lacks) and training-data counts, in pool order."""
+def popular_by_genre(
+    genres: Sequence[tuple[str, ...]], popularity: np.ndarray, item_ids: Sequence[str], limit: int
+) -> dict[str, list[tuple[str, float]]]:
+    """Each genre's `limit` most popular items (training-data counts), best first: what
+    `genre_popular` draws from, built once per version."""
+    members: dict[str, list[tuple[str, float]]] = {}
+    for item, item_genres, count in zip(item_ids, genres, popularity.tolist(), strict=True):
+        if count > 0:
+            for genre in item_genres:
+                members.setdefault(genre, []).append((item, float(count)))
+    return {genre: best_first(pairs, limit) for genre, pairs in members.items()}
+
+
+# The user's strongest genres that `genre_popular` draws from, and how many of each genre's most
+# popular items a version keeps for it (the source's quota cannot usefully exceed this).
+GENRE_SOURCE_GENRES = 3
+GENRE_POPULAR_DEPTH = 200
+
+
+def first_seen_array(item_ids: Sequence[str], first_seen: Mapping[str, float]) -> np.ndarray:
+    """`first_seen` (`core.ranking_store.RankingParts.first_seen`) aligned with `item_ids`."""
+    return np.fromiter(
+        (first_seen.get(item, np.nan) for item in item_ids), np.float64, len(item_ids)
+    )
+
+
+def genre_popular(
+    affinity: Mapping[str, float],
+    by_genre: Mapping[str, Sequence[tuple[str, float]]],
+    limit: int,
+) -> list[tuple[str, float]]:
+    """Popular items of the user's `GENRE_SOURCE_GENRES` strongest genres: each item's
+    training-data count times the share of those genres' affinity that its genres carry."""
+    strongest = sorted(affinity.items(), key=lambda pair: (-pair[1], pair[0]))
+    strongest = [pair for pair in strongest[:GENRE_SOURCE_GENRES] if pair[1] > 0]
+    total = sum(score for _, score in strongest)
+    if total <= 0:
+        return []
+    scored: dict[str, float] = {}
+    for genre, score in strongest:
+        for item, count in by_genre.get(genre, ())[:limit]:
+            scored[item] = scored.get(item, 0.0) + count * score / total
+    return best_first(scored.items(), limit)
+
+
+def feature_matrix(pool: Pool, items: ItemSignals, user: UserSignals, now_s: float) -> np.ndarray:
+    """(candidates x FEATURES) float32 for `pool` with its items' signals (in pool order), the
+    user's, and the request's clock."""
     out = np.zeros((len(pool), len(FEATURES)), dtype=np.float32)
     out[:, 0 : 2 * len(SOURCES) : 2] = pool.scores
     out[:, 1 : 2 * len(SOURCES) : 2] = pool.ranks
-    out[:, _COLUMN["item_popularity"]] = np.log1p(popularity)
+    out[:, _COLUMN["item_popularity"]] = np.log1p(items.popularity)
     out[:, _COLUMN["user_history"]] = user.history_length
+    stream = user.stream
+    out[:, _COLUMN["user_window_5m"]] = stream.window_5m
+    out[:, _COLUMN["user_window_1h"]] = stream.window_1h
+    out[:, _COLUMN["user_gap"]] = np.log1p(stream.gap_s)
     if not len(pool):
         return out
+    item_units = items.unit_vectors
     if user.unit_vector is not None:
         out[:, _COLUMN["user_similarity"]] = item_units @ user.unit_vector
     recent = user.recent_units
@@ -243,6 +392,22 @@ def feature_matrix(
         if norm > 0:
             out[:, _COLUMN["recent_mean_similarity"]] = item_units @ (mean / norm)
         out[:, _COLUMN["recent_max_similarity"]] = similarity.max(axis=1)
+    total_affinity = sum(stream.genre_affinity.values())
+    if total_affinity > 0:
+        affinity = stream.genre_affinity
+        out[:, _COLUMN["genre_affinity"]] = [
+            sum(affinity.get(genre, 0.0) for genre in genres) / total_affinity
+            for genres in items.genres
+        ]
+    best_trending = float(items.trending.max())
+    if best_trending > 0:
+        out[:, _COLUMN["item_trending"]] = items.trending / best_trending
+    out[:, _COLUMN["item_window_1h"]] = np.log1p(items.window_1h)
+    age_days = (now_s - items.first_seen_s) / 86_400
+    out[:, _COLUMN["item_age_days"]] = np.log1p(np.nan_to_num(np.maximum(age_days, 0.0)))
+    if stream.impressions:
+        shown = stream.impressions
+        out[:, _COLUMN["item_impressions"]] = [shown.get(item_tag(i), 0) for i in pool.item_ids]
     return out
 
 

@@ -28,6 +28,9 @@ class RankingParts:
     feature_version: int
     neighbours: Neighbours = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)  # how the ranker was trained
+    # Each item's first interaction in the training data (epoch seconds): the item's age
+    # feature (`core.ranking.FEATURES`); an item missing here is new to the version.
+    first_seen: dict[str, float] = field(default_factory=dict)
 
 
 async def write_ranking(redis: RedisClient, version: str, parts: RankingParts) -> None:
@@ -41,6 +44,8 @@ async def write_ranking(redis: RedisClient, version: str, parts: RankingParts) -
                     "params": json.dumps(parts.params, sort_keys=True, default=str),
                 },
             )
+        if parts.first_seen:
+            pipe.hset(keys.ranker(version), "first_seen", orjson.dumps(parts.first_seen))
         items = list(parts.neighbours.items())
         for start in range(0, len(items), 5000):
             pipe.hset(
@@ -68,4 +73,5 @@ async def load_ranking(redis: RedisClient, version: str) -> RankingParts | None:
         feature_version=int(ranker.get("feature_version", "0")),
         neighbours=neighbours,
         params=json.loads(ranker.get("params", "{}")),
+        first_seen=orjson.loads(ranker.get("first_seen", "{}")),
     )

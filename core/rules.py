@@ -224,6 +224,8 @@ def fold_in_recent(
 WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600}
 # A user's window slots: each window's current one and the one before it.
 WINDOW_SLOTS = tuple(slot for name in WINDOWS for slot in (name, f"{name}_prev"))
+# Per window: (current slot, previous slot, length in seconds).
+WINDOW_TRIPLES = tuple((name, f"{name}_prev", length) for name, length in WINDOWS.items())
 
 
 def window_start(ts_seconds: float, length_s: int) -> int:

@@ -259,9 +259,17 @@ class Settings(BaseSettings):
         "it has one (off: the sources' own order, as with a version without a ranker).",
     )
     api_rank_quotas: dict[str, int] = Field(
-        {"ann": 100, "neighbours": 50, "transitions": 50, "trending": 50, "popular": 50},
+        {
+            "ann": 100,
+            "neighbours": 50,
+            "transitions": 50,
+            "trending": 50,
+            "genre_popular": 50,
+            "popular": 50,
+        },
         description="Candidates each source gives the ranker, by source (JSON object; sources: "
-        "ann, neighbours, transitions, trending, popular; 0 or absent: the source is off).",
+        "ann, neighbours, transitions, trending, genre_popular, popular; 0 or absent: the "
+        "source is off).",
     )
     drift_window_s: float = Field(
         3600,

@@ -279,6 +279,19 @@ def stored_vector(vector: np.ndarray) -> np.ndarray:
     return vector.astype(np.float16).astype(np.float32)
 
 
+def strongest_genres(genres: dict[str, float]) -> Iterable[tuple[str, float]]:
+    """The genres a state's write keeps: the strongest are what profiles and explanations
+    show; a long tail of faint ones only costs memory in every user's state."""
+    if len(genres) > MAX_GENRES:
+        return sorted(genres.items(), key=lambda pair: -pair[1])[:MAX_GENRES]
+    return genres.items()
+
+
+def stored_genres(genres: dict[str, float]) -> dict[str, float]:
+    """Genre affinity as it reads back after a write (kept in hundredths)."""
+    return {genre: round(score * 100) / 100 for genre, score in strongest_genres(genres)}
+
+
 @dataclass
 class UserState:
     vector: np.ndarray | None = None
@@ -371,18 +384,13 @@ class UserState:
 
     def encode(self, updated_ms: int) -> bytes:
         """The packed value of the next write: the change counter moves on by one."""
-        # The strongest genres are what profiles and explanations show; a long tail of faint
-        # ones only costs memory in every user's state.
-        strongest: Iterable[tuple[str, float]] = self.genres.items()
-        if len(self.genres) > MAX_GENRES:
-            strongest = sorted(strongest, key=lambda pair: -pair[1])[:MAX_GENRES]
         vector = None if self.vector is None else self.vector.astype(np.float16).tobytes()
         body = [
             self.vector_version,
             self.events,
             self.last_event_ms,
             updated_ms - self.last_event_ms,  # small: a write follows its events closely
-            {genre: round(score * 100) for genre, score in strongest},
+            {genre: round(score * 100) for genre, score in strongest_genres(self.genres)},
             [
                 [w.start, {EVENT_CODE[t]: n for t, n in w.counts.items()}] if w else None
                 for w in map(self.windows.get, WINDOW_SLOTS)

@@ -41,6 +41,7 @@ from core.rules import (
     EVENT_WEIGHTS,
     GENRE_HALF_LIFE_S,
     INTEREST_TYPES,
+    WINDOW_TRIPLES,
     WINDOWS,
     Transition,
     add_to_windows,
@@ -69,10 +70,9 @@ log = logging.getLogger(__name__)
 # Duplicate publishes (producer retries) are caught by event id within this window of a
 # user's newest event; redeliveries after a crash are caught by offsets, whatever their age.
 RECENT_IDS_LIMIT = 512
+
+
 # Each window's slots in a user's state: the current window and the one before it.
-_WINDOW_SLOTS = [(name, f"{name}_prev", length) for name, length in WINDOWS.items()]
-
-
 @dataclass(frozen=True)
 class SourcedEvent:
     """A decoded event (or impression) and where it came from."""
@@ -597,7 +597,7 @@ class BatchApplier:
             event = sourced.event
             assert not isinstance(event, ImpressionEvent)  # narrows for mypy
             ts_s = sourced.ts_s
-            for name, previous_name, length in _WINDOW_SLOTS:
+            for name, previous_name, length in WINDOW_TRIPLES:
                 current, previous, counted = add_to_windows(
                     windows.get(name), windows.get(previous_name), ts_s, event.event_type, length
                 )

@@ -32,32 +32,45 @@ from batch.evaluation.prequential import (
 )
 from batch.publish import ModelArtifacts
 from core.ranking import (
+    GENRE_POPULAR_DEPTH,
     RECENT_WEIGHTS,
+    ItemSignals,
     Pool,
     Ranker,
     SourceList,
     ann_list,
     best_first,
     feature_matrix,
+    first_seen_array,
     follow,
     gather,
+    genre_popular,
     merge_epochs,
     neighbour_pairs,
+    popular_by_genre,
     ranked_order,
     recent_items,
+    stream_user,
     user_signals,
 )
 from core.rules import (
     EVENT_WEIGHTS,
+    GENRE_HALF_LIFE_S,
+    WINDOW_TRIPLES,
+    WINDOWS,
+    WindowCounts,
+    add_to_windows,
     counts_as_interest,
+    decay_affinity,
     ema_update,
     normalize,
     transitions,
     trending_epoch,
     trending_increment,
+    window_start,
 )
 from core.settings import Settings
-from core.user_state import stored_vector
+from core.user_state import stored_genres, stored_vector
 from schemas.events import EventType, stream_event_type
 
 Counts = dict[str, float]
@@ -93,6 +106,9 @@ class _User:
     vector: np.ndarray | None  # None until the user has one (as the worker's state)
     online: bool = False  # False: still the batch vector as published (the API reads it raw)
     history: list[tuple[str, str, float]] = field(default_factory=list)  # newest first
+    windows: dict[str, WindowCounts | None] = field(default_factory=dict)
+    genres: dict[str, float] = field(default_factory=dict)  # as stored: see `_add_genres`
+    last_event_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,17 +129,25 @@ class StreamMirror:
         norms = np.linalg.norm(self.item_vectors, axis=1, keepdims=True)
         self.unit_items = self.item_vectors / np.where(norms > 0, norms, 1.0)
         self.popularity = artifacts.popularity.astype(np.float64)
+        self.genres = [tuple(p.get("genres") or ()) for p in artifacts.item_payloads]
+        self.genres_of = dict(zip(self.item_ids, self.genres, strict=True))
         counted = zip(self.item_ids, self.popularity.tolist(), strict=True)
         self.popular = best_first(
             ((item, count) for item, count in counted if count > 0),
             max(config.fallback_candidates, config.quotas.get("popular", 0)),
         )
         self.neighbours = artifacts.ranking.neighbours if artifacts.ranking else {}
+        first_seen = artifacts.ranking.first_seen if artifacts.ranking else {}
+        self.first_seen = first_seen_array(self.item_ids, first_seen)
+        self.by_genre = popular_by_genre(
+            self.genres, self.popularity, self.item_ids, GENRE_POPULAR_DEPTH
+        )
         self.batch_rows = {str(u): n for n, u in enumerate(artifacts.user_ids)}
         self.batch_vectors = artifacts.user_vectors
         self.users: dict[str, _User] = {}
         self.trending: dict[int, Counts] = defaultdict(lambda: defaultdict(float))
         self.transitions: dict[tuple[int, str], Counts] = defaultdict(lambda: defaultdict(float))
+        self.hour_counts: dict[int, Counts] = defaultdict(lambda: defaultdict(float))
 
     # --- the worker ------------------------------------------------------------------------
 
@@ -155,17 +179,35 @@ class StreamMirror:
             # Kept as the worker keeps it (float16 in the user's state): the next step starts there.
             user.vector = stored_vector(ema_update(start, self.item_vectors[row], weight))
             user.online = True
+        self._add_genres(user, event.item_id, event_type, float(event.ts))
         self._count(event.user_id, event.item_id, event_type, float(event.ts))
+
+    def _add_genres(self, user: _User, item_id: str, event_type: EventType, ts_s: float) -> None:
+        """The worker's genre affinity under an active version (`streams.applier`), kept as its
+        state stores it after each write: in hundredths, the `MAX_GENRES` strongest."""
+        if not counts_as_interest(event_type):
+            return
+        elapsed = (_ms(ts_s) - user.last_event_ms) / 1000
+        genres = decay_affinity(user.genres, elapsed, GENRE_HALF_LIFE_S)
+        for genre in self.genres_of.get(item_id, ()):
+            genres[genre] = genres.get(genre, 0.0) + EVENT_WEIGHTS[event_type]
+        user.genres = stored_genres(genres)
 
     def _count(self, user_id: str, item_id: str, event_type: EventType, ts_s: float) -> None:
         """The event in trending, the transition table and the user's history."""
         config = self.config
         user = self._user(user_id)
+        for name, previous_name, length in WINDOW_TRIPLES:
+            user.windows[name], user.windows[previous_name], _ = add_to_windows(
+                user.windows.get(name), user.windows.get(previous_name), ts_s, event_type, length
+            )
+        user.last_event_ms = max(user.last_event_ms, _ms(ts_s))
         if counts_as_interest(event_type):
             epoch, increment = trending_increment(
                 ts_s, EVENT_WEIGHTS[event_type], config.trending_half_life_s
             )
             self.trending[epoch][item_id] += increment
+            self.hour_counts[window_start(ts_s, WINDOWS["1h"])][item_id] += 1
         if config.transitions_top_n:
             previous = next(
                 (item for item, kind, _ in user.history if counts_as_interest(kind)), None
@@ -215,14 +257,39 @@ class StreamMirror:
             lists.append(SourceList.of("transitions", follow(found, len(self.row_of_item))))
         trending = self._trending(now_s)
         lists.append(SourceList.of("trending", trending))
+        if quotas.get("genre_popular", 0):
+            found_genres = genre_popular(user.genres, self.by_genre, quotas["genre_popular"])
+            lists.append(SourceList.of("genre_popular", found_genres))
         lists.append(SourceList.of("popular", self.popular))
         pool = gather(lists, quotas, allowed)
         rows = [self.row_of_item[item] for item in pool.item_ids]
-        signals = user_signals(
-            user.vector, recent, self.row_of_item, self.unit_items, len(user.history)
+        clock = now_s if now_s is not None else 0.0
+        stream = stream_user(
+            user.genres, user.windows, [ts for _, _, ts in user.history[:2]], {}, clock
         )
-        features = feature_matrix(pool, self.unit_items[rows], self.popularity[rows], signals)
+        signals = user_signals(
+            user.vector, recent, self.row_of_item, self.unit_items, len(user.history), stream
+        )
+        items = ItemSignals(
+            unit_vectors=self.unit_items[rows],
+            popularity=self.popularity[rows],
+            genres=[self.genres[r] for r in rows],
+            first_seen_s=self.first_seen[rows],
+            **self._item_counts(pool.item_ids, now_s),
+        )
+        features = feature_matrix(pool, items, signals, clock)
         return Candidates(pool, features, [trending, self.popular])
+
+    def _item_counts(self, item_ids: list[str], now_s: float | None) -> dict[str, np.ndarray]:
+        """The candidates' stream counts as the API reads them (`api.catalog.item_stream_reads`)."""
+        if now_s is None:
+            return {"trending": np.zeros(len(item_ids)), "window_1h": np.zeros(len(item_ids))}
+        epoch = self.trending.get(trending_epoch(now_s, self.config.trending_half_life_s), {})
+        hour = self.hour_counts.get(window_start(now_s, WINDOWS["1h"]), {})
+        return {
+            "trending": np.array([epoch.get(item, 0.0) for item in item_ids]),
+            "window_1h": np.array([hour.get(item, 0.0) for item in item_ids]),
+        }
 
     def answer(self, user_id: str, seen: set[str], k: int, ranker: Ranker | None) -> list[str]:
         """The item ids the API answers with (MMR off): ranked pool, then the fill."""
@@ -262,6 +329,11 @@ class StreamMirror:
             best_first(self.trending.get(epoch - 1, {}).items(), limit),
             limit,
         )
+
+
+def _ms(ts_s: float) -> int:
+    """An event's time as the worker keeps it (milliseconds)."""
+    return round(ts_s * 1000)
 
 
 class _Allowed:

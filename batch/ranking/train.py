@@ -80,6 +80,13 @@ def item_neighbours(data: TrainData, n: int, shrinkage: float) -> Neighbours:
     return found
 
 
+def first_seen(rows: pd.DataFrame) -> dict[str, float]:
+    """Each item's first interaction in `rows` (epoch seconds): what its age is counted from.
+    Only the rows a model is fit on, so the inner model knows no item's future."""
+    found = rows.groupby(rows["item_id"].astype(str))["ts"].min()
+    return {str(item): float(ts) for item, ts in found.items()}
+
+
 @dataclass(frozen=True)
 class TrainingRows:
     features: np.ndarray
@@ -189,6 +196,7 @@ def with_ranker(
         None,
         FEATURE_VERSION,
         item_neighbours(inner_data, chosen["neighbours"], chosen["shrinkage"]),
+        first_seen=first_seen(inner_split.fit.interactions),
     )
     config = MirrorConfig.from_settings(settings, ema)
     learned = training_rows(inner_split, inner, config, progress)
@@ -199,6 +207,7 @@ def with_ranker(
         FEATURE_VERSION,
         item_neighbours(served_data, chosen["neighbours"], chosen["shrinkage"]),
         params=chosen,
+        first_seen=first_seen(rows),
     )
     if served.drift_baseline is not None:  # the ranker's features join the version's baseline
         served.drift_baseline = with_ranker_features(served.drift_baseline, learned.features)

@@ -3,14 +3,18 @@ item-to-item scores, the features, the ranker's model text."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from batch.ranking.train import RANKER_PARAMS, TrainingRows, fit_ranker
+from core.attribution import item_tag
 from core.ranking import (
     FEATURE_VERSION,
     FEATURES,
     SOURCES,
+    ItemSignals,
     Ranker,
     RankerMismatchError,
     SourceList,
@@ -19,10 +23,14 @@ from core.ranking import (
     feature_matrix,
     follow,
     gather,
+    genre_popular,
     merge_epochs,
+    popular_by_genre,
     recent_items,
+    stream_user,
     user_signals,
 )
+from core.rules import WindowCounts
 
 pytestmark = pytest.mark.unit
 
@@ -97,6 +105,18 @@ def test_ann_scores_are_rounded_before_they_rank() -> None:
     assert found.scores == [0.12346, 0.12346]
 
 
+def _items(units: np.ndarray, popularity: np.ndarray, **stream: Any) -> ItemSignals:
+    n = len(units)
+    return ItemSignals(
+        unit_vectors=units,
+        popularity=popularity,
+        genres=stream.get("genres", [()] * n),
+        first_seen_s=stream.get("first_seen_s", np.full(n, np.nan)),
+        trending=stream.get("trending", np.zeros(n)),
+        window_1h=stream.get("window_1h", np.zeros(n)),
+    )
+
+
 def test_features_of_a_hand_built_request() -> None:
     pool = gather(
         [SourceList("ann", ["a", "b"], [2.0, 1.0]), SourceList("neighbours", ["b"], [0.5])],
@@ -106,7 +126,7 @@ def test_features_of_a_hand_built_request() -> None:
     units = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
     rows = {"a": 0, "b": 1, "r1": 2, "r2": 3}
     user = user_signals(np.array([3.0, 4.0]), ["r1", "gone", "r2"], rows, units, 7)
-    features = feature_matrix(pool, units[:2], np.array([9.0, 0.0]), user)
+    features = feature_matrix(pool, _items(units[:2], np.array([9.0, 0.0])), user, 0.0)
     assert features.shape == (2, len(FEATURES))
     a, b = features
     assert (a[column("ann_score")], a[column("ann_rank")]) == (1.0, 1.0)
@@ -123,10 +143,61 @@ def test_features_of_a_hand_built_request() -> None:
     assert b[column("item_popularity")] == 0.0
     assert (a[column("user_history")], b[column("user_history")]) == (7.0, 7.0)
     unknown_newest = user_signals(None, ["gone", "r1"], rows, units, 2)
-    cold = feature_matrix(pool, units[:2], np.zeros(2), unknown_newest)
+    cold = feature_matrix(pool, _items(units[:2], np.zeros(2)), unknown_newest, 0.0)
     assert not cold[:, column("user_similarity")].any()
     assert not cold[:, column("last_item_similarity")].any()  # the newest is not in the model
     assert cold[1, column("recent_max_similarity")] == pytest.approx(1.0)
+
+
+def test_stream_features_of_a_hand_built_state() -> None:
+    pool = gather([SourceList("ann", ["a", "b", "c"], [3.0, 2.0, 1.0])], {"ann": 10})
+    now = 7_200.0 + 1_000  # inside the hour window from 7,200 and the 5-minute one from 8,100
+    windows = {
+        "5m": WindowCounts(8_100, {"view": 2, "dislike": 1}),
+        "5m_prev": WindowCounts(7_800, {"view": 5}),
+        "1h": WindowCounts(3_600, {"purchase": 4}),  # an hour ago: not the current window
+    }
+    stream = stream_user(
+        {"Drama": 3.0, "Comedy": 1.0},
+        windows,
+        [8_150.0, 8_090.0],
+        {item_tag("b"): 2},
+        now,
+    )
+    assert (stream.window_5m, stream.window_1h, stream.gap_s) == (2, 0, 60.0)
+    units = np.eye(3, 2, dtype=np.float32)
+    items = _items(
+        units,
+        np.ones(3),
+        genres=[("Drama", "Comedy"), ("Comedy",), ("Horror",)],
+        first_seen_s=np.array([now - 86_400, now + 50.0, np.nan]),  # a day old, future, unknown
+        trending=np.array([4.0, 1.0, 0.0]),
+        window_1h=np.array([0.0, 3.0, 0.0]),
+    )
+    user = user_signals(None, [], {}, units, 2, stream)
+    a, b, c = feature_matrix(pool, items, user, now)
+    assert [a[column("genre_affinity")], b[column("genre_affinity")]] == [1.0, 0.25]
+    assert c[column("genre_affinity")] == 0.0
+    assert [a[column("item_trending")], b[column("item_trending")]] == [1.0, 0.25]
+    assert b[column("item_window_1h")] == pytest.approx(np.log(4.0))
+    assert a[column("item_age_days")] == pytest.approx(np.log(2.0))
+    assert (b[column("item_age_days")], c[column("item_age_days")]) == (0.0, 0.0)
+    assert (a[column("user_window_5m")], a[column("user_window_1h")]) == (2.0, 0.0)
+    assert a[column("user_gap")] == pytest.approx(np.log(61.0))
+    assert (a[column("item_impressions")], b[column("item_impressions")]) == (0.0, 2.0)
+
+
+def test_genre_popular_follows_the_strongest_genres() -> None:
+    genres = [("Drama",), ("Drama", "Comedy"), ("Comedy",), ("Horror",), ("Drama",)]
+    popularity = np.array([10.0, 4.0, 8.0, 50.0, 0.0])
+    by_genre = popular_by_genre(genres, popularity, ["d", "dc", "c", "h", "never"], 10)
+    assert by_genre["Drama"] == [("d", 10.0), ("dc", 4.0)]  # an item nobody took is left out
+    affinity = {"Drama": 3.0, "Comedy": 1.0, "Horror": 0.0}
+    found = genre_popular(affinity, by_genre, 10)
+    # d: 10 * 3/4; c: 8 * 1/4; dc counts in both genres: 4 * 3/4 + 4 * 1/4
+    assert found == [("d", 7.5), ("dc", 4.0), ("c", 2.0)]
+    assert genre_popular(affinity, by_genre, 1) == [("d", 7.5)]
+    assert genre_popular({}, by_genre, 10) == []
 
 
 def small_ranker_text() -> str:
