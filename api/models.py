@@ -11,8 +11,17 @@ from pydantic import BaseModel, Field
 # candidate sources (`api.pipeline`).
 Source = Literal["personalized", "trending", "popular", "ranked", "random"]
 # What proposed one item: the answer's sources, or a candidate source of the ranking stage.
+# (`tests/unit/test_ranking.py` checks that every source of `core.ranking.SOURCES` is here.)
 ItemSource = Literal[
-    "personalized", "trending", "popular", "ann", "neighbours", "transitions", "ranked", "random"
+    "personalized",
+    "trending",
+    "popular",
+    "ann",
+    "neighbours",
+    "transitions",
+    "genre_popular",
+    "ranked",
+    "random",
 ]
 
 

@@ -5,6 +5,7 @@ another feature list, or failing."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,18 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from api.catalog import item_stream_reads
 from api.main import create_app
 from batch.models.base import build_train_data
 from batch.publish import ModelArtifacts
 from batch.ranking.train import RANKER_PARAMS, TrainingRows, fit_ranker, item_neighbours
 from batch.train import catalog_of
-from core import experiment_store
+from core import experiment_store, keys
 from core.experiments import Arm, Experiment
-from core.ranking import FEATURE_VERSION, FEATURES, Ranker
+from core.ranking import FEATURE_VERSION, FEATURES, SOURCES, Ranker
 from core.ranking_store import RankingParts
+from core.rules import WINDOWS, trending_epoch, window_start
+from core.user_state import UserState
 from tests.integration.conftest import ApiSettings, Published, Serve, publish_model, taste_dataset
 
 pytestmark = pytest.mark.integration
@@ -75,9 +79,7 @@ async def test_a_ranked_answer_keeps_the_filters_and_explains_itself(
         assert body["source"] == "ranked"
         assert "ranker" not in (body.get("reason") or "")
         assert len(body["items"]) == 8
-        assert {item["source"] for item in body["items"]} <= {
-            "ann", "neighbours", "transitions", "trending", "popular",
-        }  # fmt: skip
+        assert {item["source"] for item in body["items"]} <= set(SOURCES)
         scores = [item["score"] for item in body["items"]]
         assert scores == sorted(scores, reverse=True)  # in the ranker's order
         assert all(item["features"] for item in body["items"][:3])
@@ -184,3 +186,33 @@ async def test_experiment_arms_switch_the_ranker_the_sources_and_the_version(
     await experiment_store.stop(redis, "arms", 2.0)
     with pytest.raises(experiment_store.ExperimentConflictError, match="not kept"):
         await experiment_store.create(redis, stale, 3.0)
+
+
+async def test_the_users_genres_and_the_streams_counts_reach_the_ranking_stage(
+    make_api_settings: ApiSettings, serve: Serve, redis: aioredis.Redis,
+    taste_model: ModelArtifacts, tmp_path: Path,
+) -> None:  # fmt: skip
+    await publish_ranked(redis, taste_model, tmp_path)
+    now_ms = int(time.time() * 1000)
+    # A newcomer the model never saw, whose stream so far says Drama.
+    state = UserState(events=3, last_event_ms=now_ms, genres={"Drama": 3.0, "Action": 0.5})
+    await redis.set(keys.user_state("newcomer"), state.encode(now_ms))
+    settings = make_api_settings(api_ranker="off")
+    async with serve(create_app(settings)) as api:
+        body = (await api.get("/recommend/newcomer", params={"k": 6, "diversity": 1.0})).json()
+    from_genres = [item for item in body["items"] if item["source"] == "genre_popular"]
+    assert from_genres, body
+    assert all(item["item_id"][0] in "da" for item in from_genres)  # Drama or Action items
+    assert from_genres[0]["item_id"].startswith("d")  # the strongest genre's popular first
+
+    # The candidates' stream counts as the worker writes them (`core.keys`).
+    now_s = now_ms / 1000
+    shards = settings.redis_item_shards
+    epoch = trending_epoch(now_s, settings.stream_trending_half_life_s)
+    hour = window_start(now_s, WINDOWS["1h"])
+    await redis.zincrby(keys.trending(keys.item_shard("d1", shards), epoch), 2.5, "d1")
+    window = keys.item_window(keys.item_shard("d1", shards), "1h", hour)
+    await redis.hset(window, mapping={"view:d1": 3, "click:d1": 1, "dislike:d1": 7})
+    counted = await item_stream_reads(redis, ["c1", "d1"], now_s, settings)
+    assert counted.trending.tolist() == [0.0, 2.5]
+    assert counted.window_1h.tolist() == [0.0, 4.0]  # views and clicks; a dislike is no interest

@@ -3,7 +3,7 @@ item-to-item scores, the features, the ranker's model text."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -245,3 +245,9 @@ def test_each_source_alone_gives_its_allowed_items_in_its_order(source: str) -> 
     assert pool.scores[:, column].tolist() == [1.0, 0.5]
     others = [c for c in range(len(SOURCES)) if c != column]
     assert not pool.scores[:, others].any()
+
+
+def test_every_source_can_be_named_in_an_answer() -> None:
+    from api.models import ItemSource
+
+    assert set(SOURCES) <= set(get_args(ItemSource))
