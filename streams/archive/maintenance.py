@@ -61,10 +61,14 @@ def summary(table: DeltaTable) -> Summary:
     )
 
 
-def compact(table: DeltaTable, target_mb: int) -> dict[str, int]:
-    """Rewrite each partition's small files into files of about `target_mb` (the archivers
-    write one per partition and commit); readers see the same rows throughout."""
-    metrics = table.optimize.compact(target_size=target_mb * 1024 * 1024)
+def compact(table: DeltaTable, target_mb: int, event_date: str | None = None) -> dict[str, int]:
+    """Rewrite each partition's small files (of one `event_date` if given) into files of about
+    `target_mb` (the archivers write one per partition and commit); readers see the same rows
+    throughout."""
+    metrics = table.optimize.compact(
+        partition_filters=[("event_date", "=", event_date)] if event_date else None,
+        target_size=target_mb * 1024 * 1024,
+    )
     return {
         "files_removed": int(metrics.get("numFilesRemoved", 0)),
         "files_added": int(metrics.get("numFilesAdded", 0)),

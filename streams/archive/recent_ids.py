@@ -9,7 +9,7 @@ from collections.abc import Iterable
 class RecentIds:
     """Ids archived within `window_s` (of this process's clock), at most `limit` of them: a
     producer's retry publishes the same event seconds later, not hours. Bounded so that a busy
-    archiver's memory is too (about 100 bytes an id)."""
+    archiver's memory is too (about 190 bytes an id)."""
 
     def __init__(self, window_s: float, limit: int) -> None:
         self.window_s = window_s
