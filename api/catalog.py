@@ -258,10 +258,11 @@ async def ranking_reads(
     limit: int,
     now_s: float,
     settings: Settings,
+    trending: list[tuple[str, float]] | None = None,
 ) -> RankingReads:
     """The stream's transitions from each of `followed` (its current and previous epoch, as
-    trending), trending and the version's popular items: one pipeline (on a cluster, one
-    request per node holding any of the keys)."""
+    trending), trending (unless given: `TrendingCache`) and the version's popular items: one
+    pipeline (on a cluster, one request per node holding any of the keys)."""
     shards = settings.redis_item_shards
     moves_epoch = trending_epoch(now_s, settings.stream_transition_half_life_s)
     trend_epoch = trending_epoch(now_s, settings.stream_trending_half_life_s)
@@ -271,25 +272,49 @@ async def ranking_reads(
             for epoch in (moves_epoch, moves_epoch - 1):
                 key = keys.item_transitions(shard, epoch, item)
                 pipe.zrevrange(key, 0, transitions_limit - 1, withscores=True)
-        for shard in range(shards):
-            pipe.zrevrange(keys.trending(shard, trend_epoch), 0, limit - 1, withscores=True)
-            pipe.zrevrange(keys.trending(shard, trend_epoch - 1), 0, limit - 1, withscores=True)
+        if trending is None:
+            for shard in range(shards):
+                pipe.zrevrange(keys.trending(shard, trend_epoch), 0, limit - 1, withscores=True)
+                previous = keys.trending(shard, trend_epoch - 1)
+                pipe.zrevrange(previous, 0, limit - 1, withscores=True)
         pipe.zrevrange(keys.popular(version), 0, limit - 1, withscores=True)
         replies = await pipe.execute()
     moves = [
         merge_epochs(_decoded(replies[2 * n]), _decoded(replies[2 * n + 1]), transitions_limit)
         for n in range(len(followed))
     ]
-    trend = replies[2 * len(followed) : -1]
-    return RankingReads(
-        transitions=moves,
-        trending=merge_epochs(
+    if trending is None:
+        trend = replies[2 * len(followed) : -1]
+        trending = merge_epochs(
             (pair for reply in trend[0::2] for pair in _decoded(reply)),
             (pair for reply in trend[1::2] for pair in _decoded(reply)),
             limit,
-        ),
-        popular=best_first(_decoded(replies[-1]), limit),
+        )
+    return RankingReads(
+        transitions=moves, trending=trending, popular=best_first(_decoded(replies[-1]), limit)
     )
+
+
+class TrendingCache:
+    """The merged trending list of the ranking stage, kept by one API process for
+    `TRENDING_CACHE_S` under the wall clock: otherwise every request reads two sorted sets per
+    item shard (32 of a ranked request's ~70 Redis commands at 16 shards) for a list that a
+    second hardly changes. Under the event clock (a replay) each request reads its own."""
+
+    def __init__(self) -> None:
+        self._found: tuple[float, int, list[tuple[str, float]]] | None = None
+
+    def get(self, limit: int, now_s: float) -> list[tuple[str, float]] | None:
+        found = self._found
+        if found is None or found[1] != limit or now_s - found[0] >= TRENDING_CACHE_S:
+            return None
+        return found[2]
+
+    def put(self, limit: int, now_s: float, trending: list[tuple[str, float]]) -> None:
+        self._found = (now_s, limit, trending)
+
+
+TRENDING_CACHE_S = 1.0
 
 
 def _decoded(ranked: list[Any]) -> list[tuple[str, float]]:

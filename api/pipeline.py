@@ -30,7 +30,13 @@ from opentelemetry.trace import Tracer
 from api import drift, metrics
 from api.backends import BackendUnavailableError
 from api.breaker import Budget
-from api.catalog import Candidate, UserContext, item_stream_reads, ranking_reads
+from api.catalog import (
+    Candidate,
+    TrendingCache,
+    UserContext,
+    item_stream_reads,
+    ranking_reads,
+)
 from api.item_table import ItemTable
 from api.mmr import mmr
 from api.telemetry import child_span
@@ -97,6 +103,7 @@ class RankingPipeline:
         self.settings = settings
         self.backends = backends
         self.tracer = tracer
+        self.trending = TrendingCache()
 
     def now_s(self, state: UserState, history: Sequence[HistoryEntry] | None = None) -> float:
         """The time decayed counts are read at (`RECSYS_API_CLOCK`); `history` is the state's,
@@ -222,6 +229,8 @@ class RankingPipeline:
             lists.append(SourceList.of("neighbours", follow(found, len(table.item_ids))))
         redis = self.backends.redis
         limit = max(settings.api_fallback_candidates, quotas.get("trending", 0))
+        wall = settings.api_clock == "wall"
+        cached = self.trending.get(limit, now_s) if wall else None
         reads = await self.backends.redis_guard.call(
             "ranking_sources",
             budget,
@@ -233,8 +242,11 @@ class RankingPipeline:
                 limit,
                 now_s,
                 settings,
+                cached,
             ),
         )
+        if wall and cached is None:
+            self.trending.put(limit, now_s, reads.trending)
         if reads.transitions:
             lists.append(
                 SourceList.of("transitions", follow(reads.transitions, len(table.item_ids)))
