@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # pandas is imported where frames are made; keeps light impor
 
 # Columns of `Dataset.interactions`, in file order (the protocols rely on that order for ties).
 INTERACTION_COLUMNS = ("user_id", "item_id", "ts", "event_type", "weight")
+# Columns of `Dataset.impressions`: one row per item shown, ts in epoch seconds.
+IMPRESSION_COLUMNS = ("recommendation_id", "user_id", "item_id", "ts", "position")
 # Columns of `Dataset.items`; `genres` holds a tuple of strings, `year` may be <NA>.
 ITEM_COLUMNS = ("item_id", "title", "genres", "year")
 
@@ -37,6 +39,9 @@ class Dataset:
     items: pd.DataFrame
     users: pd.DataFrame | None = None
     skipped_rows: int = 0
+    # What users were shown (`IMPRESSION_COLUMNS`), where the source keeps it: the event
+    # archive does, the datasets on file do not (`batch.ranking.impressions`).
+    impressions: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         if self.interactions.empty:

@@ -331,6 +331,7 @@ def _with_ranker(
 ) -> dict[str, Any]:
     """Train the ranking stage on `loaded`'s rows and attach it to `artifacts` (whose model it
     fits again at the ranker's inner cut, and takes as the served one otherwise)."""
+    from batch.ranking.impressions import impression_groups
     from batch.ranking.train import default_ema, with_ranker
 
     def artifacts_of(rows: pd.DataFrame) -> tuple[ModelArtifacts, TrainData]:
@@ -338,6 +339,13 @@ def _with_ranker(
             return artifacts, build_train_data(rows, catalog_of(loaded), loaded.items, loaded.users)
         return fitted_artifacts(loaded, rows, model, params)
 
+    shown = (
+        impression_groups(
+            loaded.impressions, loaded.interactions, settings.experiment_attribution_window_s
+        )
+        if loaded.impressions is not None
+        else []
+    )
     served, summary = with_ranker(
         loaded,
         loaded.interactions,
@@ -345,6 +353,7 @@ def _with_ranker(
         settings,
         default_ema(settings),
         progress=lambda done, total: progress("ranker", done, total),
+        shown=shown,
     )
     artifacts.ranking = served.ranking
     return summary

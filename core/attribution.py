@@ -56,7 +56,9 @@ PENDING_KEPT = 8
 _CLICKED, _CONVERTED = 1, 2
 _TOUCH_HEAD = struct.Struct(">6sIBB")  # recommendation id prefix, ts s, arm index, flags
 _PENDING = struct.Struct(">6sIB")  # recommendation id prefix, ts s, 0 click / 1 purchase
-_ACTED_TYPES = ("click", "purchase")
+# The events that act on an impressed item: what attribution credits, and what labels an
+# impressed item positive when the ranker learns from impressions (`batch.ranking.impressions`).
+ACTED_TYPES = ("click", "purchase")
 _TAG = struct.Struct(">I")
 
 
@@ -118,7 +120,7 @@ class Touches:
                 for t in self.touches
             ),
             b"".join(
-                _PENDING.pack(p.recommendation, p.ts_s, _ACTED_TYPES.index(p.event_type))
+                _PENDING.pack(p.recommendation, p.ts_s, ACTED_TYPES.index(p.event_type))
                 for p in self.pending
             ),
         ]
@@ -139,7 +141,7 @@ class Touches:
             at += 4 * count
             touches.append(Touch(recommendation, ts_s, arm, flags, items))
         pending = [
-            Pending(rid, ts_s, _ACTED_TYPES[code])
+            Pending(rid, ts_s, ACTED_TYPES[code])
             for rid, ts_s, code in _PENDING.iter_unpack(waiting)
         ]
         return cls(touches, [Arm(e, v) for e, v in arms], pending)
@@ -254,7 +256,7 @@ def _shown(
 def _acted(
     acted: Acted, arms: list[Arm], touches: list[Touch], pending: list[Pending], window_s: int
 ) -> list[Credit]:
-    if acted.event_type not in _ACTED_TYPES:
+    if acted.event_type not in ACTED_TYPES:
         return []
     if acted.recommendation_id is not None:
         wanted = recommendation_prefix(acted.recommendation_id)

@@ -166,6 +166,22 @@ def gather(
     return Pool(item_ids=list(order), first_source=first, scores=scores, ranks=ranks)
 
 
+def with_items(pool: Pool, item_ids: Sequence[str], quotas: Mapping[str, int]) -> Pool:
+    """`pool` and, after its own, the items of `item_ids` it lacks, as candidates no source
+    proposed (score 0, rank quota + 1 everywhere): how training gives features to an
+    impression's items that the sources no longer propose."""
+    missing = [item for item in dict.fromkeys(item_ids) if item not in set(pool.item_ids)]
+    if not missing:
+        return pool
+    absent_ranks = np.array([quotas.get(name, 0) + 1 for name in SOURCES], dtype=np.float32)
+    return Pool(
+        item_ids=[*pool.item_ids, *missing],
+        first_source=[*pool.first_source, *([""] * len(missing))],
+        scores=np.vstack([pool.scores, np.zeros((len(missing), len(SOURCES)), np.float32)]),
+        ranks=np.vstack([pool.ranks, np.tile(absent_ranks, (len(missing), 1))]),
+    )
+
+
 # ANN scores are rounded to this many decimals before ranking: the index and numpy add the same
 # float32 products in different orders, and near-ties would otherwise rank differently.
 ANN_DECIMALS = 5

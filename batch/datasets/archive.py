@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from batch.data import Dataset, DatasetError
+from batch.data import IMPRESSION_COLUMNS, Dataset, DatasetError
 from batch.datasets.frames import complete_items, interactions_frame, items_frame
 from core.archive import ROW_ORDER, TRAINING_EVENT_TYPES, ArchiveLocation, event_date
 from core.settings import Settings
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _READ_COLUMNS = ["user_id", "item_id", "ts", "event_type", "topic", "partition", "offset"]
+# What an impression adds: its recommendation id (its `event_id`) and each item's place.
+_IMPRESSION_READ = ("event_id", "position")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -103,6 +106,7 @@ def read_interactions(
     location: ArchiveLocation,
     window: ArchiveWindow = ArchiveWindow(),
     event_types: tuple[str, ...] = TRAINING_EVENT_TYPES,
+    columns: Sequence[str] = (),
 ) -> pa.Table:
     """The window's rows of `event_types` (user_id, item_id, ts, event_type and the Kafka
     position), ordered by `core.archive.ROW_ORDER`. Raises `DatasetError` when there is no
@@ -125,7 +129,7 @@ def read_interactions(
         condition &= ds.field("ts") >= window.since
     if window.until is not None:
         condition &= ds.field("ts") < window.until
-    rows = dataset.to_table(columns=_READ_COLUMNS, filter=condition)
+    rows = dataset.to_table(columns=[*_READ_COLUMNS, *columns], filter=condition)
     order = pc.sort_indices(rows, sort_keys=[(column, "ascending") for column in ROW_ORDER])
     return rows.take(order)
 
@@ -155,7 +159,29 @@ def load_archive(
         pd.Series(rows.column("event_type").to_numpy(zero_copy_only=False), dtype="str"),
     )
     known = items if items is not None else _no_items()
-    return Dataset(window.label, interactions, complete_items(known, interactions["item_id"]))
+    return Dataset(
+        window.label,
+        interactions,
+        complete_items(known, interactions["item_id"]),
+        impressions=read_impressions(location, window),
+    )
+
+
+def read_impressions(location: ArchiveLocation, window: ArchiveWindow) -> pd.DataFrame:
+    """The window's impressions, one row per item shown (`IMPRESSION_COLUMNS`; ts in epoch
+    seconds): what the ranker learns passed-over items from (`batch.ranking.impressions`)."""
+    rows = read_interactions(location, window, ("impression",), _IMPRESSION_READ)
+    micros = rows.column("ts").cast("int64").to_numpy()
+    return pd.DataFrame(
+        {
+            "recommendation_id": rows.column("event_id").to_numpy(zero_copy_only=False),
+            "user_id": rows.column("user_id").to_numpy(zero_copy_only=False),
+            "item_id": rows.column("item_id").to_numpy(zero_copy_only=False),
+            "ts": np.floor_divide(micros, 1_000_000),
+            "position": rows.column("position").fill_null(0).to_numpy(zero_copy_only=False),
+        },
+        columns=list(IMPRESSION_COLUMNS),
+    )
 
 
 def _window_text(window: ArchiveWindow) -> str:
@@ -212,4 +238,5 @@ def load_archive_configured(settings: Settings, window: ArchiveWindow) -> Datase
         dataset.name,
         dataset.interactions,
         complete_items(items, dataset.interactions["item_id"]),
+        impressions=dataset.impressions,
     )

@@ -17,6 +17,7 @@ the epoch of the user's newest event.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,7 @@ from core.ranking import (
     recent_items,
     stream_user,
     user_signals,
+    with_items,
 )
 from core.rules import (
     EVENT_WEIGHTS,
@@ -228,8 +230,10 @@ class StreamMirror:
 
     # --- the API ---------------------------------------------------------------------------
 
-    def candidates(self, user_id: str, seen: set[str]) -> Candidates:
-        """The pool of sources for `user_id` with `seen` left out, and its features."""
+    def candidates(self, user_id: str, seen: set[str], shown: Sequence[str] = ()) -> Candidates:
+        """The pool of sources for `user_id` with `seen` left out, and its features; with
+        `shown` (an impression's items), those the pool lacks are added after it
+        (`core.ranking.with_items`)."""
         config = self.config
         quotas = config.quotas
         user = self._user(user_id)
@@ -262,6 +266,8 @@ class StreamMirror:
             lists.append(SourceList.of("genre_popular", found_genres))
         lists.append(SourceList.of("popular", self.popular))
         pool = gather(lists, quotas, allowed)
+        if shown:
+            pool = with_items(pool, [item for item in shown if item in self.row_of_item], quotas)
         rows = [self.row_of_item[item] for item in pool.item_ids]
         clock = now_s if now_s is not None else 0.0
         stream = stream_user(

@@ -6,6 +6,9 @@ model version.
 2. The replay runs the stream and the API's candidate stage in process (`batch.ranking.mirror`):
    before each event, the user's candidates and their features as of that moment (nothing read
    after it); the event's item is the one positive of that group. Then the event is applied.
+   Impressions (from the event archive) that their user acted on are groups too: the items
+   shown, with their features as of the impression, labelled by what was clicked or bought
+   (`batch.ranking.impressions`).
 3. LightGBM LambdaRank learns from those groups (`RANKER_PARAMS`).
 4. The served model is fit on every fit row; its version carries the ranker (LightGBM's own
    model text), the feature list's version and the item-item neighbours.
@@ -13,7 +16,8 @@ model version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +31,7 @@ from batch.evaluation.prequential import PrequentialSplit, ReplayRun, replay_eve
 from batch.models.base import TrainData
 from batch.models.itemknn import item_similarity
 from batch.publish import ModelArtifacts
+from batch.ranking.impressions import ImpressionGroup
 from batch.ranking.mirror import MirrorConfig, StreamMirror
 from core.ranking import FEATURE_VERSION, FEATURES
 from core.ranking_store import Neighbours, RankingParts
@@ -91,9 +96,10 @@ def first_seen(rows: pd.DataFrame) -> dict[str, float]:
 class TrainingRows:
     features: np.ndarray
     labels: np.ndarray
-    groups: np.ndarray  # rows per replayed event, in order
+    groups: np.ndarray  # rows per group (a replayed event, or an impression), in order
     events: int  # scored events replayed
     with_positive: int  # of which the target was a candidate
+    impressions: int = 0  # impressions that became groups (some items acted on, some not)
 
 
 def training_rows(
@@ -102,16 +108,40 @@ def training_rows(
     config: MirrorConfig,
     progress: Progress | None = None,
     warm: bool = True,
+    shown: Sequence[ImpressionGroup] = (),
 ) -> TrainingRows:
     """Every scored event of `split.replay` as one group: its candidates' features as of just
-    before the event, labelled 1 for the event's item."""
+    before the event, labelled 1 for the event's item. And each impression of `shown` (in time
+    order, within the replayed period) as one group of its items, with their features as of
+    just before the first event after it and their labels."""
     mirror = StreamMirror(inner, config)
     if warm:
         mirror.warm_up(split.fit.interactions)
     features, labels, groups = [], [], []
-    events = 0
+    seen_at_start = split.seen_at_start()
+    seen_now: dict[str, set[str]] = {}
+    pending = deque(shown)
+    events = impressions = 0
+
+    def add_impressions(until_ts: float) -> None:
+        nonlocal impressions
+        while pending and pending[0].ts <= until_ts:
+            group = pending.popleft()
+            seen = seen_now.get(group.user_id) or seen_at_start.get(group.user_id, set())
+            found = mirror.candidates(group.user_id, seen, group.item_ids)
+            row_of = {item: n for n, item in enumerate(found.pool.item_ids)}
+            kept = [(row_of[i], y) for i, y in zip(group.item_ids, group.labels, strict=True)
+                    if i in row_of]  # fmt: skip
+            if any(y for _, y in kept) and not all(y for _, y in kept):
+                features.append(found.features[[row for row, _ in kept]])
+                labels.append(np.array([y for _, y in kept], dtype=np.int32))
+                groups.append(len(kept))
+                impressions += 1
+
     total = len(split.replay)
     for event in replay_events(split):
+        add_impressions(event.ts)
+        seen_now[event.user_id] = event.seen
         if event.scored:
             events += 1
             found = mirror.candidates(event.user_id, event.seen)
@@ -125,13 +155,19 @@ def training_rows(
         mirror.apply(event)
         if progress is not None and (event.position + 1) % 1000 == 0:
             progress(event.position + 1, total)
+    add_impressions(float("inf"))
     if not groups:
         raise ValueError(
             "no replayed event of the inner cut had its item among the candidates: too little "
             "data to learn a ranker from"
         )
     return TrainingRows(
-        np.concatenate(features), np.concatenate(labels), np.asarray(groups), events, len(groups)
+        np.concatenate(features),
+        np.concatenate(labels),
+        np.asarray(groups),
+        events,
+        len(groups) - impressions,
+        impressions,
     )
 
 
@@ -178,9 +214,12 @@ def with_ranker(
     ema: OnlineUpdateParams,
     params: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    shown: Sequence[ImpressionGroup] = (),
 ) -> tuple[ModelArtifacts, dict[str, Any]]:
     """The served artifacts of `fit_rows` with their ranking parts, and a summary of the
-    ranker's training. `artifacts_of(rows)` fits the served model on some rows."""
+    ranker's training. `artifacts_of(rows)` fits the served model on some rows; `shown` are the
+    impressions acted on (`batch.ranking.impressions`), of which those after the inner cut
+    join the training groups."""
     chosen = RANKER_PARAMS | (params or {})
     rows = fit_rows.sort_values("ts", kind="stable").reset_index(drop=True)
     cut = int(len(rows) * (1.0 - chosen["label_fraction"]))
@@ -199,7 +238,9 @@ def with_ranker(
         first_seen=first_seen(inner_split.fit.interactions),
     )
     config = MirrorConfig.from_settings(settings, ema)
-    learned = training_rows(inner_split, inner, config, progress)
+    cut_ts = float(inner_split.replay["ts"].iloc[0])
+    after_cut = [group for group in shown if group.ts >= cut_ts]
+    learned = training_rows(inner_split, inner, config, progress, shown=after_cut)
     ranker_text = fit_ranker(learned, chosen)
     served, served_data = artifacts_of(rows)
     served.ranking = RankingParts(
@@ -216,6 +257,7 @@ def with_ranker(
         "inner_fit_rows": cut,
         "label_events": learned.events,
         "groups_with_target": learned.with_positive,
+        "impression_groups": learned.impressions,
         "candidate_rows": len(learned.labels),
     }
     return served, summary

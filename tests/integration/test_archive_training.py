@@ -97,6 +97,8 @@ def expected_from_file(rows: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 
 def test_the_archive_gives_the_dataset_a_file_of_the_same_rows_gives(tmp_path: Path) -> None:
     rows = archive_rows()
+    shown = rows["event_type"] == "impression"
+    rows["position"] = pd.array([n % 4 if s else None for n, s in enumerate(shown)], "Int32")
     write_archive(rows.sample(frac=1, random_state=3), tmp_path / "events")
     location = ArchiveLocation(str(tmp_path / "events"), {})
 
@@ -108,6 +110,22 @@ def test_the_archive_gives_the_dataset_a_file_of_the_same_rows_gives(tmp_path: P
         {"view": 1.0, "click": 2.0, "purchase": 4.0}[t] for t in dataset.interactions["event_type"]
     ]
     assert dataset.name == "archive"
+    # Impressions come along, one row per item shown, for the ranker's training groups.
+    assert dataset.impressions is not None
+    impressions = rows[shown]
+    assert sorted(
+        dataset.impressions[["recommendation_id", "item_id", "position", "ts"]].itertuples(
+            index=False, name=None
+        )
+    ) == sorted(
+        zip(
+            impressions["event_id"],
+            impressions["item_id"],
+            impressions["position"],
+            (int(t.timestamp() // 1) for t in impressions["ts"]),
+            strict=True,
+        )
+    )
     # Items without metadata get the file loaders' bare rows.
     assert set(dataset.items["item_id"]) == set(dataset.interactions["item_id"])
 
@@ -129,12 +147,14 @@ def test_a_window_reads_only_its_days_and_the_training_types(tmp_path: Path) -> 
     uri = tmp_path / "events"
     write_archive(rows, uri)
     since, until = DAY0 + timedelta(days=1, hours=6), DAY0 + timedelta(days=3)
-    # Pruning means the files of other days and of other types are never opened: remove them.
+    # Pruning means the files of other days and of other types are never opened: remove them
+    # (impressions are read too, for the ranker's training groups).
     table = DeltaTable(str(uri))
     removed = 0
+    read = (*TRAINING_EVENT_TYPES, "impression")
     for path in table.file_uris():
         day, kind = (part.split("=", 1)[1] for part in Path(path).parts[-3:-1])
-        if kind not in TRAINING_EVENT_TYPES or not day_of(since) <= day < day_of(until):
+        if kind not in read or not day_of(since) <= day < day_of(until):
             Path(path.removeprefix("file://")).unlink()
             removed += 1
     assert removed > len(table.file_uris()) / 2
@@ -145,6 +165,8 @@ def test_a_window_reads_only_its_days_and_the_training_types(tmp_path: Path) -> 
     assert dataset.interactions["ts"].min() >= since.timestamp()
     assert dataset.interactions["ts"].max() < until.timestamp()
     assert dataset.name == "archive[2024-05-02T06:00:00Z..2024-05-04T00:00:00Z]"
+    assert dataset.impressions is not None
+    assert len(dataset.impressions) == int((in_window["event_type"] == "impression").sum())
 
 
 def test_windows_parse_durations_and_iso_times() -> None:
