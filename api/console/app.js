@@ -148,7 +148,7 @@ async function overview(view) {
     if (mine !== generation) return;
     document.getElementById("overview").replaceChildren(
       activeModel(models), versions(models), rates(stream), freshness(stream), deadLetters(stream),
-      archive(stream), decisions(models), experimentCards(reports), driftCard(drift));
+      archive(stream), decisions(models), ...experimentCards(reports), driftCard(drift));
   });
 }
 
@@ -253,7 +253,8 @@ function decisions(models) {
 }
 
 function experimentCards(reports) {
-  if (!reports.length) return card("Experiments", h("p", { class: "muted" }, "none running"));
+  // A list either way: the overview spreads it among its cards.
+  if (!reports.length) return [card("Experiments", h("p", { class: "muted" }, "none running"))];
   return reports.map((r) => card(`Experiment ${r.id}`,
     table(["arm", "share", "impressions", "clicks", "CTR", "95% interval"], r.arms.map((a) => {
       const ctr = a.rates.ctr || {};

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
@@ -123,15 +124,17 @@ def test_the_overview_shows_a_running_experiments_arms(
         finally:
             await redis.aclose()
 
-    asyncio.run(registry("create"))
-    try:
-        console.open("overview")
-        card = console.page.locator(".card", has_text="Experiment console-ab")
-        card.wait_for()
-        arms = card.locator("tbody tr")
-        assert arms.count() == 2
-        assert arms.nth(0).inner_text().split()[0] == "control"
-        assert arms.nth(1).inner_text().split()[0] == "diverse"
-        assert_clean(console)
-    finally:
-        asyncio.run(registry("stop"))
+    # Playwright's sync API runs its own event loop in this thread: the registry's in another.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, registry("create")).result()
+        try:
+            console.open("overview")
+            card = console.page.locator(".card", has_text="Experiment console-ab")
+            card.wait_for()
+            arms = card.locator("tbody tr")
+            assert arms.count() == 2
+            assert arms.nth(0).inner_text().split()[0] == "control"
+            assert arms.nth(1).inner_text().split()[0] == "diverse"
+            assert_clean(console)
+        finally:
+            thread.submit(asyncio.run, registry("stop")).result()
