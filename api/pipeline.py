@@ -120,9 +120,12 @@ class RankingPipeline:
         stage = table.ranking
         assert stage is not None  # the caller checks
         reasons: list[str] = []
-        now_s = self.now_s(context.state)
+        history = context.state.history  # decoded once: the clock and the sources read it
+        now_s = self.now_s(context.state, history)
         with _stage(self.tracer, "candidates"):
-            lists, user = await self._sources(request, context, table, budget, reasons, now_s)
+            lists, user = await self._sources(
+                request, context, table, budget, reasons, history, now_s
+            )
         with _stage(self.tracer, "filter"):
             allowed = _Allowed(table, request)
             pool = gather(lists, request.quotas, allowed)
@@ -209,11 +212,11 @@ class RankingPipeline:
         table: ItemTable,
         budget: Budget,
         reasons: list[str],
+        history: Sequence[HistoryEntry],
         now_s: float,
     ) -> tuple[list[SourceList], UserSignals]:
         settings, quotas = self.settings, request.quotas
         state, version = context.state, table.version
-        history = state.history
         recent = recent_items((entry.item_id, entry.event_type) for entry in history)
         vector = state.vector if state.vector_is_of(version) else context.batch_vector
         lists: list[SourceList] = []

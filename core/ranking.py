@@ -170,7 +170,8 @@ def with_items(pool: Pool, item_ids: Sequence[str], quotas: Mapping[str, int]) -
     """`pool` and, after its own, the items of `item_ids` it lacks, as candidates no source
     proposed (score 0, rank quota + 1 everywhere): how training gives features to an
     impression's items that the sources no longer propose."""
-    missing = [item for item in dict.fromkeys(item_ids) if item not in set(pool.item_ids)]
+    present = set(pool.item_ids)
+    missing = [item for item in dict.fromkeys(item_ids) if item not in present]
     if not missing:
         return pool
     absent_ranks = np.array([quotas.get(name, 0) + 1 for name in SOURCES], dtype=np.float32)
