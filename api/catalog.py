@@ -295,28 +295,6 @@ async def ranking_reads(
     )
 
 
-class TrendingCache:
-    """The merged trending list of the ranking stage, kept by one API process for
-    `TRENDING_CACHE_S` under the wall clock: otherwise every request reads two sorted sets per
-    item shard (32 of a ranked request's ~70 Redis commands at 16 shards) for a list that a
-    second hardly changes. Under the event clock (a replay) each request reads its own."""
-
-    def __init__(self) -> None:
-        self._found: tuple[float, int, list[tuple[str, float]]] | None = None
-
-    def get(self, limit: int, now_s: float) -> list[tuple[str, float]] | None:
-        found = self._found
-        if found is None or found[1] != limit or now_s - found[0] >= TRENDING_CACHE_S:
-            return None
-        return found[2]
-
-    def put(self, limit: int, now_s: float, trending: list[tuple[str, float]]) -> None:
-        self._found = (now_s, limit, trending)
-
-
-TRENDING_CACHE_S = 1.0
-
-
 def _decoded(ranked: list[Any]) -> list[tuple[str, float]]:
     return [(as_bytes(member).decode(), float(score)) for member, score in ranked]
 

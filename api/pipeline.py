@@ -19,7 +19,7 @@ left, the pool keeps its source order and the answer's `reason` says why.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +32,14 @@ from api.backends import BackendUnavailableError
 from api.breaker import Budget
 from api.catalog import (
     Candidate,
-    TrendingCache,
+    ItemStreamReads,
     UserContext,
     item_stream_reads,
     ranking_reads,
 )
 from api.item_table import ItemTable
 from api.mmr import mmr
+from api.signal_cache import ItemSignalsCache, TrendingCache
 from api.telemetry import child_span
 from core.attribution import item_tag
 from core.ranking import (
@@ -104,6 +105,7 @@ class RankingPipeline:
         self.backends = backends
         self.tracer = tracer
         self.trending = TrendingCache()
+        self.item_signals = ItemSignalsCache()
 
     def now_s(self, state: UserState, history: Sequence[HistoryEntry] | None = None) -> float:
         """The time decayed counts are read at (`RECSYS_API_CLOCK`); `history` is the state's,
@@ -133,12 +135,7 @@ class RankingPipeline:
             return Staged([], False, [*reasons, "candidates_empty"])
         rows = np.fromiter((table.row_of_item[i] for i in pool.item_ids), np.int64, len(pool))
         with _stage(self.tracer, "features", **{"recsys.rank.candidates": len(pool)}):
-            redis = self.backends.redis
-            counted = await self.backends.redis_guard.call(
-                "item_stream_reads",
-                budget,
-                lambda: item_stream_reads(redis, pool.item_ids, now_s, self.settings),
-            )
+            counted = await self._item_signals(pool.item_ids, now_s, budget)
             items = ItemSignals(
                 unit_vectors=table.unit_vectors[rows],
                 popularity=table.popularity[rows],
@@ -173,6 +170,22 @@ class RankingPipeline:
             self._candidate(table, pool, int(rows[i]), int(i), float(relevance[i])) for i in order
         ]
         return Staged(candidates, scores is not None, reasons, strongest)
+
+    async def _item_signals(
+        self, item_ids: Sequence[str], now_s: float, budget: Budget
+    ) -> ItemStreamReads:
+        redis, settings = self.backends.redis, self.settings
+
+        def read(wanted: Sequence[str]) -> Awaitable[ItemStreamReads]:
+            return self.backends.redis_guard.call(  # type: ignore[no-any-return]
+                "item_stream_reads",
+                budget,
+                lambda: item_stream_reads(redis, wanted, now_s, settings),
+            )
+
+        if settings.api_clock == "wall":
+            return await self.item_signals.read(item_ids, now_s, read)
+        return await read(item_ids)
 
     def _rank(
         self, wanted: bool, stage: Any, features: np.ndarray, budget: Budget
