@@ -247,12 +247,10 @@ class RankingReads:
 
     transitions: list[list[tuple[str, float]]]  # per item followed, newest first
     trending: list[tuple[str, float]]
-    popular: list[tuple[str, float]]
 
 
 async def ranking_reads(
     redis: RedisClient,
-    version: str,
     followed: Sequence[str],
     transitions_limit: int,
     limit: int,
@@ -261,8 +259,10 @@ async def ranking_reads(
     trending: list[tuple[str, float]] | None = None,
 ) -> RankingReads:
     """The stream's transitions from each of `followed` (its current and previous epoch, as
-    trending), trending (unless given: `TrendingCache`) and the version's popular items: one
-    pipeline (on a cluster, one request per node holding any of the keys)."""
+    trending) and trending (unless given: `api.signal_cache.TrendingCache`): one pipeline (on a
+    cluster, one request per node holding any of the keys), none when nothing is to be read."""
+    if not followed and trending is not None:
+        return RankingReads(transitions=[], trending=trending)
     shards = settings.redis_item_shards
     moves_epoch = trending_epoch(now_s, settings.stream_transition_half_life_s)
     trend_epoch = trending_epoch(now_s, settings.stream_trending_half_life_s)
@@ -277,22 +277,19 @@ async def ranking_reads(
                 pipe.zrevrange(keys.trending(shard, trend_epoch), 0, limit - 1, withscores=True)
                 previous = keys.trending(shard, trend_epoch - 1)
                 pipe.zrevrange(previous, 0, limit - 1, withscores=True)
-        pipe.zrevrange(keys.popular(version), 0, limit - 1, withscores=True)
         replies = await pipe.execute()
     moves = [
         merge_epochs(_decoded(replies[2 * n]), _decoded(replies[2 * n + 1]), transitions_limit)
         for n in range(len(followed))
     ]
     if trending is None:
-        trend = replies[2 * len(followed) : -1]
+        trend = replies[2 * len(followed) :]
         trending = merge_epochs(
             (pair for reply in trend[0::2] for pair in _decoded(reply)),
             (pair for reply in trend[1::2] for pair in _decoded(reply)),
             limit,
         )
-    return RankingReads(
-        transitions=moves, trending=trending, popular=best_first(_decoded(replies[-1]), limit)
-    )
+    return RankingReads(transitions=moves, trending=trending)
 
 
 def _decoded(ranked: list[Any]) -> list[tuple[str, float]]:

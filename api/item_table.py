@@ -27,6 +27,7 @@ from core.ranking import (
     GENRE_POPULAR_DEPTH,
     Ranker,
     RankerMismatchError,
+    best_first,
     first_seen_array,
     popular_by_genre,
 )
@@ -71,6 +72,15 @@ class ItemTable:
     # stage only.
     first_seen_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     by_genre: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # The version's most popular items, best first, as its `popular` sorted set orders them
+    # (`core.ranking.best_first`), up to POPULAR_DEPTH: the ranking stage's `popular` source,
+    # counted once here instead of read from Redis by every request.
+    popular: list[tuple[str, float]] = field(default_factory=list)
+
+    def top_popular(self, limit: int) -> list[tuple[str, float]]:
+        if limit <= len(self.popular) or len(self.popular) < POPULAR_DEPTH:
+            return self.popular[:limit]
+        return best_first(_counted(self.item_ids, self.popularity), limit)
 
     def hit_rows(self, hits: PointScores) -> tuple[list[int], list[float]]:
         """Rows and scores of search hits, in order; a point the table lacks is left out."""
@@ -129,7 +139,21 @@ def _build_table(items: VersionItems, parts: RankingParts | None) -> ItemTable:
             if parts is not None
             else {}
         ),
+        popular=(
+            best_first(_counted(items.item_ids, popularity), POPULAR_DEPTH)
+            if parts is not None
+            else []
+        ),
     )
+
+
+def _counted(item_ids: list[str], popularity: np.ndarray) -> list[tuple[str, float]]:
+    """The items with any training interaction: what the version's `popular` set holds."""
+    counts = popularity.tolist()
+    return [(item, float(n)) for item, n in zip(item_ids, counts, strict=True) if n > 0]
+
+
+POPULAR_DEPTH = 1_000
 
 
 class ItemTables:

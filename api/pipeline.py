@@ -18,6 +18,7 @@ left, the pool keeps its source order and the answer's `reason` says why.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -176,16 +177,16 @@ class RankingPipeline:
     ) -> ItemStreamReads:
         redis, settings = self.backends.redis, self.settings
 
-        def read(wanted: Sequence[str]) -> Awaitable[ItemStreamReads]:
+        def read(wanted: Sequence[str], at_s: float) -> Awaitable[ItemStreamReads]:
             return self.backends.redis_guard.call(  # type: ignore[no-any-return]
                 "item_stream_reads",
                 budget,
-                lambda: item_stream_reads(redis, wanted, now_s, settings),
+                lambda: item_stream_reads(redis, wanted, at_s, settings),
             )
 
         if settings.api_clock == "wall":
             return await self.item_signals.read(item_ids, now_s, read)
-        return await read(item_ids)
+        return await read(item_ids, now_s)
 
     def _rank(
         self, wanted: bool, stage: Any, features: np.ndarray, budget: Budget
@@ -232,35 +233,45 @@ class RankingPipeline:
         state, version = context.state, table.version
         recent = recent_items((entry.item_id, entry.event_type) for entry in history)
         vector = state.vector if state.vector_is_of(version) else context.batch_vector
-        lists: list[SourceList] = []
-        if vector is not None and quotas.get("ann", 0):
-            try:
-                lists.append(await self._ann(request, table, vector, quotas["ann"], budget))
-            except BackendUnavailableError as exc:
-                reasons.append(exc.reason)
-        neighbours = table.ranking.neighbours if table.ranking else {}
         followed = recent[: len(RECENT_WEIGHTS)]
-        if recent and quotas.get("neighbours", 0):
-            found = [neighbour_pairs(neighbours.get(item)) for item in followed]
-            lists.append(SourceList.of("neighbours", follow(found, len(table.item_ids))))
         redis = self.backends.redis
         limit = max(settings.api_fallback_candidates, quotas.get("trending", 0))
         wall = settings.api_clock == "wall"
         cached = self.trending.get(limit, now_s) if wall else None
-        reads = await self.backends.redis_guard.call(
-            "ranking_sources",
-            budget,
-            lambda: ranking_reads(
-                redis,
-                version,
-                followed if quotas.get("transitions", 0) else [],
-                quotas.get("transitions", 0),
-                limit,
-                now_s,
-                settings,
-                cached,
-            ),
+        # Redis's reads start first (sent before this coroutine goes on, hence the sleep(0)),
+        # so that their round trip overlaps the ANN search: the embedded engine searches on
+        # this thread, the Qdrant server over its own connection.
+        pending = asyncio.create_task(
+            self.backends.redis_guard.call(
+                "ranking_sources",
+                budget,
+                lambda: ranking_reads(
+                    redis,
+                    followed if quotas.get("transitions", 0) else [],
+                    quotas.get("transitions", 0),
+                    limit,
+                    now_s,
+                    settings,
+                    cached,
+                ),
+            )
         )
+        lists: list[SourceList] = []
+        try:
+            await asyncio.sleep(0)
+            if vector is not None and quotas.get("ann", 0):
+                try:
+                    lists.append(await self._ann(request, table, vector, quotas["ann"], budget))
+                except BackendUnavailableError as exc:
+                    reasons.append(exc.reason)
+        except BaseException:
+            pending.cancel()
+            raise
+        neighbours = table.ranking.neighbours if table.ranking else {}
+        if recent and quotas.get("neighbours", 0):
+            found = [neighbour_pairs(neighbours.get(item)) for item in followed]
+            lists.append(SourceList.of("neighbours", follow(found, len(table.item_ids))))
+        reads = await pending
         if wall and cached is None:
             self.trending.put(limit, now_s, reads.trending)
         if reads.transitions:
@@ -271,7 +282,7 @@ class RankingPipeline:
         if quotas.get("genre_popular", 0):
             in_genres = genre_popular(state.genres, table.by_genre, quotas["genre_popular"])
             lists.append(SourceList.of("genre_popular", in_genres))
-        lists.append(SourceList.of("popular", reads.popular))
+        lists.append(SourceList.of("popular", table.top_popular(limit)))
         window_s = settings.fatigue_window_s
         stream = stream_user(
             state.genres,

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer
 
 from api.backends import GuardedBackend
 from api.breaker import CircuitBreaker
+from api.catalog import ItemStreamReads, item_stream_reads
 from api.experiments import ExperimentWatch
 from api.impressions import ImpressionRecorder
 from api.popular_cache import PopularCache
 from api.publisher import EventPublisher
 from api.recommender import Backends, RecommendationService
+from api.signal_cache import ITEM_SIGNALS_REFRESH_S
 from core.clients import RedisClient, close_within, redis_client_for
 from core.settings import Settings, env_var
 from core.vectors import VectorIndex
@@ -91,6 +94,9 @@ async def open_services(
     watcher = asyncio.create_task(experiments.refresh_every(settings.api_experiment_refresh_s))
     impressions.start()
     recommender = RecommendationService(settings, backends, popular, tracer, experiments)
+    background = {refresher, watcher}
+    if settings.api_clock == "wall":
+        background.add(asyncio.create_task(_refresh_item_signals(recommender, redis, settings)))
     if popular.version is not None:
         # The active version's items (and ranker) before the first request, so that it is
         # answered as every later one is; a load that fails is retried by requests.
@@ -107,10 +113,27 @@ async def open_services(
             experiments=experiments,
         )
     finally:
-        refresher.cancel()
-        watcher.cancel()
-        await close_within("popular refresher", asyncio.wait({refresher, watcher}))
+        for task in background:
+            task.cancel()
+        await close_within("background refreshers", asyncio.wait(background))
         await close_within("impressions", impressions.close())
         await close_within("kafka producer", publisher.close())
         await close_within("vector index", index.close())
         await close_within("redis", redis.aclose())
+
+
+async def _refresh_item_signals(
+    recommender: RecommendationService, redis: RedisClient, settings: Settings
+) -> None:
+    """Keeps the ranking stage's candidate counts current off the request path
+    (`api.signal_cache`); a background read, so a generous timeout."""
+
+    async def read(item_ids: Sequence[str], now_s: float) -> ItemStreamReads:
+        async with asyncio.timeout(BACKGROUND_READ_TIMEOUT_S):
+            return await item_stream_reads(redis, item_ids, now_s, settings)
+
+    cache = recommender.pipeline.item_signals
+    await cache.refresh_every(ITEM_SIGNALS_REFRESH_S, read, time.time)
+
+
+BACKGROUND_READ_TIMEOUT_S = 5.0

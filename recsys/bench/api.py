@@ -56,6 +56,7 @@ from infra.local.process import (
 )
 from recsys.bench.common import idle_wake_cost, redis_cpu_total, redis_node_urls, redis_topology
 from recsys.bench.open_loop import REQUEST_TIMEOUT_S, run_open_loop
+from recsys.bench.time_breakdown import breakdown
 from recsys.processes import ChildProcess
 
 WRK_INSTALL_HINT = (
@@ -491,11 +492,14 @@ def _measure(
     run_open_loop(host, port, warm, config.rate, False, config.max_connections)
     results: dict[str, Any] = {}
     for name, route in routes.items():
+        metrics_before = _metrics_text(server)
         with _cpu_meter(server, redis_urls) as cpu:
             fixed = run_open_loop(
                 host, port, route.paths, config.rate, route.read_bodies, config.max_connections
             )
         fixed["resources"] = cpu
+        if name == "recommend":
+            fixed["time_breakdown"] = breakdown(metrics_before, _metrics_text(server))
         # How the kernel spread wrk's connections over the workers, halfway through: a worker
         # holding most of them caps the rate at about one core's worth.
         split: list[list[int]] = []

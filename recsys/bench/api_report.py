@@ -306,6 +306,35 @@ ran one after the other, not side by side. The impressions comparison was skippe
 """
 
 
+def breakdown_table(result: dict[str, Any]) -> str:
+    """The server's own mean time per /recommend at the fixed rate, by stage and by backend
+    call (`recsys.bench.time_breakdown`), for each server that ran; empty for runs before it
+    was recorded."""
+    runs = [("", result["recommend"]["fixed_rate"])]
+    if off := result.get("ranker_off"):
+        runs = [(" (ranker on)", runs[0][1]), (" (ranker off)", off["fixed_rate"])]
+    found = [(label, run["time_breakdown"]) for label, run in runs if run.get("time_breakdown")]
+    if not found:
+        return ""
+    names = sorted({name for _label, figures in found for name in figures["mean_ms"]})
+    header = "| where | " + " | ".join(f"mean ms{label}" for label, _ in found) + " |"
+    lines = [header, "|---" * (len(found) + 1) + "|"]
+    for name in names:
+        cells = " | ".join(
+            f"{figures['mean_ms'][name]:.3f}" if name in figures["mean_ms"] else "none"
+            for _, figures in found
+        )
+        lines.append(f"| {name} | {cells} |")
+    return f"""
+**Where a request's time goes**, from the server's own histograms over the fixed-rate run
+(`/metrics` before and after; the mean over every /recommend request, so a stage or call that
+only some requests make counts as its share). The stages nest inside the request; backend
+calls nest inside the stages that make them.
+
+{chr(10).join(lines)}
+"""
+
+
 def markdown(result: dict[str, Any], plot_name: str) -> str:
     config = result["config"]
     rf, rs = result["recommend"]["fixed_rate"], result["recommend"]["saturation"]
@@ -342,7 +371,7 @@ rounds.{_history_line(result)}
   connections, closed loop) for {config["saturation_seconds"]:.0f} s per route.
 
 {table}
-{_ranker_section(result)}
+{_ranker_section(result)}{breakdown_table(result)}
 **Load generators and what the machine spent** (server / Redis / generator CPU, in cores
 busy over the run):
 

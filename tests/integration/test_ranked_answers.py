@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.catalog import item_stream_reads
+from api.item_table import load_item_table
 from api.main import create_app
 from batch.models.base import build_train_data
 from batch.publish import ModelArtifacts
@@ -216,3 +217,18 @@ async def test_the_users_genres_and_the_streams_counts_reach_the_ranking_stage(
     counted = await item_stream_reads(redis, ["c1", "d1"], now_s, settings)
     assert counted.trending.tolist() == [0.0, 2.5]
     assert counted.window_1h.tolist() == [0.0, 4.0]  # views and clicks; a dislike is no interest
+
+
+async def test_the_tables_popular_list_is_the_versions_popular_set_in_its_order(
+    redis: aioredis.Redis, taste_model: ModelArtifacts, tmp_path: Path
+) -> None:
+    # Ties (equal counts) too: the set orders them by the higher id, as `best_first` does.
+    counts = np.array([(n // 3) % 5 for n in range(len(taste_model.item_ids))], dtype=np.int64)
+    tied = replace(taste_model, popularity=counts)
+    published = await publish_model(with_ranking(tied, None, FEATURE_VERSION), redis, tmp_path)
+    table = await load_item_table(redis, published.version)
+    assert table is not None
+    for limit in (1, 7, len(taste_model.item_ids)):
+        stored = await redis.zrevrange(keys.popular(published.version), 0, limit - 1, True)
+        assert table.top_popular(limit) == [(m.decode(), float(s)) for m, s in stored]
+    assert len(table.top_popular(10_000)) == int((counts > 0).sum())

@@ -216,3 +216,20 @@ def test_the_report_of_a_ranker_run_has_the_side_by_side_table(tmp_path: Path) -
     samples = {"recommend": [1.0, 2.0, 3.0], "live": [0.3, 0.4], "ranker_off": [1.0, 1.5]}
     plot(result, samples, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_the_report_shows_where_the_time_goes_when_it_was_recorded() -> None:
+    result = ranker_result()
+    assert "Where a request's time goes" not in markdown(result, "plot.png")  # older runs
+    result["recommend"]["fixed_rate"]["time_breakdown"] = {
+        "requests": 600,
+        "mean_ms": {"request /recommend/{user_id}": 3.2, "stage rank": 0.61},
+    }
+    result["ranker_off"]["fixed_rate"]["time_breakdown"] = {
+        "requests": 600,
+        "mean_ms": {"request /recommend/{user_id}": 2.5},
+    }
+    report = markdown(result, "plot.png")
+    assert "| where | mean ms (ranker on) | mean ms (ranker off) |" in report
+    assert "| stage rank | 0.610 | none |" in report
+    assert "| request /recommend/{user_id} | 3.200 | 2.500 |" in report
