@@ -26,6 +26,7 @@ from core.ranking import (
     genre_popular,
     merge_epochs,
     popular_by_genre,
+    ranked_order,
     recent_items,
     stream_user,
     user_signals,
@@ -223,6 +224,34 @@ def test_a_ranker_scores_by_what_it_learned_and_names_its_strongest_features() -
     scores = ranker.score(features)
     assert scores[0] > scores[1]
     assert ranker.strongest(features[:1])[0][0][0] == "ann_score"
+
+
+def test_the_compiled_ranker_scores_as_lightgbm_does_missing_values_included() -> None:
+    ranker = Ranker(small_ranker_text(), FEATURE_VERSION)
+    assert ranker._compiled is not None  # lleaves compiled it: what the API serves with
+    rng = np.random.default_rng(3)
+    features = rng.random((300, len(FEATURES)))
+    features[rng.random(features.shape) < 0.1] = np.nan  # an item never seen: no age
+    expected = ranker.booster.predict(features, num_threads=1)
+    np.testing.assert_allclose(ranker.score(features), expected, rtol=0, atol=1e-12)
+    assert np.array_equal(ranked_order(ranker.score(features)), ranked_order(expected))
+
+
+def test_a_ranker_that_cannot_be_compiled_is_scored_by_lightgbm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lleaves
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no LLVM here")
+
+    monkeypatch.setattr(lleaves.Model, "compile", refuse)
+    ranker = Ranker(small_ranker_text(), FEATURE_VERSION)
+    assert ranker._compiled is None
+    features = np.random.default_rng(4).random((5, len(FEATURES)))
+    np.testing.assert_array_equal(
+        ranker.score(features), ranker.booster.predict(features, num_threads=1)
+    )
 
 
 def test_a_ranker_of_another_feature_list_is_refused() -> None:
