@@ -23,6 +23,7 @@ from batch.ranking.train import RANKER_PARAMS, TrainingRows, fit_ranker, item_ne
 from batch.train import catalog_of
 from core import experiment_store, keys
 from core.experiments import Arm, Experiment
+from core.model_version import as_bytes
 from core.ranking import FEATURE_VERSION, FEATURES, SOURCES, Ranker
 from core.ranking_store import RankingParts
 from core.rules import WINDOWS, trending_epoch, window_start
@@ -229,6 +230,9 @@ async def test_the_tables_popular_list_is_the_versions_popular_set_in_its_order(
     table = await load_item_table(redis, published.version)
     assert table is not None
     for limit in (1, 7, len(taste_model.item_ids)):
-        stored = await redis.zrevrange(keys.popular(published.version), 0, limit - 1, True)
-        assert table.top_popular(limit) == [(m.decode(), float(s)) for m, s in stored]
+        stored: list[Any] = await redis.zrevrange(
+            keys.popular(published.version), 0, limit - 1, withscores=True
+        )
+        pairs = [(as_bytes(member).decode(), float(score)) for member, score in stored]
+        assert table.top_popular(limit) == pairs
     assert len(table.top_popular(10_000)) == int((counts > 0).sum())

@@ -232,7 +232,7 @@ def test_the_compiled_ranker_scores_as_lightgbm_does_missing_values_included() -
     rng = np.random.default_rng(3)
     features = rng.random((300, len(FEATURES)))
     features[rng.random(features.shape) < 0.1] = np.nan  # an item never seen: no age
-    expected = ranker.booster.predict(features, num_threads=1)
+    expected = np.asarray(ranker.booster.predict(features, num_threads=1))
     np.testing.assert_allclose(ranker.score(features), expected, rtol=0, atol=1e-12)
     assert np.array_equal(ranked_order(ranker.score(features)), ranked_order(expected))
 
