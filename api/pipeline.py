@@ -325,11 +325,15 @@ class _Allowed:
         self.table, self.request = table, request
         self.genres = set(request.genres)
         self.exclude_genres = set(request.exclude_genres)
+        # Most requests filter on nothing but the ids: the genre and fatigue checks are skipped.
+        self.only_ids = not (self.genres or self.exclude_genres or request.tired)
 
     def __contains__(self, item: object) -> bool:
         row = self.table.row_of_item.get(item) if isinstance(item, str) else None
         if row is None or item in self.request.excluded:
             return False
+        if self.only_ids:
+            return True
         if self.request.tired and item_tag(str(item)) in self.request.tired:
             return False
         genres = self.table.genres[row]

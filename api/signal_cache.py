@@ -51,6 +51,8 @@ class TrendingCache:
 
 
 # Reads the counts of the given items as of a time (`api.catalog.item_stream_reads`).
+_PENDING: list[float] = []  # an item being read by this request (a placeholder, never kept)
+
 ItemReader = Callable[[Sequence[str], float], Awaitable[ItemStreamReads]]
 
 
@@ -71,13 +73,15 @@ class ItemSignalsCache:
         found = self._found
         entries: dict[str, list[float]] = {}  # this request's, whatever happens meanwhile
         missing = []
-        for item in dict.fromkeys(item_ids):
+        oldest_s = now_s - ITEM_SIGNALS_MAX_AGE_S
+        for item in item_ids:
             entry = found.get(item)
-            if entry is not None and 0 <= now_s - entry[2] < ITEM_SIGNALS_MAX_AGE_S:
+            if entry is not None and oldest_s < entry[2] <= now_s:
                 entry[3] = now_s
                 entries[item] = entry
-            else:
+            elif item not in entries:
                 missing.append(item)
+                entries[item] = _PENDING
         if missing:
             read = await reader(missing, now_s)
             counts = zip(read.trending.tolist(), read.window_1h.tolist(), strict=True)
@@ -90,9 +94,12 @@ class ItemSignalsCache:
                 self._found = dict(entries)  # over the bound: keep only this request's items
             else:
                 found.update(fresh)
-        pairs = np.array([entries[item][:2] for item in item_ids], dtype=np.float64)
-        pairs = pairs.reshape(-1, 2)
-        return ItemStreamReads(trending=pairs[:, 0].copy(), window_1h=pairs[:, 1].copy())
+        n = len(item_ids)
+        rows = [entries[item] for item in item_ids]
+        return ItemStreamReads(
+            trending=np.fromiter((row[0] for row in rows), np.float64, n),
+            window_1h=np.fromiter((row[1] for row in rows), np.float64, n),
+        )
 
     async def refresh(self, now_s: float, reader: ItemReader) -> int:
         """Re-read the counts of the items asked for within `ITEM_SIGNALS_KEEP_S` (the most
