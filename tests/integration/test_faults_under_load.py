@@ -122,11 +122,15 @@ async def keep_busy(
     await asyncio.gather(*(loop() for _ in range(concurrency)))
 
 
-async def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+async def until(
+    check: Callable[[], bool], timeout_s: float, what: str, log: Callable[[], str] | None = None
+) -> None:
+    """Poll `check`; on timeout, fail with `log()` (a process's log tail) to say why."""
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            detail = f"\nlog:\n{log()}" if log else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{detail}")
         await asyncio.sleep(0.05)
 
 
@@ -171,7 +175,13 @@ async def test_kill_9_api_workers_in_turn_each_is_replaced_and_only_in_flight_re
                     )
                     new = next(pid for pid in now if pid not in originals + replacements)
                     replacements.append(new)
-                    await asyncio.to_thread(wait_until_serving, new, port, 60)
+                    try:
+                        await asyncio.to_thread(wait_until_serving, new, port, 60)
+                    except TimeoutError as exc:
+                        raise AssertionError(
+                            f"{exc}; {tally.sent} requests sent, {dict(tally.outcomes)}, load "
+                            f"{'running' if not load.done() else 'over'}\n{server.log_tail()}"
+                        ) from exc
                 replaced_in_s = time.monotonic() - started
                 # Both original workers are dead: these answers come from the replacements.
                 ok_after = tally.outcomes[200] + 50
@@ -428,7 +438,10 @@ async def _archive_disk_full(
             lambda: all_applied(redis, users, len(everything)), 60, "events applied", worker
         )
         await until(
-            lambda: archive_lag_s(archiver) >= lag_before + 3, 30, "the archive lag to grow"
+            lambda: archive_lag_s(archiver) >= lag_before + 3,
+            30,
+            f"the archive lag to grow from {lag_before:.1f} s",
+            archiver.log_tail,
         )
         lag_while_full = archive_lag_s(archiver)
         assert archive_write_errors(archiver) > 0
