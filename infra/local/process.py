@@ -39,24 +39,41 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port on 127.0.0.1, outside the ephemeral range (`free_port_run` says why)."""
+    return free_port_run(1)
 
 
 def free_port_run(count: int, also_at: int = 0, attempts: int = 200) -> int:
     """The first of `count` consecutive free ports on 127.0.0.1 (and, with `also_at`, the same
-    ports shifted by it: a Redis Cluster node also listens on its port + 10000)."""
+    ports shifted by it: a Redis Cluster node also listens on its port + 10000).
+
+    Outside the kernel's ephemeral range where there is room: a node restarted in a test must
+    get its ports back, and a port in that range may meanwhile be handed to any outgoing
+    connection (a CI run lost a cluster node's bus port that way while it was down 10 s)."""
     import random
 
-    for _ in range(attempts):
-        first = random.randint(20_000, 65_535 - count - also_at)
+    low, high = ephemeral_port_range()
+    choices = [
+        first
+        for first in range(10_000, 65_536 - count - also_at)
+        if first + count + also_at <= low or first > high
+    ]
+    fixed = choices if len(choices) >= attempts else list(range(20_000, 65_536 - count - also_at))
+    for first in random.sample(fixed, attempts):
         wanted = [first + n for n in range(count)]
         wanted += [port + also_at for port in wanted] if also_at else []
         if not any(port_is_open(port) for port in wanted) and all(map(_bindable, wanted)):
             return first
     raise ServiceError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports Linux gives to outgoing connections and to bind(0) (32768-60999 by default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
 
 
 def _bindable(port: int) -> bool:

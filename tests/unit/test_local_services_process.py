@@ -71,3 +71,26 @@ def test_a_process_gone_between_the_check_and_the_signal_counts_as_stopped(
     process.pid_file.write_text(f"{NO_SUCH_PID}\n127.0.0.1:6390\n")
     assert process.stop(timeout_s=0.2)
     assert not process.pid_file.exists()
+
+
+def test_a_port_run_keeps_out_of_the_ephemeral_range_when_there_is_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(process_module, "ephemeral_port_range", lambda: (32_768, 60_999))
+    monkeypatch.setattr(process_module, "port_is_open", lambda port: False)
+    monkeypatch.setattr(process_module, "_bindable", lambda port: True)
+    for _ in range(50):
+        first = process_module.free_port_run(3, also_at=10_000)
+        ports = [first, first + 2, first + 10_000, first + 10_002]
+        assert all(port < 32_768 for port in ports), ports
+
+
+def test_a_port_run_skips_ports_in_use_and_falls_back_to_any_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(process_module, "ephemeral_port_range", lambda: (1_024, 65_535))
+    monkeypatch.setattr(process_module, "port_is_open", lambda port: port % 2 == 0)
+    monkeypatch.setattr(process_module, "_bindable", lambda port: True)
+    first = process_module.free_port_run(1)
+    assert first % 2 == 1
+    assert 20_000 <= first <= 65_535
