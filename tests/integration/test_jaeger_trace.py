@@ -29,6 +29,7 @@ from core import keys
 from core.settings import Settings
 from infra.local.jaeger import INSTALL_TIMEOUT_S, JaegerServer, install_jaeger
 from infra.local.process import ServiceError, free_port
+from recsys.bench.soak import LagReader
 from recsys.processes import WorkerProcess, wait_until
 from tests.integration.conftest import Published
 
@@ -216,10 +217,14 @@ async def test_one_event_is_one_trace_across_api_kafka_and_worker(
     api_process: ApiProcess,
     traced_worker: WorkerProcess,
     redis: aioredis.Redis,
+    service_settings: Settings,
 ) -> None:
     # The new consumer group starts from the earliest offsets: wait until the worker has caught
-    # up with what earlier tests published, so that the traced event is alone in its batch
-    # (a batch's Redis span is the child of its first event's span).
+    # up with everything earlier tests published, on every partition of every topic it reads,
+    # so that the traced event is alone in its batch (a batch's Redis span is the child of its
+    # first event's span, and only linked from the others). The warm-up event's key covers one
+    # partition; the group's committed lag covers the rest (a CI run saw the traced event
+    # share a batch with an older event of another partition).
     await post_event(api_process, click("trace-warm-up"))
 
     async def warmed_up() -> bool:
@@ -231,6 +236,15 @@ async def test_one_event_is_one_trace_across_api_kafka_and_worker(
         "the worker to apply the warm-up event",
         traced_worker,
     )
+    lag = await LagReader.start(service_settings, traced_worker.group_id)
+    try:
+
+        async def caught_up() -> bool:
+            return await lag.lag() == 0
+
+        await wait_until(caught_up, 60, "the worker's consumer lag to reach 0", traced_worker)
+    finally:
+        await lag.stop()
 
     trace_id = secrets.token_hex(16)
     await post_event(api_process, click("trace-user"), trace_id)
