@@ -1,6 +1,7 @@
 """Faults injected into running services, for the fault tests and soak benchmarks: kill one
 worker process of `recsys serve --workers N` and watch uvicorn's supervisor replace it; give a
-directory a small file system of its own and fill it up, then free it.
+directory a small file system of its own and fill it up, then free it; make a directory
+read-only for a while.
 
 Linux only (the API workers are found through /proc); the file-system faults need the right to
 mount (root with CAP_SYS_ADMIN) and raise `FaultUnavailableError` where it is missing.
@@ -104,6 +105,30 @@ def small_filesystem(mount_point: Path, size_bytes: int) -> Iterator[Path]:
     finally:
         # Lazy: a process that still has a file open there must not keep the mount alive.
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+def _mount(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise FaultUnavailableError(
+            f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()}"
+        )
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[Path]:
+    """`directory` read-only for the block: a read-only bind mount of it onto itself (as root,
+    `chmod` stops no write). Files opened before keep their writes; every new file, rename or
+    directory in it is refused with EROFS. Raises FaultUnavailableError where mounting is not
+    permitted."""
+    where = str(directory)
+    _mount(["mount", "--bind", where, where])
+    try:
+        _mount(["mount", "-o", "remount,bind,ro", where])
+        yield directory
+    finally:
+        # Lazy: a process that still has a file open there must not keep the mount alive.
+        subprocess.run(["umount", "-l", where], capture_output=True, check=False)
 
 
 def fill_disk(directory: Path, chunk: int = 1 << 16) -> Path:

@@ -147,6 +147,21 @@ class ArchiverProcess(ChildProcess):
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
 
+    def gauge(self, name: str) -> float:
+        """One unlabelled series of its /metrics ("recsys_archive_lag_seconds")."""
+        for line in self.metrics().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise ValueError(f"the archiver's /metrics has no {name}")
+
+    def lag_s(self) -> float:
+        """The age of the oldest event of its last commit; while a write keeps failing, the
+        age of the oldest event waiting for it."""
+        return self.gauge("recsys_archive_lag_seconds")
+
+    def write_errors(self) -> float:
+        return self.gauge("recsys_archive_write_errors_total")
+
 
 class RetrainerProcess(ChildProcess):
     """`recsys retrain --every` on the settings' archive and Redis, /metrics on a free port."""

@@ -20,6 +20,7 @@ ExperimentId = Annotated[
     Path(
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="The experiment's id: 1 to 64 letters, digits, '_', '.' or '-'.",
+        openapi_examples={"homepage": {"summary": "an experiment's id", "value": "homepage"}},
     ),
 ]
 

@@ -87,10 +87,14 @@ def save_with_plot(
 
 @contextlib.contextmanager
 def bench_services(
-    use_running: bool, prefix: str, redis_cluster: int | None = None
+    use_running: bool,
+    prefix: str,
+    redis_cluster: int | None = None,
+    redis_appendonly: bool = False,
 ) -> Iterator[tuple[Settings, Path]]:
     """Settings and a scratch directory for a benchmark: throwaway Kafka and Redis on free
-    ports (with `redis_cluster`, a Redis Cluster of that many masters), stopped afterwards
+    ports (with `redis_cluster`, a Redis Cluster of that many masters; with `redis_appendonly`,
+    keeping an append-only file, so that a restart keeps the data), stopped afterwards
     (default), or the configured services as they are."""
     from infra.local.process import free_port, free_port_run
     from infra.local.services import LocalServices
@@ -108,7 +112,9 @@ def bench_services(
             redis_cluster=redis_cluster is not None,
             state_dir=work_dir,
         )
-        services = LocalServices.from_settings(settings, redis_cluster_masters=redis_cluster)
+        services = LocalServices.from_settings(
+            settings, redis_appendonly=redis_appendonly, redis_cluster_masters=redis_cluster
+        )
         services.up()
         try:
             yield settings, work_dir

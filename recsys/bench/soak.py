@@ -12,11 +12,15 @@ Throwaway local Kafka and Redis; a model trained on a synthetic dataset and publ
   `used_memory` and the worker's consumer lag (end offsets less its group's committed ones).
 
 With `faults`, faults are injected at even spacing over the measured period (after the
-warm-up): kill -9 of one API worker (uvicorn's supervisor replaces it), and kill -9 of the
-stream worker with a new one started at once. At the end the simulator has stopped, the worker
-drains to lag 0, every event topic is read back from the start (distinct event ids per user)
-and compared with the worker's per-user counter in Redis: exactly once, per user.
-The criteria and the report are `recsys.bench.soak_report`'s.
+warm-up): kill -9 of one API worker (uvicorn's supervisor replaces it); kill -9 of the stream
+worker with a new one started at once; the Kafka broker stopped for 10 s; Redis (its
+append-only file on, as it is for the whole run then) stopped and started again; the archive's
+directory read-only for 30 s. At the end the simulator has stopped, the worker drains to lag 0,
+every event topic is read back from the start (distinct event ids per user) and compared with
+the worker's per-user counter in Redis, and with the archive's rows per user: exactly once, per
+user, in both.
+The faults are `recsys.bench.soak_faults`'s; the criteria and the report
+`recsys.bench.soak_report`'s.
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import sys
 import threading
 import time
 import uuid
 from array import array
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,8 +44,9 @@ import numpy as np
 import orjson
 
 from core.settings import Settings
-from infra.local.process import TCP_ESTABLISHED, process_tree, sockets_by_process
+from infra.local.process import process_tree
 from recsys.bench.api import ServerProcess, recommend_paths
+from recsys.bench.soak_faults import maybe, run_faults, wait_for
 from recsys.processes import ArchiverProcess, ChildProcess, WorkerProcess
 
 DATASET = "synthetic:users=5000,items=2000,events=200000,seed=0"
@@ -51,6 +55,7 @@ API_SATURATION = 1_330  # GET /recommend, 2 workers
 STREAM_SATURATION = 9_500  # one stream worker, events/s
 POLL_S = 0.005
 PROBE_TIMEOUT_S = 10.0
+ARCHIVE_CATCH_UP_S = 300.0  # after the drain, for the archiver to hold every published event
 T = TypeVar("T")
 
 
@@ -124,6 +129,12 @@ class Stack:
     archiver: ArchiverProcess
     simulator: ChildProcess
     service_pids: dict[str, int] = field(default_factory=dict)  # kafka, redis
+    services: Any = None  # the LocalServices the faults stop and start
+
+    def track(self, service: str, pid: int | None) -> None:
+        """Sample `service` (restarted by a fault) under its new pid."""
+        if pid is not None:
+            self.service_pids[service] = pid
 
     def api_workers(self) -> list[int]:
         return [
@@ -254,10 +265,14 @@ async def probe_loop(
                 began = time.perf_counter()
                 user = f"probe-{uuid.uuid4().hex[:10]}"
                 event = new_event("purchase", user, items[n % len(items)])
-                await producer.send_and_wait(
-                    topic_for(event.event_type), encode_event(event), key=event_key(event)
-                )
-                found = await _personalized_within(client, user, began)
+                try:
+                    await producer.send_and_wait(
+                        topic_for(event.event_type), encode_event(event), key=event_key(event)
+                    )
+                except Exception:  # the broker stopped by a fault: a timed-out probe, not a crash
+                    found = None
+                else:
+                    found = await _personalized_within(client, user, began)
                 results.append((clock(), found))
                 n += 1
                 await asyncio.sleep(max(0.0, every_s - (time.perf_counter() - began)))
@@ -305,8 +320,8 @@ def take_sample(
     t_s: float,
     window: dict[str, Any],
     probes: list[tuple[float, float | None]],
-    redis_memory: Callable[[], int],
-    lag: Callable[[], int],
+    redis_memory: Callable[[], int | None],
+    lag: Callable[[], int | None],
 ) -> dict[str, Any]:
     rss: dict[str, int] = {}
     fds: dict[str, int] = {}
@@ -327,123 +342,6 @@ def take_sample(
         },
         "freshness_ms": _freshness(probes),
     }
-
-
-# --- Faults ------------------------------------------------------------------------------------
-
-FAULTS = (
-    "kill -9 one API worker",
-    "kill -9 the stream worker, start a new one",
-    "stop Kafka for 10 s",
-    "restart Redis (AOF on)",
-    "archive unwritable",
-)
-# Events the (new) worker skipped as already applied: by applied offset or by event id.
-_SKIPPED_SERIES = re.compile(
-    r'^recsys_stream_dedup_hits_total\{reason="(\w+)"\} (\S+)$', re.MULTILINE
-)
-
-
-def _wait_for(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except (OSError, httpx.HTTPError, ValueError):
-            pass
-        time.sleep(every_s)
-    return False
-
-
-def kill_api_worker(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
-    """SIGKILL to one uvicorn worker; recovered once the supervisor's replacement holds a
-    client connection (it serves)."""
-    before = stack.api_workers()
-    victim = before[0]
-    at = clock()
-    os.kill(victim, signal.SIGKILL)
-
-    def replacement() -> list[int]:
-        return [p for p in stack.api_workers() if p not in before]
-
-    replaced = _wait_for(lambda: bool(replacement()), 60)
-    new = replacement()
-    serving = replaced and _wait_for(
-        lambda: sockets_by_process(new, stack.server.port, TCP_ESTABLISHED).get(new[0], 0) > 0, 60
-    )
-    recovered = clock() - at if serving else None
-    return {
-        "fault": FAULTS[0],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "detail": f"pid {victim} killed; "
-        + (
-            f"replaced by pid {new[0]}, serving after {recovered:.1f} s"
-            if serving
-            else "no replacement serving within 60 s"
-        ),
-    }
-
-
-def kill_stream_worker(
-    stack: Stack, clock: Callable[[], float], lag: Callable[[], int], event_rate: int
-) -> dict[str, Any]:
-    """SIGKILL to the worker's session (its apply process too), a new worker at once in the same
-    group; recovered once the lag is back to its level before the kill (or 2 s of events)."""
-    lag_before = lag()
-    at = clock()
-    stack.worker.kill()
-    worker = WorkerProcess(stack.settings, stack.work_dir, stack.group_id, env=stack.env).start()
-    stack.worker = worker
-    ready = _wait_for(lambda: worker.readiness()[0] == 200, 120, 0.5)
-    ready_s = clock() - at
-    caught_up = ready and _wait_for(lambda: lag() <= max(lag_before, 2 * event_rate), 240, 0.5)
-    recovered = clock() - at if caught_up else None
-    skipped = 0
-    with suppress(OSError, httpx.HTTPError):
-        skipped = int(sum(float(v) for _, v in _SKIPPED_SERIES.findall(worker.metrics())))
-    return {
-        "fault": FAULTS[1],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "ready_s": ready_s if ready else None,
-        "lag_before": lag_before,
-        "skipped_as_applied": skipped,
-        "detail": f"lag {lag_before:,} before; new worker ready after {ready_s:.1f} s, "
-        + (
-            f"lag back after {recovered:.1f} s"
-            if recovered is not None
-            else "lag not back within 240 s"
-        )
-        + f"; {skipped:,} redelivered events skipped as already applied",
-    }
-
-
-def run_faults(
-    stack: Stack,
-    config: SoakConfig,
-    clock: Callable[[], float],
-    lag: Callable[[], int],
-    faults: list[dict[str, Any]],
-) -> None:
-    """Each fault at its time (evenly over the measured period), one after the other."""
-    plan: list[Callable[[], dict[str, Any]]] = [
-        lambda: kill_api_worker(stack, clock),
-        lambda: kill_stream_worker(stack, clock, lag, config.event_rate),
-    ]
-    measured = config.seconds - config.warmup_s
-    for n, inject in enumerate(plan):
-        due = config.warmup_s + measured * (n + 1) / (len(plan) + 1)
-        time.sleep(max(0.0, due - clock()))
-        try:
-            faults.append(inject())
-        except Exception as exc:  # a fault that could not be injected is a row, not a crash
-            faults.append({"fault": FAULTS[n], "run": False, "detail": f"failed: {exc!r}"})
-    for name in FAULTS[len(plan) :]:
-        faults.append({"fault": name, "run": False, "detail": "not implemented in the soak yet"})
 
 
 # --- Exactly once ------------------------------------------------------------------------------
@@ -486,6 +384,45 @@ async def published_per_user(settings: Settings) -> tuple[dict[str, int], int]:
     counts = np.bincount(np.frombuffer(user_index, dtype=np.int64)[first], minlength=len(users))
     names = list(users)
     return {names[i]: int(c) for i, c in enumerate(counts)}, len(hashes) - len(first)
+
+
+async def active_version_of(settings: Settings) -> str | None:
+    from core.clients import redis_client_for
+    from core.model_version import active_version
+
+    redis = redis_client_for(settings)
+    try:
+        return await active_version(redis)
+    finally:
+        await redis.aclose()
+
+
+def archived_per_user(
+    location: str, want: int, timeout_s: float = ARCHIVE_CATCH_UP_S
+) -> dict[str, Any]:
+    """The archive's rows of the event topics: distinct event ids per user and rows that repeat
+    an id, read once it holds `want` rows (the events published) or after `timeout_s`."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    from schemas import EVENT_TOPICS
+
+    events = pc.field("topic").isin(list(EVENT_TOPICS))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dataset = DeltaTable(location).to_pyarrow_dataset()
+        if dataset.count_rows(filter=events) >= want or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    rows = dataset.to_table(columns=["user_id", "event_id"], filter=events)
+    per_user = rows.group_by("user_id").aggregate([("event_id", "count_distinct")])
+    users = per_user.column("user_id").to_pylist()
+    counts = per_user.column("event_id_count_distinct").to_pylist()
+    distinct = pc.count_distinct(rows.column("event_id")).as_py()
+    return {
+        "per_user": dict(zip(users, counts, strict=True)),
+        "duplicate_rows": rows.num_rows - distinct,
+    }
 
 
 async def applied_per_user(settings: Settings, users: list[str]) -> dict[str, int]:
@@ -537,11 +474,13 @@ def _stack(settings: Settings, config: SoakConfig, work_dir: Path) -> Iterator[S
         work_dir / "simulate.log",
         env,
     )
-    services = LocalServices.from_settings(settings)
+    # The services bench_services started (the same homes and ports), for the faults to stop
+    # and start; Redis keeps its append-only file when there are faults.
+    services = LocalServices.from_settings(settings, redis_appendonly=config.faults)
     pids = {"kafka": services.kafka.process.pid(), "redis": services.redis.process.pid()}
     try:
         with serving(env, config.api_workers, work_dir) as server:
-            _wait_for(lambda: worker.readiness()[0] == 200, 120, 0.5)
+            wait_for(lambda: worker.readiness()[0] == 200, 120, 0.5)
             stack = Stack(
                 settings,
                 env,
@@ -552,6 +491,7 @@ def _stack(settings: Settings, config: SoakConfig, work_dir: Path) -> Iterator[S
                 archiver,
                 simulator.start(),
                 {k: v for k, v in pids.items() if v},
+                services,
             )
             try:
                 yield stack
@@ -600,8 +540,8 @@ def _load_windows(
                     clock(),
                     window,
                     fresh,
-                    lambda: int(client.info("memory")["used_memory"]),
-                    lambda: background.run(lag.lag(), 30),
+                    lambda: maybe(lambda: int(client.info("memory")["used_memory"])),
+                    lambda: maybe(lambda: background.run(lag.lag(), 30)),
                 )
             )
             on_progress(clock())
@@ -627,7 +567,7 @@ def _simulator_summary(log: Path) -> dict[str, Any]:
 
 def _drain(background: Background, lag: LagReader, timeout_s: float) -> float | None:
     started = time.monotonic()
-    if _wait_for(lambda: background.run(lag.lag(), 30) == 0, timeout_s, 1.0):
+    if wait_for(lambda: background.run(lag.lag(), 30) == 0, timeout_s, 1.0):
         return time.monotonic() - started
     return None
 
@@ -663,7 +603,14 @@ def run(
             if config.faults:
                 injector = threading.Thread(
                     target=run_faults,
-                    args=(stack, config, clock, lambda: background.run(lag.lag(), 30), faults),
+                    args=(
+                        stack,
+                        config,
+                        clock,
+                        lambda: background.run(lag.lag(), 30),
+                        lambda: background.run(active_version_of(settings), 30),
+                        faults,
+                    ),
                     daemon=True,
                 )
                 injector.start()
@@ -672,15 +619,18 @@ def run(
             prober.cancel()
             if injector is not None:
                 injector.join(timeout=300)
-            _wait_for(lambda: not stack.simulator.alive, 120, 0.5)
+            wait_for(lambda: not stack.simulator.alive, 120, 0.5)
             drained_s = _drain(background, lag, config.drain_timeout_s)
             published, kafka_repeats = background.run(published_per_user(settings), 900)
             applied = background.run(applied_per_user(settings, list(published)), 300)
+            archived = archived_per_user(settings.archive_location, sum(published.values()))
             background.run(lag.stop())
             simulated = _simulator_summary(work_dir / "simulate.log")
     finally:
         background.close()
-    verdict = evaluate(samples, faults, published, applied, config.warmup_s, config.interval_s)
+    verdict = evaluate(
+        samples, faults, published, applied, config.warmup_s, config.interval_s, archived
+    )
     once = verdict["exactly_once"]
     for fault in faults:
         if fault.get("run"):
@@ -688,7 +638,7 @@ def run(
             end = fault["at_s"] + (fault.get("recovery_s") or 0.0)
             fault["requests"] = requests_around(samples, fault["at_s"], end, config.interval_s)
     measured = [s for s in samples if s["t_s"] >= config.warmup_s]
-    redis_mb = [s["redis_used_memory"] / 2**20 for s in measured]
+    redis_mb = [s["redis_used_memory"] / 2**20 for s in measured if s["redis_used_memory"]]
     seen = [s for _, s in probes if s is not None]
     return {
         "benchmark": "soak",
@@ -724,5 +674,10 @@ def run_with_local_services(
 ) -> dict[str, Any]:
     from recsys.bench.common import bench_services
 
-    with bench_services(False, "recsys-bench-soak-") as (settings, work_dir):
+    # With faults, Redis keeps an append-only file from the start, so that its restart keeps
+    # the data (the issue's fault: "restart Redis with its append-only file on").
+    with bench_services(False, "recsys-bench-soak-", redis_appendonly=config.faults) as (
+        settings,
+        work_dir,
+    ):
         return run(settings, config, work_dir, on_progress)

@@ -3,7 +3,8 @@ from the samples the run took, no I/O but the plot file).
 
 A sample (`recsys.bench.soak.take_sample`) is one window of the run: `t_s` (its end, seconds
 since the load started), `rss_bytes` and `fds` per process label ("api worker 1234"),
-`redis_used_memory`, `kafka_lag`, the window's requests (`sent`, `answered`, `5xx`, `failed`)
+`redis_used_memory` and `kafka_lag` (None while a fault has Redis or the broker stopped), the
+window's requests (`sent`, `answered`, `5xx`, `failed`)
 and latency (`latency_ms`: p50, p99), and the freshness probes that ended in it
 (`freshness_ms`: p50, p99, `n`, `timeouts`).
 """
@@ -244,6 +245,20 @@ def criteria(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             "passed": once["lost"] == 0 and once["doubled"] == 0 and once["published"] > 0,
         },
     ]
+    archive = result.get("archive")
+    if archive is not None:
+        rows.append(
+            {
+                "criterion": "every published event archived exactly once (per user)",
+                "measured": f"{archive['applied']:,} archived, {archive['lost']} lost "
+                f"({archive['users_lost']} users), {archive['duplicate_rows']} rows repeating "
+                "an event id",
+                "passed": archive["lost"] == 0
+                and archive["doubled"] == 0
+                and archive["duplicate_rows"] == 0
+                and archive["published"] > 0,
+            }
+        )
     for name, label, unit in (
         ("latency_p99_ms", "p99 latency", "ms"),
         ("freshness_p99_ms", "p99 freshness", "ms"),
@@ -270,8 +285,11 @@ def evaluate(
     applied: Mapping[str, int],
     warmup_s: float,
     interval_s: float,
+    archived: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every figure the criteria read, the criteria and the verdict."""
+    """Every figure the criteria read, the criteria and the verdict. `archived`: the archive's
+    distinct event ids per user (`per_user`) and its rows that repeat an id
+    (`duplicate_rows`), when the run checked the archive."""
     end_s = samples[-1]["t_s"] if samples else 0.0
     windows = fault_windows(faults, interval_s)
     # Windows hit by a fault are left out of the trends too: a spike there is the fault's row.
@@ -281,6 +299,10 @@ def evaluate(
         "memory_growth": memory_growth(samples, warmup_s, end_s),
         "request_failures": request_failures(samples, windows, interval_s),
         "exactly_once": exactly_once(published, applied),
+        "archive": None
+        if archived is None
+        else exactly_once(published, archived["per_user"])
+        | {"duplicate_rows": archived["duplicate_rows"]},
         "trends": {
             "latency_p99_ms": trend(
                 steady, "latency_ms", "p99", warmup_s, TREND_FLOOR["latency_p99_ms"]
@@ -342,6 +364,17 @@ def _fault_table(faults: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _archive_sentence(archive: Mapping[str, Any] | None) -> str:
+    if archive is None:
+        return ""
+    return (
+        " The archive (its Delta table, once it held as many rows as were published or after "
+        "5 minutes) was counted the same way: distinct event ids per user against those "
+        "published, and rows repeating an id."
+        + (f" Mismatches (first ones): {archive['examples']}" if archive["examples"] else "")
+    )
+
+
 def markdown(result: Mapping[str, Any], plot_name: str) -> str:
     config, verdict, rates = result["config"], result["verdict"], result["rates"]
     once = verdict["exactly_once"]
@@ -381,7 +414,8 @@ def markdown(result: Mapping[str, Any], plot_name: str) -> str:
         f"Exactly once: after the load stopped and the worker drained (lag 0), every event "
         f"topic was read back from the start and its distinct event ids counted per user; "
         f"{once['users']:,} users, each compared with the worker's per-user counter in Redis."
-        + (f" Mismatches (first ones): {once['examples']}" if once["examples"] else ""),
+        + (f" Mismatches (first ones): {once['examples']}" if once["examples"] else "")
+        + _archive_sentence(verdict.get("archive")),
         "",
         "## Memory per process",
         "",
@@ -423,6 +457,10 @@ def _by_process(samples: Sequence[Mapping[str, Any]], field: str) -> dict[str, l
     return series
 
 
+def _scaled(value: float | None, factor: float) -> float:
+    return float("nan") if value is None else value * factor
+
+
 def plot(result: Mapping[str, Any], path: Path) -> None:
     samples = result["samples"]
     t = [s["t_s"] / 60 for s in samples]
@@ -439,9 +477,10 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         fds.plot(x, y, label=label, linewidth=1)
     fds.set_ylabel("open file descriptors (colours as RSS)")
     redis_axis, lag = axes[1]
-    redis_axis.plot(t, [s["redis_used_memory"] / 2**20 for s in samples])
+    # None: a sample taken while a fault had Redis or the broker stopped.
+    redis_axis.plot(t, [_scaled(s["redis_used_memory"], 2**-20) for s in samples])
     redis_axis.set_ylabel("Redis used_memory (MB)")
-    lag.plot(t, [s["kafka_lag"] for s in samples])
+    lag.plot(t, [_scaled(s["kafka_lag"], 1) for s in samples])
     lag.set_ylabel("worker's consumer lag (events)")
     latency, freshness = axes[2]
     for p, style in (("p50", "-"), ("p99", "--")):

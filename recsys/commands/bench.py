@@ -519,8 +519,11 @@ def soak(
         bool,
         typer.Option(
             "--faults",
-            help="Inject faults during the load (kill -9 of an API worker, kill -9 and restart "
-            "of the stream worker), each a row of the report's fault section.",
+            help="Inject faults during the load, evenly over the measured period: kill -9 of "
+            "an API worker; kill -9 of the stream worker and a new one; the Kafka broker "
+            "stopped for 10 s; Redis (append-only file on) restarted; the archive's directory "
+            "read-only for 30 s (needs root, to mount). Each is a row of the report's fault "
+            "section; the archive is then also checked for every event exactly once.",
         ),
     ] = False,
 ) -> None:
@@ -564,3 +567,50 @@ def soak(
     }
     console.print_json(json.dumps(summary))
     console.print(f"saved {json_path}, {report} and {plot_path}")
+
+
+@app.command("fuzz")
+def fuzz(
+    json_path: JsonPath = Path("reports/bench-fuzz.json"),
+    report: ReportPath = Path("reports/bench-fuzz.md"),
+    max_examples: Annotated[
+        int,
+        typer.Option(
+            min=1, help="schemathesis's examples per operation and phase (CI's test runs 20)."
+        ),
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="schemathesis's seed, for a run that repeats.")] = 0,
+    timeout: Annotated[
+        float, typer.Option(min=60, help="Seconds schemathesis may run before it is stopped.")
+    ] = 3600.0,
+) -> None:
+    """The OpenAPI contract with a larger budget than CI's: schemathesis (every check; the
+    examples, coverage, fuzzing and stateful phases) against `recsys serve` over throwaway Kafka
+    and Redis with a published model; every request it sent counted per operation and status.
+    Fails (exit 1) on any schemathesis failure, any 5xx or any request left without an answer.
+    Needs the development extras (`pip install -e '.[dev]'`)."""
+    from rich.text import Text
+
+    from recsys.bench.api import BenchError
+    from recsys.bench.common import save_with_plot
+    from recsys.bench.fuzz import FuzzConfig, run_with_local_services
+    from recsys.bench.fuzz_report import markdown, plot, verdict
+
+    config = FuzzConfig(max_examples=max_examples, seed=seed, timeout_s=timeout)
+    with console.status("Running schemathesis against the served API…") as status:
+        try:
+            # Text: schemathesis's output is not rich markup.
+            result = run_with_local_services(
+                config, lambda line: status.update(Text(f"schemathesis: {line[:100]}"))
+            )
+        except BenchError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    plot_path = save_with_plot(
+        result, partial(plot, result), partial(markdown, result), json_path, report
+    )
+    found = verdict(result)
+    console.print_json(json.dumps(found))
+    console.print(f"saved {json_path}, {report} and {plot_path}")
+    if not found["passed"]:
+        raise typer.Exit(1)

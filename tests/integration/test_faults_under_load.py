@@ -387,20 +387,6 @@ async def test_redis_restart_under_recommend_load_keeps_state_and_never_answers_
 # --- 5. The archive's disk full -------------------------------------------------------------
 
 
-def archive_lag_s(archiver: ArchiverProcess) -> float:
-    for line in archiver.metrics().splitlines():
-        if line.startswith("recsys_archive_lag_seconds "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def archive_write_errors(archiver: ArchiverProcess) -> float:
-    for line in archiver.metrics().splitlines():
-        if line.startswith("recsys_archive_write_errors_total "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 async def test_archive_disk_full_the_worker_carries_on_and_nothing_is_lost(
     service_settings: Settings, redis: RedisClient, tmp_path: Path
 ) -> None:
@@ -429,7 +415,7 @@ async def _archive_disk_full(
         # tests published, then archives a probe alone, so that its lag is fresh before the fault.
         await archived_up_to(settings, await publish(settings, as_messages(before)))
         await archived_up_to(settings, await publish(settings, as_messages(probe)))
-        lag_before = archive_lag_s(archiver)
+        lag_before = archiver.lag_s()
         filler = await asyncio.to_thread(fill_disk, disk)
         full_since = time.monotonic()
         sent = await publish(settings, as_messages(during), per_second=500)
@@ -438,13 +424,13 @@ async def _archive_disk_full(
             lambda: all_applied(redis, users, len(everything)), 60, "events applied", worker
         )
         await until(
-            lambda: archive_lag_s(archiver) >= lag_before + 3,
+            lambda: archiver.lag_s() >= lag_before + 3,
             30,
             f"the archive lag to grow from {lag_before:.1f} s",
             archiver.log_tail,
         )
-        lag_while_full = archive_lag_s(archiver)
-        assert archive_write_errors(archiver) > 0
+        lag_while_full = archiver.lag_s()
+        assert archiver.write_errors() > 0
         assert not rows_of(DeltaTable(settings.archive_location), during)
         full_for_s = time.monotonic() - full_since
         filler.unlink()  # space returns

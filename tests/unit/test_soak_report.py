@@ -205,3 +205,48 @@ def test_report_and_plot(tmp_path: Any) -> None:
     assert "| kill -9 one API worker | 1200.0 | 3.0 | 3,000 / 0 / 4 | 0 / 0 |" in text
     plot(result, tmp_path / "soak.png")
     assert (tmp_path / "soak.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("per_user", "duplicate_rows", "passes"),
+    [
+        (PUBLISHED, 0, True),
+        ({"u1": 3, "u2": 4, "probe-1": 1}, 0, False),  # one event never archived
+        ({"u1": 3, "u2": 5}, 0, False),  # a user never archived
+        (PUBLISHED, 2, False),  # two rows repeat an event id
+    ],
+)
+def test_the_archive_must_hold_every_published_event_once(
+    per_user: dict[str, int], duplicate_rows: int, passes: bool
+) -> None:
+    archived = {"per_user": per_user, "duplicate_rows": duplicate_rows}
+    result = evaluate(samples(), [], PUBLISHED, PUBLISHED, WARMUP, INTERVAL, archived)
+    archive_failed = "every published event archived exactly once (per user)" in failed(result)
+    assert archive_failed is not passes
+    assert result["passed"] is passes
+    assert result["archive"]["duplicate_rows"] == duplicate_rows
+
+
+def test_without_an_archive_check_there_is_no_archive_criterion() -> None:
+    result = verdict()
+    assert result["archive"] is None
+    assert not any("archived" in row["criterion"] for row in result["criteria"])
+
+
+def test_samples_taken_while_redis_or_the_broker_was_down_still_plot(tmp_path: Any) -> None:
+    data = samples()
+    for sample in data[100:103]:
+        sample["redis_used_memory"] = sample["kafka_lag"] = None
+    result = {
+        "config": {"interval_s": INTERVAL, "api_workers": 2, "request_rate": 300,
+                   "event_rate": 1000, "users": 5000, "probe_interval_s": 1.0},
+        "rates": {"requests_per_s": 299.0, "events_per_s": 998.0, "probes": 3600,
+                  "api_saturation": 1330, "stream_saturation": 9500},
+        "dataset": "synthetic", "seconds": END, "warmup_s": WARMUP,
+        "redis_memory_mb": {"first": 40.0, "last": 50.0}, "samples": data, "faults": [],
+        "verdict": evaluate(data, [], PUBLISHED, PUBLISHED, WARMUP, INTERVAL,
+                            {"per_user": PUBLISHED, "duplicate_rows": 0}),
+    }  # fmt: skip
+    assert "The archive (its Delta table" in markdown(result, "soak.png")
+    plot(result, tmp_path / "soak.png")
+    assert (tmp_path / "soak.png").stat().st_size > 10_000

@@ -1,4 +1,5 @@
-"""Schemathesis hooks for the fuzz test (loaded through SCHEMATHESIS_HOOKS by the CLI it runs).
+"""Schemathesis hooks of the contract runs (the CI test and `recsys bench fuzz`), loaded through
+SCHEMATHESIS_HOOKS by the schemathesis CLI they run (`recsys.bench.fuzz.hooks_env`).
 
 The one rule of the API that OpenAPI cannot state as a schema, only in words: an event's `ts`
 lies between 1970-01-01T00:00:00Z and an hour after the server's clock. Generated timestamps
