@@ -43,6 +43,13 @@ _SKIPPED_SERIES = re.compile(
 )
 
 
+def _row(n: int, at: float, recovered: float | None, detail: str, **figures: Any) -> dict[str, Any]:
+    """Fault `n`'s row: when it struck, when the stack had recovered (None: not within the
+    bound), its own figures and what happened in words."""
+    return {"fault": FAULTS[n], "run": True, "at_s": at, "recovery_s": recovered, **figures,
+            "detail": detail}  # fmt: skip
+
+
 def wait_for(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -72,18 +79,17 @@ def kill_api_worker(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
         lambda: sockets_by_process(new, stack.server.port, TCP_ESTABLISHED).get(new[0], 0) > 0, 60
     )
     recovered = clock() - at if serving else None
-    return {
-        "fault": FAULTS[0],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "detail": f"pid {victim} killed; "
+    return _row(
+        0,
+        at,
+        recovered,
+        detail=f"pid {victim} killed; "
         + (
             f"replaced by pid {new[0]}, serving after {recovered:.1f} s"
             if serving
             else "no replacement serving within 60 s"
         ),
-    }
+    )
 
 
 def kill_stream_worker(
@@ -103,22 +109,21 @@ def kill_stream_worker(
     skipped = 0
     with suppress(OSError, httpx.HTTPError):
         skipped = int(sum(float(v) for _, v in _SKIPPED_SERIES.findall(worker.metrics())))
-    return {
-        "fault": FAULTS[1],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "ready_s": ready_s if ready else None,
-        "lag_before": lag_before,
-        "skipped_as_applied": skipped,
-        "detail": f"lag {lag_before:,} before; new worker ready after {ready_s:.1f} s, "
+    return _row(
+        1,
+        at,
+        recovered,
+        ready_s=ready_s if ready else None,
+        lag_before=lag_before,
+        skipped_as_applied=skipped,
+        detail=f"lag {lag_before:,} before; new worker ready after {ready_s:.1f} s, "
         + (
             f"lag back after {recovered:.1f} s"
             if recovered is not None
             else "lag not back within 240 s"
         )
         + f"; {skipped:,} redelivered events skipped as already applied",
-    }
+    )
 
 
 def maybe(read: Callable[[], T]) -> T | None:
@@ -156,16 +161,15 @@ def stop_kafka(
     stack.track("kafka", kafka.process.pid())
     back_s = clock() - at
     recovered = clock() - at if _lag_back(lag, lag_before, event_rate) else None
-    return {
-        "fault": FAULTS[2],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "lag_before": lag_before,
-        "detail": f"stopped in {stopped_s:.1f} s, down {KAFKA_DOWN_S:g} s, serving again after "
+    return _row(
+        2,
+        at,
+        recovered,
+        lag_before=lag_before,
+        detail=f"stopped in {stopped_s:.1f} s, down {KAFKA_DOWN_S:g} s, serving again after "
         f"{back_s:.1f} s; "
         + (f"lag back after {recovered:.1f} s" if recovered is not None else "lag not back"),
-    }
+    )
 
 
 def restart_redis(
@@ -191,17 +195,16 @@ def restart_redis(
     recovered = clock() - at if _lag_back(lag, lag_before, event_rate) else None
     version_after = maybe(active_version)
     kept = version_after is not None and version_after == version_before
-    return {
-        "fault": FAULTS[3],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "model_version_kept": kept,
-        "detail": f"down {REDIS_DOWN_S:g} s, serving again after {back_s:.1f} s; active model "
+    return _row(
+        3,
+        at,
+        recovered,
+        model_version_kept=kept,
+        detail=f"down {REDIS_DOWN_S:g} s, serving again after {back_s:.1f} s; active model "
         + ("version kept" if kept else f"version {version_before} -> {version_after}")
         + "; "
         + (f"lag back after {recovered:.1f} s" if recovered is not None else "lag not back"),
-    }
+    )
 
 
 def archive_read_only(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
@@ -221,17 +224,16 @@ def archive_read_only(stack: Stack, clock: Callable[[], float]) -> dict[str, Any
         errors = (maybe(archiver.write_errors) or 0.0) - errors_before
     back = wait_for(lambda: archiver.lag_s() <= lag_before + 5, 240, 1.0)
     recovered = clock() - at if back else None
-    return {
-        "fault": FAULTS[4],
-        "run": True,
-        "at_s": at,
-        "recovery_s": recovered,
-        "archive_lag_s": {"before": lag_before, "read_only": lag_during},
-        "write_errors": errors,
-        "detail": f"read-only for {ARCHIVE_READ_ONLY_S:g} s: {errors:.0f} failed commits, "
+    return _row(
+        4,
+        at,
+        recovered,
+        archive_lag_s={"before": lag_before, "read_only": lag_during},
+        write_errors=errors,
+        detail=f"read-only for {ARCHIVE_READ_ONLY_S:g} s: {errors:.0f} failed commits, "
         f"archive lag {lag_before:.1f} -> {_fmt_s(lag_during)} s; "
         + (f"lag back after {recovered:.1f} s" if recovered is not None else "lag not back"),
-    }
+    )
 
 
 def _fmt_s(seconds: float | None) -> str:

@@ -181,6 +181,21 @@ def test_rising_freshness_fails_but_noise_and_a_small_rise_do_not() -> None:
     assert verdict(p99=lambda t: 2.0 + 3.0 * t / END)["passed"]
 
 
+def soak_result(
+    data: list[dict[str, Any]], faults: list[dict[str, Any]], found: dict[str, Any]
+) -> dict[str, Any]:
+    """What `recsys.bench.soak.run` returns around its samples, faults and verdict."""
+    return {
+        "config": {"interval_s": INTERVAL, "api_workers": 2, "request_rate": 300,
+                   "event_rate": 1000, "users": 5000, "probe_interval_s": 1.0},
+        "rates": {"requests_per_s": 299.0, "events_per_s": 998.0, "probes": 3600,
+                  "api_saturation": 1330, "stream_saturation": 9500},
+        "dataset": "synthetic", "seconds": END, "warmup_s": WARMUP,
+        "redis_memory_mb": {"first": 40.0, "last": 50.0},
+        "samples": data, "faults": faults, "verdict": found,
+    }  # fmt: skip
+
+
 def test_report_and_plot(tmp_path: Any) -> None:
     data = samples()
     faults = [
@@ -189,16 +204,8 @@ def test_report_and_plot(tmp_path: Any) -> None:
          "detail": "pid 10 killed"},
         {"fault": "stop Kafka for 10 s", "run": False, "detail": "not implemented in the soak"},
     ]  # fmt: skip
-    result = {
-        "config": {"interval_s": INTERVAL, "api_workers": 2, "request_rate": 300,
-                   "event_rate": 1000, "users": 5000, "probe_interval_s": 1.0},
-        "rates": {"requests_per_s": 299.0, "events_per_s": 998.0, "probes": 3600,
-                  "api_saturation": 1330, "stream_saturation": 9500},
-        "dataset": "synthetic", "seconds": END, "warmup_s": WARMUP,
-        "redis_memory_mb": {"first": 40.0, "last": 50.0},
-        "samples": data, "faults": faults,
-        "verdict": evaluate(data, faults, PUBLISHED, PUBLISHED, WARMUP, INTERVAL),
-    }  # fmt: skip
+    result = soak_result(data, faults, evaluate(data, faults, PUBLISHED, PUBLISHED, WARMUP,
+                                                INTERVAL))  # fmt: skip
     text = markdown(result, "soak.png")
     assert "**PASSED**" in text
     assert "| stop Kafka for 10 s | not run |" in text
@@ -237,16 +244,10 @@ def test_samples_taken_while_redis_or_the_broker_was_down_still_plot(tmp_path: A
     data = samples()
     for sample in data[100:103]:
         sample["redis_used_memory"] = sample["kafka_lag"] = None
-    result = {
-        "config": {"interval_s": INTERVAL, "api_workers": 2, "request_rate": 300,
-                   "event_rate": 1000, "users": 5000, "probe_interval_s": 1.0},
-        "rates": {"requests_per_s": 299.0, "events_per_s": 998.0, "probes": 3600,
-                  "api_saturation": 1330, "stream_saturation": 9500},
-        "dataset": "synthetic", "seconds": END, "warmup_s": WARMUP,
-        "redis_memory_mb": {"first": 40.0, "last": 50.0}, "samples": data, "faults": [],
-        "verdict": evaluate(data, [], PUBLISHED, PUBLISHED, WARMUP, INTERVAL,
-                            {"per_user": PUBLISHED, "duplicate_rows": 0}),
-    }  # fmt: skip
+    archived = {"per_user": PUBLISHED, "duplicate_rows": 0}
+    result = soak_result(
+        data, [], evaluate(data, [], PUBLISHED, PUBLISHED, WARMUP, INTERVAL, archived)
+    )
     assert "The archive (its Delta table" in markdown(result, "soak.png")
     plot(result, tmp_path / "soak.png")
     assert (tmp_path / "soak.png").stat().st_size > 10_000
