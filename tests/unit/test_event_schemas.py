@@ -93,6 +93,10 @@ BAD_EVENTS: list[tuple[str, bytes, str]] = [
      "context"),
     ("negative quantity", json.dumps(valid(event_type="purchase", quantity=0)).encode(),
      "quantity"),
+    ("dwell past its bound", json.dumps(valid(event_type="view", dwell_ms=2**31)).encode(),
+     "dwell_ms"),
+    ("dwell past 64 bits", json.dumps(valid(event_type="view", dwell_ms=10**21)).encode(),
+     "dwell_ms"),
     ("non-JSON bytes", b"\x00\xffnot json", "body"),
     ("JSON that is not an object", b"[1, 2, 3]", "body"),
     ("oversized message", b'{"pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "body"),
@@ -112,3 +116,14 @@ def test_validate_event_from_parsed_json_names_field() -> None:
         validate_event(valid(event_id="zzz"))
     assert info.value.field == "event_id"
     assert validate_event(valid()).user_id == "user-1"
+
+
+def test_dwell_has_its_bound_in_the_schema() -> None:
+    """The JSON parser refuses integers past 64 bits, so an unbounded integer in the schema would
+    allow what the API rejects (schemathesis found `dwell_ms` so)."""
+    schema = ViewEvent.model_json_schema()["properties"]["dwell_ms"]
+    bounded = next(option for option in schema["anyOf"] if option.get("type") == "integer")
+    assert bounded["maximum"] == 2**31 - 1
+    longest = decode_event(json.dumps(valid(event_type="view", dwell_ms=2**31 - 1)).encode())
+    assert isinstance(longest, ViewEvent)
+    assert longest.dwell_ms == 2**31 - 1
